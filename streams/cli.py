@@ -1,0 +1,415 @@
+"""The ``rollguard`` command (DESIGN §8).
+
+Exit status: 0 on success, 2 on bad usage or bad configuration, 1 on any other failure, with a
+one-line reason on stderr. Heavy modules (faust, aiokafka, matplotlib) are imported by the verbs
+that need them, so ``rollguard policy check`` stays fast.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import sys
+from pathlib import Path
+from typing import Any, NoReturn
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from streams.settings import ConfigError, load_policy, load_settings
+
+__all__ = ["main", "cli"]
+
+POLICY_OPTION = click.option(
+    "--policy",
+    "policy_path",
+    envvar="ROLLGUARD_POLICY",
+    default="config/policy.yaml",
+    show_default=True,
+    type=click.Path(dir_okay=False),
+    help="Policy file (DESIGN §10).",
+)
+BOOTSTRAP_OPTION = click.option(
+    "--bootstrap-servers",
+    envvar="ROLLGUARD_BOOTSTRAP_SERVERS",
+    default=None,
+    help="Kafka bootstrap servers [default: 127.0.0.1:9092].",
+)
+
+
+class Failure(click.ClickException):
+    """A runtime failure: exit status 1, one line on stderr."""
+
+    exit_code = 1
+
+
+class BadConfig(click.ClickException):
+    """Bad usage or configuration: exit status 2."""
+
+    exit_code = 2
+
+
+def _fail_config(err: Exception) -> NoReturn:
+    raise BadConfig(str(err).replace("\n", " | "))
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="rollguard")
+def cli() -> None:
+    """rollguard: automatic rollback only where the evidence earns it."""
+
+
+# --------------------------------------------------------------------------------------------
+# policy
+# --------------------------------------------------------------------------------------------
+
+
+@cli.group()
+def policy() -> None:
+    """Validate and inspect policies."""
+
+
+@policy.command("check")
+@click.argument("file", required=False, type=click.Path(dir_okay=False))
+@POLICY_OPTION
+def policy_check(file: str | None, policy_path: str) -> None:
+    """Validate a policy and print the effective thresholds per service."""
+    path = file or policy_path
+    try:
+        loaded = load_policy(path)
+    except ConfigError as err:
+        _fail_config(err)
+    console = Console(width=None if sys.stdout.isatty() else 160)
+    console.print(f"[bold]{path}[/bold] is valid — policy_version {loaded.version}")
+    names = ["(defaults)", *sorted(loaded.services)]
+    services = Table(title="Effective settings per service")
+    for column in ("service", "window", "lateness", "bake", "baseline", "breach×",
+                   "stale", "coverage", "traffic≥", "anomaly≥", "tier", "auto", "role"):
+        services.add_column(column)
+    thresholds = Table(title="Effective thresholds per service and metric")
+    for column in ("service", "metric", "stat", "max", "× baseline", "every", "role"):
+        thresholds.add_column(column)
+    for name in names:
+        eff = loaded.defaults if name == "(defaults)" else loaded.for_service(name)
+        services.add_row(
+            name, f"{eff.window_seconds}s", f"{eff.allowed_lateness_seconds:g}s",
+            f"{eff.bake_seconds:g}s", f"{eff.min_baseline_windows}..{eff.baseline_windows}",
+            str(eff.consecutive_breach_windows), f"{eff.stale_after_seconds:g}s",
+            f"{eff.min_coverage:g}", f"{eff.min_traffic:g}", f"{eff.anomaly_threshold:g}",
+            eff.tier, "yes" if eff.auto_rollback else "no", eff.required_role,
+        )
+        for index, (metric, rule) in enumerate(sorted(eff.metrics.items())):
+            thresholds.add_row(
+                name if index == 0 else "",
+                metric,
+                rule.stat if rule.role == "threshold" else "",
+                "" if rule.max is None else f"{rule.max:g}",
+                "" if rule.max_ratio_to_baseline is None else f"{rule.max_ratio_to_baseline:g}",
+                f"{rule.expected_interval_seconds:g}s",
+                rule.role,
+            )
+    console.print(services)
+    console.print(thresholds)
+    fleet = loaded.fleet
+    console.print(
+        f"fleet: {fleet.fleet_anomaly_limit} services breaching at once ⇒ FLEET_WIDE_ANOMALY; "
+        f"budget {fleet.max_auto_rollbacks_per_hour}/h fleet, "
+        f"{fleet.max_auto_rollbacks_per_service_per_hour}/h per service; "
+        f"rollback authorities: {', '.join(loaded.rollback_authorities)}"
+    )
+    for rule in loaded.preauthorizations:
+        console.print(
+            f"pre-authorisation {rule.id} ({rule.owner}): {rule.service} on "
+            f"{'+'.join(rule.when)} despite {', '.join(rule.allow_despite) or 'nothing'} "
+            f"until {rule.expires.isoformat()}"
+        )
+
+
+# --------------------------------------------------------------------------------------------
+# schema
+# --------------------------------------------------------------------------------------------
+
+
+@cli.group()
+def schema() -> None:
+    """JSON Schemas of the records, for producers and consumers."""
+
+
+@schema.command("export")
+@click.argument("directory", type=click.Path(file_okay=False))
+def schema_export(directory: str) -> None:
+    """Write one JSON Schema per record type into DIRECTORY."""
+    from streams.schemas import export_schemas
+
+    for path in export_schemas(Path(directory)):
+        click.echo(str(path))
+
+
+# --------------------------------------------------------------------------------------------
+# keys
+# --------------------------------------------------------------------------------------------
+
+
+@cli.group()
+def keys() -> None:
+    """Ed25519 keys for commands and approvals."""
+
+
+@keys.command("generate")
+@click.argument("name")
+@click.option("--dir", "directory", default="keys", show_default=True, type=click.Path())
+def keys_generate(name: str, directory: str) -> None:
+    """Make an Ed25519 key pair NAME.key (0600) and NAME.pub."""
+    from streams.signing import KeyError_, generate_key_pair
+
+    try:
+        private, public = generate_key_pair(Path(directory), name)
+    except KeyError_ as err:
+        raise Failure(str(err)) from None
+    click.echo(f"private key: {private} (keep it secret; mode 0600)")
+    click.echo(f"public key:  {public}")
+
+
+# --------------------------------------------------------------------------------------------
+# simulate / replay / score-series
+# --------------------------------------------------------------------------------------------
+
+
+@cli.command()
+@click.argument("scenario", required=False)
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--out", "out", type=click.Path(dir_okay=False), help="Write FILE.jsonl.")
+@click.option("--all", "all_dir", type=click.Path(file_okay=False), help="Write every scenario.")
+@click.option("--to-kafka", is_flag=True, help="Publish to the input topics instead.")
+@click.option("--list", "list_only", is_flag=True, help="List the scenarios.")
+@BOOTSTRAP_OPTION
+def simulate(
+    scenario: str | None,
+    seed: int,
+    out: str | None,
+    all_dir: str | None,
+    to_kafka: bool,
+    list_only: bool,
+    bootstrap_servers: str | None,
+) -> None:
+    """Write a labelled synthetic SCENARIO (events JSONL + labels JSON)."""
+    from streams.simulate import SCENARIOS, generate
+    from streams.simulate_io import publish_scenario, write_scenario
+
+    if list_only:
+        click.echo("\n".join(SCENARIOS))
+        return
+    if all_dir:
+        for name in SCENARIOS:
+            events_path, labels_path = write_scenario(
+                generate(name, seed), Path(all_dir) / f"{name}.jsonl"
+            )
+            click.echo(f"{events_path}  {labels_path}")
+        return
+    if not scenario:
+        raise click.UsageError("give a SCENARIO (see --list) or --all DIR")
+    if scenario not in SCENARIOS:
+        raise click.UsageError(f"unknown scenario {scenario!r}; one of: {', '.join(SCENARIOS)}")
+    if to_kafka:
+        settings = _settings(bootstrap_servers)
+        count = publish_scenario(scenario, seed, settings)
+        click.echo(f"published {count} events of {scenario} (seed {seed})")
+        return
+    generated = generate(scenario, seed)
+    if out:
+        events_path, labels_path = write_scenario(generated, Path(out))
+        click.echo(f"{events_path}  {labels_path}")
+    else:
+        from streams.serde import dumps
+
+        for event in generated.events:
+            sys.stdout.buffer.write(dumps(event) + b"\n")
+
+
+@cli.command()
+@click.argument("file", required=False, type=click.Path(exists=True, dir_okay=False))
+@click.option("--from-kafka", is_flag=True, help="Read the input topics instead of a file.")
+@click.option("--since", default=None, help="Start of the time range (RFC 3339 or epoch s).")
+@click.option("--until", default=None, help="End of the time range (RFC 3339 or epoch s).")
+@POLICY_OPTION
+@click.option("--out", "out", type=click.Path(dir_okay=False), help="decisions.jsonl")
+@click.option("--key", "key_file", type=click.Path(exists=True, dir_okay=False),
+              help="Sign the commands with this Ed25519 private key.")
+@click.option("--labels", type=click.Path(exists=True, dir_okay=False))
+@click.option("--report", type=click.Path(dir_okay=False))
+@BOOTSTRAP_OPTION
+def replay(
+    file: str | None,
+    from_kafka: bool,
+    since: str | None,
+    until: str | None,
+    policy_path: str,
+    out: str | None,
+    key_file: str | None,
+    labels: str | None,
+    report: str | None,
+    bootstrap_servers: str | None,
+) -> None:
+    """Run the decision core offline over FILE.jsonl; same input + policy ⇒ same bytes out."""
+    from streams.replay import ReplayStats, replay_to_bytes
+
+    if from_kafka or since or until:
+        raise BadConfig("--from-kafka/--since/--until are not available yet (issue 5)")
+    if labels or report:
+        raise BadConfig("--labels/--report are not available yet (issue 5)")
+    if not file:
+        raise click.UsageError("give FILE.jsonl")
+    try:
+        loaded = load_policy(policy_path)
+    except ConfigError as err:
+        _fail_config(err)
+    settings = _settings(bootstrap_servers)
+    signing_key = _private_key(key_file) if key_file else None
+    stats = ReplayStats()
+    sink = open(out, "wb") if out else sys.stdout.buffer  # noqa: SIM115
+    try:
+        with open(file, "rb") as lines:
+            for chunk in replay_to_bytes(
+                lines,
+                loaded,
+                signing_key=signing_key,
+                source=file,
+                stats=stats,
+                max_clock_skew_seconds=settings.max_clock_skew_seconds,
+                max_message_bytes=settings.max_message_bytes,
+            ):
+                sink.write(chunk)
+    finally:
+        if out:
+            sink.close()
+    summary = ", ".join(f"{n} {t}" for t, n in sorted(stats.outputs.items()))
+    click.echo(
+        f"replayed {stats.lines} lines ({stats.dead_letters} dead letters): "
+        f"{summary or 'no output'}",
+        err=True,
+    )
+
+
+@cli.command("score-series")
+@click.argument("infile", type=click.Path(exists=True, dir_okay=False))
+@click.argument("outfile", type=click.Path(dir_okay=False))
+def score_series_command(infile: str, outfile: str) -> None:
+    """Online anomaly scores for a timestamp,value CSV → timestamp,value,anomaly_score."""
+    from models.anomaly import score_csv_rows
+
+    rows = list(_read_series(Path(infile)))
+    with open(outfile, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["timestamp", "value", "anomaly_score"])
+        for timestamp, value, score in score_csv_rows(rows):
+            writer.writerow([timestamp, repr(value), f"{score:.6f}"])
+    click.echo(f"scored {len(rows)} points → {outfile}", err=True)
+
+
+def _read_series(path: Path) -> list[tuple[str, float]]:
+    rows: list[tuple[str, float]] = []
+    with open(path, newline="") as handle:
+        for number, row in enumerate(csv.reader(handle), start=1):
+            if not row or not "".join(row).strip():
+                continue
+            if len(row) < 2:
+                raise BadConfig(f"{path}: line {number}: expected 'timestamp,value', got {row!r}")
+            timestamp, text = row[0].strip(), row[1].strip()
+            try:
+                value = float(text)
+            except ValueError:
+                if number == 1:
+                    continue  # the header
+                raise BadConfig(f"{path}: line {number}: value {text!r} is not a number") from None
+            if not math.isfinite(value):
+                raise BadConfig(f"{path}: line {number}: value {text!r} is not finite")
+            rows.append((timestamp, value))
+    return rows
+
+
+# --------------------------------------------------------------------------------------------
+# Kafka verbs
+# --------------------------------------------------------------------------------------------
+
+
+@cli.group()
+def topics() -> None:
+    """Kafka topics."""
+
+
+@topics.command("create")
+@BOOTSTRAP_OPTION
+def topics_create(bootstrap_servers: str | None) -> None:
+    """Create every topic of DESIGN §2 with the configured partitions (idempotent)."""
+    import asyncio
+
+    from streams.topics import create_topics
+
+    settings = _settings(bootstrap_servers)
+    try:
+        created, existing = asyncio.run(create_topics(settings))
+    except Exception as err:  # noqa: BLE001 - reported as one line
+        raise Failure(f"cannot create topics on {settings.bootstrap_servers}: {err}") from None
+    for name in created:
+        click.echo(f"created  {name}")
+    for name in existing:
+        click.echo(f"exists   {name}")
+
+
+@cli.command()
+@BOOTSTRAP_OPTION
+@POLICY_OPTION
+def worker(bootstrap_servers: str | None, policy_path: str) -> None:
+    """Run the stream processor against Kafka."""
+    from streams.app import run_worker
+
+    settings = _settings(bootstrap_servers, policy=policy_path)
+    try:
+        loaded = load_policy(settings.policy)
+    except ConfigError as err:
+        _fail_config(err)
+    run_worker(settings, loaded)
+
+
+# --------------------------------------------------------------------------------------------
+# helpers
+# --------------------------------------------------------------------------------------------
+
+
+def _settings(bootstrap_servers: str | None, **extra: Any) -> Any:
+    try:
+        return load_settings(bootstrap_servers=bootstrap_servers, **extra)
+    except ConfigError as err:
+        _fail_config(err)
+
+
+def _private_key(path: str) -> Any:
+    from streams.signing import KeyError_, load_private_key
+
+    try:
+        return load_private_key(Path(path))
+    except KeyError_ as err:
+        _fail_config(err)
+
+
+def main() -> None:
+    """Entry point: map every failure to the exit status of DESIGN §8."""
+    try:
+        cli.main(standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("rollguard: aborted", err=True)
+        sys.exit(1)
+    except click.ClickException as err:
+        click.echo(f"rollguard: {err.format_message()}", err=True)
+        sys.exit(err.exit_code)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except Exception as err:  # noqa: BLE001 - the contract is one line and exit 1
+        click.echo(f"rollguard: {type(err).__name__}: {err}", err=True)
+        sys.exit(1)
+    sys.exit(0)
+
+
+if __name__ == "__main__":
+    main()
