@@ -1,0 +1,53 @@
+"""The decision core is pure: models/ imports no Kafka, no shell, no clock (STYLE.md)."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+FORBIDDEN_IMPORTS = {"streams", "faust", "aiokafka", "orjson", "mode", "time", "socket",
+                     "asyncio", "requests", "urllib", "os", "subprocess"}
+FORBIDDEN_CALLS = {("datetime", "now"), ("datetime", "utcnow"), ("date", "today"),
+                   ("time", "time"), ("time", "monotonic"), ("random", "random")}
+
+
+def _core_modules() -> list[Path]:
+    return sorted((REPO / "models").rglob("*.py"))
+
+
+def test_core_imports_nothing_from_the_shell_or_the_outside_world() -> None:
+    offenders = []
+    for path in _core_modules():
+        tree = ast.parse(path.read_text(), filename=str(path))
+        for node in ast.walk(tree):
+            names: list[str] = []
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                names = [node.module]
+            for name in names:
+                if name.split(".")[0] in FORBIDDEN_IMPORTS:
+                    offenders.append(f"{path.relative_to(REPO)}:{node.lineno} imports {name}")
+    assert not offenders, "\n".join(offenders)
+
+
+def test_core_never_reads_the_clock() -> None:
+    offenders = []
+    for path in _core_modules():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+                    and isinstance(node.func.value, ast.Name)
+                    and (node.func.value.id, node.func.attr) in FORBIDDEN_CALLS):
+                offenders.append(f"{path.relative_to(REPO)}:{node.lineno}")
+    assert not offenders, offenders
+
+
+def test_import_linter_contract_holds() -> None:
+    result = subprocess.run(
+        [str(Path(sys.executable).with_name("lint-imports"))],
+        cwd=REPO, capture_output=True, text=True, check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
