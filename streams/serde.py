@@ -57,6 +57,11 @@ def _describe(err: ValidationError, expected_type: str | None = None, topic: str
     if expected_type:
         for item in err.errors(include_url=False):
             if item["loc"] == ("type",) and item["type"] == "literal_error":
+                if item.get("input") not in INPUT_TYPES:
+                    return (
+                        f"unknown type {item.get('input')!r}; topic {topic!r} carries "
+                        f"{expected_type!r} records"
+                    )
                 return (
                     f"type {item.get('input')!r} does not belong on topic {topic!r} "
                     f"(it carries {expected_type!r} records)"

@@ -1,0 +1,145 @@
+"""The faust application: topics, agents and web pages wired to the decision core. No logic.
+
+``create_app(settings, policy)`` builds a faust app whose id (consumer group, changelog names)
+is ``settings.app_id`` and whose topics carry ``settings.topic_prefix``, so that several
+environments or test runs share one cluster without seeing each other (DESIGN §2).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import faust
+from faust.sensors.prometheus import setup_prometheus_sensors
+from prometheus_client import CollectorRegistry
+
+from models.policy import Policy
+from streams.metrics import WorkerMetrics
+from streams.pipeline import Pipeline
+from streams.serde import decode, encode
+from streams.settings import Settings
+
+__all__ = ["create_app", "run_worker"]
+
+log = logging.getLogger("rollguard.worker")
+
+
+def _credentials(settings: Settings) -> Any:
+    if settings.sasl_mechanism:
+        password = settings.sasl_password.get_secret_value() if settings.sasl_password else ""
+        return faust.SASLCredentials(
+            username=settings.sasl_username or "",
+            password=password,
+            mechanism=settings.sasl_mechanism,
+            ssl_context=settings.kafka_client_options().get("ssl_context"),
+        )
+    if settings.security_protocol == "SSL":
+        return faust.SSLCredentials(settings.kafka_client_options()["ssl_context"])
+    return None
+
+
+def create_app(
+    settings: Settings,
+    policy: Policy,
+    *,
+    registry: CollectorRegistry | None = None,
+) -> faust.App:
+    """A faust app running rollguard with ``settings`` and ``policy``."""
+    registry = registry if registry is not None else CollectorRegistry()
+    app = faust.App(
+        settings.app_id,
+        broker=[f"kafka://{server}" for server in settings.bootstrap_servers.split(",")],
+        broker_credentials=_credentials(settings),
+        store="memory://",
+        topic_partitions=settings.partitions,
+        topic_replication_factor=settings.replication_factor,
+        topic_allow_declare=True,
+        web_enabled=settings.web_port != 0,
+        web_host=settings.web_host,
+        web_port=settings.web_port or 6066,
+        web_in_thread=False,
+        producer_max_request_size=max(1048576, settings.max_message_bytes * 4),
+        consumer_max_fetch_size=max(1048576, settings.max_message_bytes * 4),
+        key_serializer="raw",
+        value_serializer="raw",
+    )
+    metrics = WorkerMetrics(registry)
+    pipeline = Pipeline(policy)
+    topic_types = {settings.topic_prefix + name: kind for name, kind in
+                   settings.topics.inputs().items()}
+    inputs = app.topic(
+        *topic_types,
+        key_type=bytes,
+        value_type=bytes,
+        key_serializer="raw",
+        value_serializer="raw",
+        allow_empty=True,
+    )
+    outputs = {
+        kind: app.topic(settings.topic(name), key_type=bytes, value_type=bytes,
+                        key_serializer="raw", value_serializer="raw")
+        for kind, name in [
+            ("dead_letter", "dead_letters"),
+            ("decision", "decisions"),
+            ("rollback_command", "commands"),
+            ("approval_request", "approvals"),
+            ("release_verdict", "verdicts"),
+        ]
+    }
+
+    async def publish(record: Any, key: bytes | None) -> None:
+        await outputs[record.type].send(key=key, value=encode(record))
+        metrics.published(record)
+
+    @app.agent(inputs, name="ingest")
+    async def ingest(stream: Any) -> None:
+        """Decode every input message; dead-letter what fails; hand the rest to the core."""
+        async for event in stream.events():
+            message = event.message
+            decoded = decode(
+                message.value,
+                key=message.key,
+                topic=message.topic,
+                partition=message.partition,
+                offset=message.offset,
+                expected_type=topic_types.get(message.topic),
+                reference_time=time.time(),
+                max_clock_skew_seconds=settings.max_clock_skew_seconds,
+                max_message_bytes=settings.max_message_bytes,
+            )
+            if decoded.dead_letter is not None:
+                metrics.dead_letter(message.topic)
+                log.warning(
+                    "dead letter %s[%s]@%s: %s",
+                    message.topic, message.partition, message.offset, decoded.dead_letter.error,
+                )
+                await publish(decoded.dead_letter, message.key)
+                continue
+            record = decoded.record
+            assert record is not None
+            metrics.event_in(record.type)
+            for output in pipeline.process(record):
+                await publish(output, output.service.encode())
+
+    setup_prometheus_sensors(app, pattern="/metrics", registry=registry,
+                             name_prefix="rollguard_faust")
+
+    @app.page("/health")
+    async def health(web: Any, request: Any) -> Any:
+        return web.json({"status": "ok", "app_id": settings.app_id,
+                         "events": pipeline.counts_by_type()})
+
+    @app.page("/counts")
+    async def counts(web: Any, request: Any) -> Any:
+        return web.json(pipeline.counts_by_service())
+
+    return app
+
+
+def run_worker(settings: Settings, policy: Policy) -> None:
+    """Run the worker in the foreground until SIGTERM/SIGINT (graceful shutdown)."""
+    app = create_app(settings, policy)
+    worker = faust.Worker(app, loglevel=settings.log_level.lower())
+    worker.execute_from_commandline()

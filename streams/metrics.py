@@ -1,0 +1,41 @@
+"""Prometheus metrics of the worker (served on /metrics next to faust's own)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter
+
+__all__ = ["WorkerMetrics"]
+
+
+class WorkerMetrics:
+    """Counters the on-call engineer pages on: input by type, dead letters, decisions."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.events_in = Counter(
+            "rollguard_events_in_total", "Valid input events by type", ["type"],
+            registry=registry,
+        )
+        self.dead_letters = Counter(
+            "rollguard_dead_letters_total", "Input messages sent to the dead-letter topic",
+            ["topic"], registry=registry,
+        )
+        self.records_out = Counter(
+            "rollguard_records_out_total", "Records published, by type", ["type"],
+            registry=registry,
+        )
+        self.decisions = Counter(
+            "rollguard_decisions_total", "Decisions by action", ["action"], registry=registry,
+        )
+
+    def event_in(self, kind: str) -> None:
+        self.events_in.labels(type=kind).inc()
+
+    def dead_letter(self, topic: str) -> None:
+        self.dead_letters.labels(topic=topic).inc()
+
+    def published(self, record: Any) -> None:
+        self.records_out.labels(type=record.type).inc()
+        if record.type == "decision":
+            self.decisions.labels(action=record.action).inc()
