@@ -14,6 +14,7 @@ precision); output records write RFC 3339 with millisecond precision, ``Z`` suff
 
 from __future__ import annotations
 
+import hashlib
 import math
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -48,6 +49,7 @@ __all__ = [
     "Timestamp",
     "format_ts",
     "parse_ts",
+    "stable_id",
 ]
 
 # Epoch seconds beyond year 9999 cannot be rendered as RFC 3339; anything that large is a unit
@@ -351,3 +353,12 @@ class DeadLetter(_Record):
 
 
 OutputRecord = RollbackCommand | ApprovalRequest | Decision | ReleaseVerdict | DeadLetter
+
+
+def stable_id(prefix: str, deployment_id: str) -> str:
+    """A stable id derived from a deployment id: one command and one request per deployment.
+
+    >>> stable_id("cmd", "dep-42")
+    'cmd-a34fe5ffff4e5568'
+    """
+    return f"{prefix}-{hashlib.sha256(deployment_id.encode('utf-8')).hexdigest()[:16]}"
