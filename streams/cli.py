@@ -372,6 +372,91 @@ def worker(bootstrap_servers: str | None, policy_path: str) -> None:
     run_worker(settings, loaded)
 
 
+@cli.command()
+@click.option("--exec", "exec_template", required=True,
+              help="Command to run, e.g. 'deploy-tool rollback {service} {to_version}'. Fields: "
+                   "service, to_version, from_version, deployment_id, command_id.")
+@click.option("--verify-key", type=click.Path(exists=True, dir_okay=False),
+              envvar="ROLLGUARD_VERIFY_KEY", required=True,
+              help="The gate's Ed25519 public key (PEM).")
+@click.option("--scope", multiple=True, default=("*",), show_default=True,
+              help="Service name pattern this executor may act on (repeatable).")
+@click.option("--ledger", default="var/executor/ledger.sqlite3", show_default=True,
+              type=click.Path(dir_okay=False), help="Durable record of executed command ids.")
+@click.option("--group", default=None, help="Consumer group [default: <app id>-executor].")
+@click.option("--timeout", default=600.0, show_default=True, type=float)
+@BOOTSTRAP_OPTION
+def executor(exec_template: str, verify_key: str, scope: tuple[str, ...], ledger: str,
+             group: str | None, timeout: float, bootstrap_servers: str | None) -> None:
+    """Reference executor: verify and run rollback commands, each at most once."""
+    import asyncio
+    import logging
+
+    from streams.executor import ExecutorConfig, run_executor
+    from streams.signing import KeyError_, load_public_key
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    settings = _settings(bootstrap_servers)
+    try:
+        key = load_public_key(Path(verify_key))
+    except KeyError_ as err:
+        _fail_config(err)
+    config = ExecutorConfig(
+        exec_template=exec_template, verify_key=key, ledger_path=Path(ledger),
+        scope=tuple(scope), group_id=group or f"{settings.app_id}-executor",
+        timeout_seconds=timeout,
+    )
+    try:
+        asyncio.run(run_executor(settings, config))
+    except KeyboardInterrupt:
+        pass
+
+
+def _respond(decision: str, request_id: str, identity: str, key_file: str, comment: str,
+             service: str | None, bootstrap_servers: str | None) -> None:
+    import asyncio
+
+    from streams.approval_client import publish_response
+
+    settings = _settings(bootstrap_servers)
+    key = _private_key(key_file)
+    try:
+        found = asyncio.run(publish_response(settings, request_id, identity, decision, comment,
+                                             key, service))
+    except LookupError as err:
+        raise Failure(str(err)) from None
+    click.echo(f"{decision} {request_id} as {identity} for {found} → "
+               f"{settings.topic('approval_responses')}")
+
+
+def _response_options(func: Any) -> Any:
+    func = click.argument("request_id")(func)
+    func = click.option("--as", "identity", required=True, help="Your approver identity.")(func)
+    func = click.option("--key", "key_file", required=True,
+                        type=click.Path(exists=True, dir_okay=False),
+                        help="Your Ed25519 private key.")(func)
+    func = click.option("--comment", default="", help="Why.")(func)
+    func = click.option("--service", default=None,
+                        help="The request's service (skips looking the request up).")(func)
+    return BOOTSTRAP_OPTION(func)
+
+
+@cli.command()
+@_response_options
+def approve(request_id: str, identity: str, key_file: str, comment: str, service: str | None,
+            bootstrap_servers: str | None) -> None:
+    """Sign and publish an approval of REQUEST_ID."""
+    _respond("approve", request_id, identity, key_file, comment, service, bootstrap_servers)
+
+
+@cli.command()
+@_response_options
+def deny(request_id: str, identity: str, key_file: str, comment: str, service: str | None,
+         bootstrap_servers: str | None) -> None:
+    """Sign and publish a denial of REQUEST_ID."""
+    _respond("deny", request_id, identity, key_file, comment, service, bootstrap_servers)
+
+
 # --------------------------------------------------------------------------------------------
 # helpers
 # --------------------------------------------------------------------------------------------
