@@ -1,0 +1,13 @@
+"""``rollguard simulate``: labelled synthetic scenarios (the generator lives in streams.scenarios).
+
+>>> from streams.simulate import generate
+>>> scenario = generate("bad-deploy", seed=1)
+>>> scenario.labels
+{'dep-bad-deploy-1-1': 'rollback'}
+"""
+
+from __future__ import annotations
+
+from streams.scenarios import DEFAULT_START, SCENARIOS, Scenario, generate, generate_all
+
+__all__ = ["DEFAULT_START", "SCENARIOS", "Scenario", "generate", "generate_all"]
