@@ -41,7 +41,8 @@ def _bad_inputs(now: float) -> list[tuple[str, str, bytes | None, bytes, str]]:
          good.replace(b'"prometheus"', b'"prom\xff\xfe"'), "not UTF-8"),
         ("empty", "telemetry.metrics", b"checkout", b"", "empty message"),
         ("wrong-key", "telemetry.metrics", b"payments", good, "does not match service"),
-        ("wrong-topic", "telemetry.alerts", b"checkout", good, "does not belong on topic"),
+        ("wrong-topic", "telemetry.alerts", b"checkout", _metric("checkout", now + 1),
+         "does not belong on topic"),
         ("bad-enum", "deploys", b"checkout", orjson.dumps(
             {"type": "deploy", "deployment_id": "d1", "service": "checkout", "version": "v2",
              "status": "exploded", "actor": "ci", "ts": now}), "status"),
