@@ -205,15 +205,10 @@ def low_traffic(fleet: Fleet) -> None:
 
 
 def flapping_alerts(fleet: Fleet) -> None:
-    def release(fleet: Fleet, svc: ServiceProfile, deployed_at: float) -> Release:
-        bad = bad_release(fleet, svc.name, deployed_at, onset=(45.0, 60.0))
-        # Readiness of the new pods flaps from the first minute of the rollout to the end.
-        flapping_alert(
-            fleet, svc.name, deployed_at + fleet.rng.uniform(2.0, 6.0), deployed_at + 780.0
-        )
-        return bad
-
-    deployment, _, _ = _deploy_one(fleet, fleet.pick_services(1)[0], release)
+    service = fleet.pick_services(1)[0]
+    deployment, timeline, _ = _deploy_one(fleet, service, _bad("errors", onset=(45.0, 60.0)))
+    # Readiness of the new pods flaps from the first seconds of the rollout to the end.
+    flapping_alert(fleet, service, timeline.deploy + fleet.rng.uniform(2.0, 6.0), timeline.end)
     fleet.expect(deployment, "approval", ["ALERT_FLAPPING"])
 
 
