@@ -1,0 +1,286 @@
+"""Signal quality (DESIGN §5): is the telemetry of one service trustworthy at one window close?
+
+Each check is a small pure function returning the offending items with their numbers; ``assess``
+runs them all for one closed window and returns a ``SignalQuality``: the blocker reason codes
+that apply, each with a human-readable detail, plus the figures for the audit evidence.
+
+Which checks look at which metrics (see docs/core.md):
+
+- TELEMETRY_STALE: every (policy metric, source) seen in the baseline, up to the window's end.
+- TELEMETRY_INCOMPLETE: every policy metric that is not stale, in this window.
+- ALERT_FLAPPING: every alert name of the service.
+- SIGNALS_CONFLICT: breaching metrics against resolved alerts and a traffic drain; every policy
+  metric for source disagreement.
+- MODEL_COLD, BASELINE_UNSTABLE: the metrics breaching in this window.
+- LOW_TRAFFIC: the traffic metrics' mean over the observation so far (the caller uses it only
+  with a trigger or at the end of the bake).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from models.alerts import AlertBook
+from models.events import ReasonCode
+from models.policy import ServicePolicy
+from models.windows import Baseline, WindowSummary, stat_of
+
+__all__ = [
+    "TRAFFIC_DRAIN_RATIO",
+    "SignalQuality",
+    "assess",
+    "baseline_instability",
+    "cold_models",
+    "coverage",
+    "expected_samples",
+    "flapping_alerts",
+    "low_traffic",
+    "relative_gap",
+    "source_disagreements",
+    "stale_streams",
+    "traffic_drain",
+]
+
+TRAFFIC_DRAIN_RATIO = 0.1
+"""Traffic below this fraction of its baseline mean is a drain, not a bad release."""
+
+
+@dataclass(frozen=True, slots=True)
+class SignalQuality:
+    """The blockers one window's telemetry raises (code -> detail) and the figures behind them."""
+
+    blockers: Mapping[ReasonCode, str]
+    figures: Mapping[str, Any]
+
+
+def expected_samples(policy: ServicePolicy, metric: str, baseline: Baseline | None) -> float:
+    """Samples one window should hold for ``metric``: per-stream rate x baseline streams."""
+    interval = policy.metrics[metric].expected_interval_seconds
+    seen = baseline.metrics.get(metric) if baseline is not None else None
+    streams = max(1, seen.streams) if seen is not None else 1
+    return policy.window_seconds / interval * streams
+
+
+def coverage(
+    summary: WindowSummary, policy: ServicePolicy, baseline: Baseline | None
+) -> dict[str, float]:
+    """Coverage (samples seen / expected) of every policy metric in one window."""
+    out: dict[str, float] = {}
+    for name in sorted(policy.metrics):
+        stats = summary.metrics.get(name)
+        count = stats.count if stats is not None else 0
+        out[name] = count / expected_samples(policy, name, baseline)
+    return out
+
+
+def stale_streams(
+    last_seen: Mapping[tuple[str, str], float],
+    baseline: Baseline | None,
+    metrics: Mapping[str, object],
+    at: float,
+    stale_after: float,
+) -> dict[str, float]:
+    """``"metric/source"`` -> seconds without a sample, for baseline streams silent too long."""
+    if baseline is None:
+        return {}
+    out: dict[str, float] = {}
+    for name in sorted(metrics):
+        seen = baseline.metrics.get(name)
+        if seen is None:
+            continue
+        for source in seen.sources:
+            gap = at - last_seen.get((name, source), -math.inf)
+            if gap >= stale_after:
+                out[f"{name}/{source}"] = gap
+    return out
+
+
+def flapping_alerts(book: AlertBook, at: float, window: float, limit: int) -> dict[str, int]:
+    """Alert names with at least ``limit`` flips in the ``window`` seconds up to ``at``."""
+    return {name: n for name, n in book.flips_since(at - window).items() if n >= limit}
+
+
+def relative_gap(a: float, b: float) -> float:
+    """|a - b| relative to the larger magnitude (0 when both are 0).
+
+    >>> relative_gap(1.0, 2.0), relative_gap(0.0, 0.0)
+    (0.5, 0.0)
+    """
+    scale = max(abs(a), abs(b))
+    return 0.0 if scale == 0.0 else abs(a - b) / scale
+
+
+def source_disagreements(
+    summary: WindowSummary, policy: ServicePolicy
+) -> dict[str, dict[str, Any]]:
+    """Policy metrics whose sources disagree by more than ``source_tolerance`` (relative)."""
+    out: dict[str, dict[str, Any]] = {}
+    for name in sorted(policy.metrics):
+        stats = summary.metrics.get(name)
+        if stats is None or len(stats.sources) < 2:
+            continue
+        stat = policy.metrics[name].stat
+        values = {src: stat_of(s, stat) for src, s in stats.sources.items()}
+        gap = relative_gap(min(values.values()), max(values.values()))
+        if gap > policy.source_tolerance:
+            out[name] = {"stat": stat, "by_source": values, "relative_gap": gap}
+    return out
+
+
+def traffic_drain(
+    summary: WindowSummary, policy: ServicePolicy, baseline: Baseline | None
+) -> dict[str, dict[str, float]]:
+    """Traffic metrics whose window mean fell below TRAFFIC_DRAIN_RATIO of the baseline mean."""
+    out: dict[str, dict[str, float]] = {}
+    if baseline is None:
+        return out
+    for name in sorted(policy.traffic_metrics()):
+        stats = summary.metrics.get(name)
+        base = baseline.stat(name, "mean")
+        if stats is None or base is None or base <= 0.0:
+            continue
+        if stats.mean < TRAFFIC_DRAIN_RATIO * base:
+            out[name] = {"mean": stats.mean, "baseline_mean": base}
+    return out
+
+
+def cold_models(
+    metrics: tuple[str, ...], learned: Mapping[str, int], needed: int
+) -> dict[str, int]:
+    """Metrics whose detector learned fewer than ``needed`` windows -> windows learned."""
+    return {m: learned.get(m, 0) for m in metrics if learned.get(m, 0) < needed}
+
+
+def baseline_instability(
+    metrics: tuple[str, ...], policy: ServicePolicy, baseline: Baseline | None
+) -> dict[str, float]:
+    """Threshold metrics whose baseline stat varies more than ``max_baseline_cv`` -> its CV."""
+    out: dict[str, float] = {}
+    if baseline is None:
+        return out
+    for name in metrics:
+        seen = baseline.metrics.get(name)
+        rule = policy.metrics.get(name)
+        if seen is None or rule is None:
+            continue
+        cv = seen.cv[rule.stat]
+        if cv > policy.max_baseline_cv:
+            out[name] = cv
+    return out
+
+
+def low_traffic(
+    traffic_means: Mapping[str, float | None], min_traffic: float
+) -> dict[str, float | None]:
+    """Traffic metrics whose observed mean is below ``min_traffic`` (None: no samples at all)."""
+    return {
+        name: mean
+        for name, mean in sorted(traffic_means.items())
+        if mean is None or mean < min_traffic
+    }
+
+
+def _fmt(value: float) -> str:
+    return f"{value:.6g}"
+
+
+def assess(
+    summary: WindowSummary,
+    policy: ServicePolicy,
+    baseline: Baseline | None,
+    last_seen: Mapping[tuple[str, str], float],
+    alerts: AlertBook,
+    *,
+    breaching: tuple[str, ...],
+    learned: Mapping[str, int],
+    traffic_means: Mapping[str, float | None],
+) -> SignalQuality:
+    """Run every signal-quality check for one closed window of a service under trial."""
+    blockers: dict[ReasonCode, str] = {}
+    at = summary.end
+
+    stale = stale_streams(last_seen, baseline, policy.metrics, at, policy.stale_after_seconds)
+    if stale:
+        blockers[ReasonCode.TELEMETRY_STALE] = "; ".join(
+            f"{key} silent for {_fmt(gap)} s (stale after {_fmt(policy.stale_after_seconds)} s)"
+            for key, gap in stale.items()
+        )
+    stale_metrics = {key.split("/", 1)[0] for key in stale}
+    cov = coverage(summary, policy, baseline)
+    incomplete = {
+        m: c for m, c in cov.items() if c < policy.min_coverage and m not in stale_metrics
+    }
+    if incomplete:
+        blockers[ReasonCode.TELEMETRY_INCOMPLETE] = "; ".join(
+            f"{m} coverage {_fmt(c)} < {_fmt(policy.min_coverage)}" for m, c in incomplete.items()
+        )
+
+    flapping = flapping_alerts(alerts, at, policy.flap_window_seconds, policy.flap_limit)
+    if flapping:
+        blockers[ReasonCode.ALERT_FLAPPING] = "; ".join(
+            f"{name} flipped {n} times in {_fmt(policy.flap_window_seconds)} s "
+            f"(limit {policy.flap_limit})"
+            for name, n in flapping.items()
+        )
+
+    conflicts: list[str] = []
+    resolved = alerts.resolved_since(summary.start - policy.window_seconds) if breaching else {}
+    for metric in breaching:
+        for name, ts in resolved.items():
+            conflicts.append(f"{metric} breach while alert {name} resolved at {_fmt(ts)}")
+    disagree = source_disagreements(summary, policy)
+    for metric, info in disagree.items():
+        shown = ", ".join(f"{src}={_fmt(v)}" for src, v in info["by_source"].items())
+        conflicts.append(
+            f"{metric} sources disagree by {_fmt(info['relative_gap'])} "
+            f"(> {_fmt(policy.source_tolerance)}): {shown}"
+        )
+    drain = traffic_drain(summary, policy, baseline) if breaching else {}
+    for metric, info in drain.items():
+        conflicts.append(
+            f"{', '.join(breaching)} breach while {metric} drained to {_fmt(info['mean'])} "
+            f"(< {TRAFFIC_DRAIN_RATIO:g} x baseline {_fmt(info['baseline_mean'])})"
+        )
+    if conflicts:
+        blockers[ReasonCode.SIGNALS_CONFLICT] = "; ".join(conflicts)
+
+    cold = cold_models(breaching, learned, policy.min_baseline_windows)
+    if cold:
+        blockers[ReasonCode.MODEL_COLD] = "; ".join(
+            f"{m} model learned {n} windows (< {policy.min_baseline_windows})"
+            for m, n in cold.items()
+        )
+    unstable = baseline_instability(breaching, policy, baseline)
+    if unstable:
+        blockers[ReasonCode.BASELINE_UNSTABLE] = "; ".join(
+            f"{m} baseline CV {_fmt(cv)} > {_fmt(policy.max_baseline_cv)}"
+            for m, cv in unstable.items()
+        )
+    low = low_traffic(traffic_means, policy.min_traffic)
+    if low:
+        blockers[ReasonCode.LOW_TRAFFIC] = "; ".join(
+            f"{m} mean {'n/a (no samples)' if v is None else _fmt(v)} < {_fmt(policy.min_traffic)}"
+            for m, v in low.items()
+        )
+
+    figures: dict[str, Any] = {
+        "coverage": cov,
+        "min_coverage": policy.min_coverage,
+        "stale_seconds": stale,
+        "stale_after_seconds": policy.stale_after_seconds,
+        "alert_flips": alerts.flips_since(at - policy.flap_window_seconds),
+        "flap_limit": policy.flap_limit,
+        "source_disagreements": disagree,
+        "resolved_alerts": resolved,
+        "traffic_drain": drain,
+        "models_learned": dict(sorted(learned.items())),
+        "min_baseline_windows": policy.min_baseline_windows,
+        "baseline_cv": unstable,
+        "max_baseline_cv": policy.max_baseline_cv,
+        "traffic_mean": dict(sorted(traffic_means.items())),
+        "min_traffic": policy.min_traffic,
+    }
+    return SignalQuality(blockers, figures)

@@ -1,0 +1,367 @@
+"""A deployment on trial: its baseline, its observation windows and what each one shows.
+
+``Deployment`` is the mutable per-deployment state (streaks, bake totals, the request it may
+have raised); ``Deployment.observe`` folds one closed observation window into it and returns the
+``Findings`` that ``decide`` needs together with the evidence a decision must carry.
+
+Windows relative to the deploy time ``t`` (width ``w``):
+
+- baseline: the last ``baseline_windows`` windows that end at or before ``t``;
+- the window that straddles ``t`` (if ``t`` is not on a boundary) is neither: it mixes the old
+  and the new release;
+- observation: windows that start at or after ``t`` and before ``t + bake_seconds``; the bake
+  is extended, window by window, while a trigger episode is under way (at most
+  ``consecutive_breach_windows - 1`` windows) so that a breach in the last window is judged.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from models.alerts import AlertBook
+from models.decide import BakeEvidence, DeploymentFacts, Findings, Stage
+from models.events import ReasonCode
+from models.policy import ServicePolicy
+from models.quality import assess, coverage, expected_samples
+from models.scoring import JOINT, Score
+from models.windows import Baseline, MetricStats, WindowSummary, first_window_from, stat_of
+
+__all__ = ["Deployment", "ThresholdCheck", "check_thresholds"]
+
+
+@dataclass(frozen=True, slots=True)
+class ThresholdCheck:
+    """One threshold metric in one window against its limits."""
+
+    stat: str
+    value: float
+    max: float | None
+    max_ratio_to_baseline: float | None
+    baseline: float | None
+    breach: bool
+
+    def as_evidence(self) -> dict[str, Any]:
+        """Plain data for the audit trail."""
+        limit_ratio = (
+            self.max_ratio_to_baseline * self.baseline
+            if self.max_ratio_to_baseline is not None and self.baseline is not None
+            else None
+        )
+        return {
+            "stat": self.stat,
+            "value": self.value,
+            "max": self.max,
+            "max_ratio_to_baseline": self.max_ratio_to_baseline,
+            "baseline": self.baseline,
+            "ratio_limit": limit_ratio,
+            "breach": self.breach,
+        }
+
+
+def check_thresholds(
+    metrics: Mapping[str, MetricStats],
+    policy: ServicePolicy,
+    baseline_of: Mapping[str, float | None],
+) -> dict[str, ThresholdCheck]:
+    """Compare every threshold metric present in a window with ``max`` and the baseline ratio.
+
+    ``baseline_of`` gives, per metric, the baseline value of the metric's policy stat.
+    """
+    out: dict[str, ThresholdCheck] = {}
+    for name, rule in policy.metrics.items():
+        if rule.role != "threshold":
+            continue
+        stats = metrics.get(name)
+        if stats is None:
+            continue
+        value = stat_of(stats, rule.stat)
+        base = baseline_of.get(name)
+        breach = rule.max is not None and value > rule.max
+        if not breach and rule.max_ratio_to_baseline is not None and base is not None:
+            breach = value > rule.max_ratio_to_baseline * base
+        out[name] = ThresholdCheck(
+            rule.stat, value, rule.max, rule.max_ratio_to_baseline, base, breach
+        )
+    return dict(sorted(out.items()))
+
+
+def _window_evidence(
+    summary: WindowSummary, policy: ServicePolicy, baseline: Baseline | None
+) -> dict[str, Any]:
+    cov = coverage(summary, policy, baseline)
+    metrics: dict[str, Any] = {}
+    for name, s in sorted(summary.metrics.items()):
+        item: dict[str, Any] = {
+            "count": s.count,
+            "mean": s.mean,
+            "p95": s.p95,
+            "max": s.max,
+            "coverage": cov.get(name),
+            "streams": s.streams,
+        }
+        if s.sources:
+            item["sources"] = {
+                src: {"count": x.count, "mean": x.mean, "p95": x.p95, "max": x.max}
+                for src, x in s.sources.items()
+            }
+        metrics[name] = item
+    for name in sorted(policy.metrics):
+        metrics.setdefault(name, {"count": 0, "coverage": 0.0})
+    return {
+        "start": summary.start,
+        "end": summary.end,
+        "metrics": dict(sorted(metrics.items())),
+        "alerts_firing": summary.firing_by_severity(),
+    }
+
+
+def _baseline_evidence(baseline: Baseline | None) -> dict[str, Any] | None:
+    if baseline is None:
+        return None
+    return {
+        "first_window_start": None,
+        "windows": baseline.windows,
+        "metrics": {
+            name: {
+                "windows": m.windows,
+                "mean": m.mean,
+                "p95": m.p95,
+                "max": m.max,
+                "cv": dict(m.cv),
+                "streams": m.streams,
+                "sources": list(m.sources),
+            }
+            for name, m in baseline.metrics.items()
+        },
+    }
+
+
+@dataclass(slots=True)
+class Deployment:
+    """A release on trial and everything its decisions need to remember."""
+
+    facts: DeploymentFacts
+    width: int
+    bake_until: float
+    first_k: int
+    stage: Stage = Stage.OBSERVING
+    baseline: Baseline | None = None
+    breach_streak: dict[str, int] = field(default_factory=dict)
+    confirmed_streak: dict[str, int] = field(default_factory=dict)
+    anomaly_streak: dict[str, int] = field(default_factory=dict)
+    clear_windows: int = 0
+    windows_observed: int = 0
+    samples: int = 0
+    counts: dict[str, int] = field(default_factory=dict)
+    traffic_sum: dict[str, float] = field(default_factory=dict)
+    traffic_n: dict[str, int] = field(default_factory=dict)
+    recent: deque[dict[str, Any]] = field(default_factory=deque)
+    """Evidence of the latest observation windows (the deciding ones)."""
+    request_id: str | None = None
+    request_expires_at: float | None = None
+    request_reasons: tuple[str, ...] = ()
+
+    @classmethod
+    def open(cls, facts: DeploymentFacts, policy: ServicePolicy) -> Deployment:
+        """Start the trial of a release deployed at ``facts.deployed_at``."""
+        w = policy.window_seconds
+        return cls(
+            facts=facts,
+            width=w,
+            bake_until=facts.deployed_at + policy.bake_seconds,
+            first_k=first_window_from(facts.deployed_at, w),
+            recent=deque(maxlen=policy.consecutive_breach_windows),
+        )
+
+    def baseline_range(self, policy: ServicePolicy) -> tuple[int, int]:
+        """Indices of the first and last baseline window (those ending by the deploy)."""
+        last = int(self.facts.deployed_at // self.width) - 1
+        return last - policy.baseline_windows + 1, last
+
+    def baseline_values(self, policy: ServicePolicy) -> dict[str, float | None]:
+        """The baseline value of each threshold metric's policy stat."""
+        base = self.baseline
+        return {
+            name: (base.stat(name, rule.stat) if base is not None else None)
+            for name, rule in policy.threshold_metrics().items()
+        }
+
+    def traffic_means(self, policy: ServicePolicy) -> dict[str, float | None]:
+        """Mean of each traffic metric over the observation so far (None: no samples)."""
+        return {
+            name: (
+                self.traffic_sum[name] / self.traffic_n[name] if self.traffic_n.get(name) else None
+            )
+            for name in sorted(policy.traffic_metrics())
+        }
+
+    def _bake_evidence(self, policy: ServicePolicy) -> BakeEvidence:
+        cov = {}
+        for name in sorted(policy.threshold_metrics()):
+            expected = self.windows_observed * expected_samples(policy, name, self.baseline)
+            cov[name] = self.counts.get(name, 0) / expected if expected else 0.0
+        return BakeEvidence(cov, self.traffic_means(policy), self.samples)
+
+    def observe(
+        self,
+        summary: WindowSummary,
+        checks: Mapping[str, ThresholdCheck],
+        scores: Mapping[str, Score],
+        policy: ServicePolicy,
+        last_seen: Mapping[tuple[str, str], float],
+        alerts: AlertBook,
+    ) -> tuple[Findings, dict[str, Any]]:
+        """Fold one observation window; return the findings and the evidence to decide on."""
+        need = policy.consecutive_breach_windows
+        threshold = policy.anomaly_threshold
+        warm = policy.min_baseline_windows
+        self.windows_observed += 1
+        for name, stats in summary.metrics.items():
+            self.samples += stats.count
+            rule = policy.metrics.get(name)
+            if rule is None:
+                continue
+            self.counts[name] = self.counts.get(name, 0) + stats.count
+            if rule.role == "traffic":
+                self.traffic_sum[name] = self.traffic_sum.get(name, 0.0) + stats.mean * stats.count
+                self.traffic_n[name] = self.traffic_n.get(name, 0) + stats.count
+
+        breaching = tuple(name for name, c in checks.items() if c.breach)
+        for name in sorted(policy.threshold_metrics()):
+            check = checks.get(name)
+            s = scores.get(name)
+            agrees = s is not None and s.n_learned >= warm and s.score >= threshold
+            if check is not None and check.breach:
+                self.breach_streak[name] = self.breach_streak.get(name, 0) + 1
+                self.confirmed_streak[name] = (
+                    self.confirmed_streak.get(name, 0) + 1 if agrees else 0
+                )
+            else:
+                self.breach_streak[name] = 0
+                self.confirmed_streak[name] = 0
+        anomalous: list[str] = []
+        for key in sorted(set(scores) | set(self.anomaly_streak)):
+            s = scores.get(key)
+            # A cold model's score is not evidence of anything (docs/core.md).
+            if s is not None and s.n_learned >= warm and s.score >= threshold:
+                self.anomaly_streak[key] = self.anomaly_streak.get(key, 0) + 1
+                anomalous.append(key)
+            else:
+                self.anomaly_streak[key] = 0
+        critical = alerts.critical_during(summary.start)
+
+        triggers: dict[ReasonCode, str] = {}
+        episode: dict[ReasonCode, str] = {}
+        breached = [m for m, n in sorted(self.breach_streak.items()) if n >= need]
+        if breached:
+            triggers[ReasonCode.THRESHOLD_BREACH] = "; ".join(
+                _breach_text(m, checks[m], self.breach_streak[m]) for m in breached
+            )
+        starting = [m for m, n in sorted(self.breach_streak.items()) if 0 < n < need]
+        if starting:
+            episode[ReasonCode.THRESHOLD_BREACH] = "; ".join(
+                f"{m} breached {self.breach_streak[m]} of {need} windows" for m in starting
+            )
+        anomalies = [k for k, n in sorted(self.anomaly_streak.items()) if n >= need]
+        if anomalies:
+            triggers[ReasonCode.ANOMALY] = "; ".join(
+                f"{k} score {scores[k].score:.6g} >= {threshold:.6g} for "
+                f"{self.anomaly_streak[k]} windows"
+                for k in anomalies
+            )
+        building = [k for k, n in sorted(self.anomaly_streak.items()) if 0 < n < need]
+        if building:
+            episode[ReasonCode.ANOMALY] = "; ".join(
+                f"{k} anomalous {self.anomaly_streak[k]} of {need} windows" for k in building
+            )
+        if critical:
+            triggers[ReasonCode.CRITICAL_ALERT] = "critical alert firing: " + ", ".join(critical)
+        confirmed = any(self.confirmed_streak.get(m, 0) >= need for m in breached)
+
+        learned = {k: s.n_learned for k, s in scores.items() if k != JOINT}
+        quality = assess(
+            summary,
+            policy,
+            self.baseline,
+            last_seen,
+            alerts,
+            breaching=breaching,
+            learned={m: learned.get(m, 0) for m in breaching},
+            traffic_means=self.traffic_means(policy),
+        )
+        blockers = dict(quality.blockers)
+        unconfirmed = [
+            m
+            for m in breached
+            if self.confirmed_streak.get(m, 0) < need
+            and scores.get(m) is not None
+            and scores[m].n_learned >= warm
+        ]
+        if breached and not confirmed and unconfirmed:
+            blockers[ReasonCode.BREACH_UNCONFIRMED] = "; ".join(
+                f"{m} model score {scores[m].score:.6g} < {threshold:.6g} in a breaching window"
+                if scores[m].score < threshold
+                else f"{m} model agreed in only {self.confirmed_streak.get(m, 0)} of {need} windows"
+                for m in unconfirmed
+            )
+
+        nothing = not breaching and not anomalous and not critical
+        self.clear_windows = self.clear_windows + 1 if nothing else 0
+        bake_over = summary.end >= self.bake_until and not episode
+
+        self.recent.append(_window_evidence(summary, policy, self.baseline))
+        evidence: dict[str, Any] = {
+            "windows": list(self.recent),
+            "thresholds": {
+                name: {
+                    **check.as_evidence(),
+                    "breach_windows": self.breach_streak.get(name, 0),
+                    "confirmed_windows": self.confirmed_streak.get(name, 0),
+                }
+                for name, check in checks.items()
+            },
+            "consecutive_breach_windows": need,
+            "baseline": _baseline_evidence(self.baseline),
+            "quality": dict(quality.figures),
+            "anomaly": {
+                "threshold": threshold,
+                "scores": {
+                    key: {
+                        "score": s.score,
+                        "n_learned": s.n_learned,
+                        "snapshot_id": s.snapshot_id,
+                        "anomalous_windows": self.anomaly_streak.get(key, 0),
+                    }
+                    for key, s in sorted(scores.items())
+                },
+            },
+            "observation": {
+                "windows": self.windows_observed,
+                "bake_until": self.bake_until,
+                "samples": self.samples,
+            },
+        }
+        findings = Findings(
+            triggers=triggers,
+            confirmed=confirmed,
+            blockers=blockers,
+            episode=episode,
+            clear_windows=self.clear_windows,
+            bake_over=bake_over,
+            bake=self._bake_evidence(policy) if bake_over else None,
+        )
+        return findings, evidence
+
+
+def _breach_text(metric: str, check: ThresholdCheck, windows: int) -> str:
+    limits = []
+    if check.max is not None:
+        limits.append(f"max {check.max:.6g}")
+    if check.max_ratio_to_baseline is not None and check.baseline is not None:
+        limits.append(f"{check.max_ratio_to_baseline:.6g} x baseline {check.baseline:.6g}")
+    return (
+        f"{metric} {check.stat} {check.value:.6g} above {' / '.join(limits)} for {windows} windows"
+    )

@@ -1,0 +1,293 @@
+"""Event-time window arithmetic, the open-window aggregator and closed-window summaries.
+
+Windows are tumbling, ``[k * width, (k + 1) * width)`` for integer ``k``, per service. While a
+window is open it only collects raw samples (the hot path is one dict lookup and an append);
+all statistics are computed once, when the window closes, into a compact, immutable
+``WindowSummary``. A baseline is a handful of summaries folded into ``Baseline``.
+
+>>> window_index(95.0, 30), window_bounds(3, 30)
+(3, (90.0, 120.0))
+>>> first_window_from(90.0, 30), first_window_from(91.0, 30)
+(3, 4)
+>>> acc = WindowAccumulator()
+>>> for t, v in [(90.0, 1.0), (100.0, 3.0), (110.0, 2.0)]:
+...     acc.add_sample("error_rate", "prom", None, t, v)
+>>> s = summarize_window(3, 30, acc)
+>>> s.metrics["error_rate"].mean, s.metrics["error_rate"].p95, s.metrics["error_rate"].count
+(2.0, 3.0, 3)
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+from models.events import Alert
+
+__all__ = [
+    "Baseline",
+    "BaselineMetric",
+    "MetricStats",
+    "SourceStats",
+    "Stat",
+    "StreamKey",
+    "WindowAccumulator",
+    "WindowSummary",
+    "build_baseline",
+    "first_window_from",
+    "fold_metrics",
+    "ordered_alerts",
+    "percentile95",
+    "stat_of",
+    "summarize_window",
+    "window_bounds",
+    "window_index",
+]
+
+Stat = Literal["mean", "p95", "max"]
+StreamKey = tuple[str, str, str | None]
+"""(metric name, source, instance): one stream of samples."""
+
+
+def window_index(ts: float, width: float) -> int:
+    """Index ``k`` of the window ``[k * width, (k + 1) * width)`` that holds ``ts``."""
+    return math.floor(ts / width)
+
+
+def window_bounds(k: int, width: float) -> tuple[float, float]:
+    """Start and end of window ``k``."""
+    return (float(k * width), float((k + 1) * width))
+
+
+def first_window_from(ts: float, width: float) -> int:
+    """Index of the first window that starts at or after ``ts``."""
+    return math.ceil(ts / width)
+
+
+def percentile95(ordered: Sequence[float]) -> float:
+    """Nearest-rank 95th percentile of an ascending, non-empty sequence.
+
+    >>> percentile95([1.0, 2.0, 3.0]), percentile95([float(i) for i in range(1, 101)])
+    (3.0, 95.0)
+    """
+    rank = math.ceil(0.95 * len(ordered))
+    return ordered[max(rank, 1) - 1]
+
+
+class WindowAccumulator:
+    """What one open window of one service has collected so far: raw values and alerts.
+
+    ``samples`` maps each stream to ``[newest ts, value, value, ...]``; keeping the newest time in
+    slot 0 lets staleness be judged exactly without a second dict.
+    """
+
+    __slots__ = ("samples", "alerts")
+
+    def __init__(self) -> None:
+        self.samples: dict[StreamKey, list[float]] = {}
+        self.alerts: list[Alert] = []
+
+    def add_sample(
+        self, name: str, source: str, instance: str | None, ts: float, value: float
+    ) -> None:
+        """Collect one sample (the engine inlines this on its hot path)."""
+        key = (name, source, instance)
+        entry = self.samples.get(key)
+        if entry is None:
+            self.samples[key] = [ts, value]
+        else:
+            entry.append(value)
+            if ts > entry[0]:
+                entry[0] = ts
+
+    def __getstate__(self) -> tuple[dict[StreamKey, list[float]], list[Alert]]:
+        return (self.samples, self.alerts)
+
+    def __setstate__(self, state: tuple[dict[StreamKey, list[float]], list[Alert]]) -> None:
+        self.samples, self.alerts = state
+
+
+@dataclass(frozen=True, slots=True)
+class SourceStats:
+    """The statistics of one metric from one source within one window."""
+
+    count: int
+    mean: float
+    p95: float
+    max: float
+
+
+@dataclass(frozen=True, slots=True)
+class MetricStats:
+    """One metric within one closed window, over all its sources and instances."""
+
+    count: int
+    mean: float
+    p95: float
+    max: float
+    streams: int
+    """Distinct (source, instance) streams that reported."""
+    last_seen: Mapping[str, float]
+    """Per source, the time of its newest sample in the window."""
+    sources: Mapping[str, SourceStats] = field(default_factory=dict)
+    """Per-source statistics, filled only when two or more sources reported."""
+
+
+def stat_of(stats: MetricStats | SourceStats, stat: Stat) -> float:
+    """The window statistic that a metric's policy compares (``mean``, ``p95`` or ``max``)."""
+    if stat == "mean":
+        return stats.mean
+    if stat == "p95":
+        return stats.p95
+    return stats.max
+
+
+@dataclass(frozen=True, slots=True)
+class WindowSummary:
+    """A closed window of one service, folded into what later checks need."""
+
+    k: int
+    start: float
+    end: float
+    metrics: Mapping[str, MetricStats]
+    alerts: tuple[Alert, ...] = ()
+    """The window's alert events in event-time order."""
+    breaching: tuple[str, ...] = ()
+    """Threshold metrics whose stat was above a limit in this window (set by the engine)."""
+    learnable: bool = False
+    """Outside every bake and without a breach: the anomaly models may learn from it."""
+
+    def firing_by_severity(self) -> dict[str, int]:
+        """Firing alert events in this window, counted by severity."""
+        counts: dict[str, int] = {}
+        for alert in self.alerts:
+            if alert.status == "firing":
+                counts[alert.severity] = counts.get(alert.severity, 0) + 1
+        return dict(sorted(counts.items()))
+
+
+def _source_stats(values: list[float]) -> SourceStats:
+    ordered = sorted(values)
+    n = len(ordered)
+    return SourceStats(n, math.fsum(ordered) / n, percentile95(ordered), ordered[-1])
+
+
+def fold_metrics(acc: WindowAccumulator | None) -> dict[str, MetricStats]:
+    """The statistics of every metric an open window collected (empty for no window)."""
+    if acc is None or not acc.samples:
+        return {}
+    by_metric: dict[str, list[tuple[str, str | None, list[float]]]] = {}
+    for (name, source, instance), entry in acc.samples.items():
+        by_metric.setdefault(name, []).append((source, instance, entry))
+    metrics: dict[str, MetricStats] = {}
+    for name in sorted(by_metric):
+        streams = by_metric[name]
+        if len(streams) == 1:
+            source, _, entry = streams[0]
+            values = entry[1:]
+            last_seen = {source: entry[0]}
+            per_source: dict[str, list[float]] = {source: values}
+        else:
+            values = []
+            last_seen = {}
+            per_source = {}
+            for source, _, entry in sorted(streams, key=lambda s: (s[0], s[1] or "")):
+                values.extend(entry[1:])
+                per_source.setdefault(source, []).extend(entry[1:])
+                if entry[0] > last_seen.get(source, -math.inf):
+                    last_seen[source] = entry[0]
+        whole = _source_stats(values)
+        sources = (
+            {src: _source_stats(vals) for src, vals in sorted(per_source.items())}
+            if len(per_source) > 1
+            else {}
+        )
+        metrics[name] = MetricStats(
+            whole.count, whole.mean, whole.p95, whole.max, len(streams), last_seen, sources
+        )
+    return metrics
+
+
+def ordered_alerts(acc: WindowAccumulator | None) -> tuple[Alert, ...]:
+    """An open window's alert events in event-time order (ties broken by content)."""
+    if acc is None or not acc.alerts:
+        return ()
+    return tuple(sorted(acc.alerts, key=lambda a: (a.ts, a.name, a.alert_id, a.status, a.severity)))
+
+
+def summarize_window(k: int, width: float, acc: WindowAccumulator | None) -> WindowSummary:
+    """Fold an open window into its summary (``acc`` None: an empty window)."""
+    start, end = window_bounds(k, width)
+    return WindowSummary(k, start, end, fold_metrics(acc), ordered_alerts(acc))
+
+
+@dataclass(frozen=True, slots=True)
+class BaselineMetric:
+    """One metric over the baseline windows: the mean of each window stat, and its spread."""
+
+    windows: int
+    mean: float
+    p95: float
+    max: float
+    cv: Mapping[str, float]
+    """Coefficient of variation (population std / |mean|) of each window stat."""
+    streams: int
+    """Most distinct (source, instance) streams seen in any one baseline window."""
+    sources: tuple[str, ...]
+
+    def value(self, stat: Stat) -> float:
+        """The baseline's value of ``stat``."""
+        return self.mean if stat == "mean" else self.p95 if stat == "p95" else self.max
+
+
+@dataclass(frozen=True, slots=True)
+class Baseline:
+    """The last closed windows before a deploy, folded per metric."""
+
+    first_k: int
+    last_k: int
+    windows: int
+    """Baseline windows that had any data."""
+    metrics: Mapping[str, BaselineMetric]
+
+    def stat(self, metric: str, stat: Stat) -> float | None:
+        """The baseline value of ``metric``'s ``stat``, or None if it was never seen."""
+        m = self.metrics.get(metric)
+        return None if m is None else m.value(stat)
+
+
+def _mean_cv(values: list[float]) -> tuple[float, float]:
+    n = len(values)
+    mean = math.fsum(values) / n
+    var = math.fsum((v - mean) ** 2 for v in values) / n
+    if mean == 0.0:
+        return mean, 0.0 if var == 0.0 else math.inf
+    return mean, math.sqrt(var) / abs(mean)
+
+
+def build_baseline(summaries: Iterable[WindowSummary], first_k: int, last_k: int) -> Baseline:
+    """Fold the summaries with ``first_k <= k <= last_k`` into a baseline."""
+    chosen = [s for s in summaries if first_k <= s.k <= last_k and s.metrics]
+    per_metric: dict[str, list[MetricStats]] = {}
+    for summary in chosen:
+        for name, stats in summary.metrics.items():
+            per_metric.setdefault(name, []).append(stats)
+    metrics: dict[str, BaselineMetric] = {}
+    for name in sorted(per_metric):
+        rows = per_metric[name]
+        mean, cv_mean = _mean_cv([r.mean for r in rows])
+        p95, cv_p95 = _mean_cv([r.p95 for r in rows])
+        top, cv_max = _mean_cv([r.max for r in rows])
+        sources = sorted({src for r in rows for src in r.last_seen})
+        metrics[name] = BaselineMetric(
+            windows=len(rows),
+            mean=mean,
+            p95=p95,
+            max=top,
+            cv={"mean": cv_mean, "p95": cv_p95, "max": cv_max},
+            streams=max(r.streams for r in rows),
+            sources=tuple(sources),
+        )
+    return Baseline(first_k, last_k, len(chosen), metrics)
