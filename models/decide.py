@@ -16,7 +16,8 @@ Rules, in order:
 3. Triggers present and blockers: a matching pre-authorisation (same service, all its ``when``
    triggers present, every blocker in ``allow_despite``, active at ``ts``, breach confirmed)
    turns it into an automatic rollback naming the rule; otherwise request approval, naming every
-   trigger and every blocker.
+   trigger and every blocker. The request waits while another trigger is still building, for at
+   most ``consecutive_breach_windows - 1`` windows.
 4. No trigger yet, but an episode has started: ``watch`` (once).
 5. Bake over with no trigger: ``pass`` if coverage and traffic were enough, else an
    ``inconclusive`` request (INSUFFICIENT_EVIDENCE and/or LOW_TRAFFIC).
@@ -114,6 +115,8 @@ class Findings:
     """Would-be triggers under way but not yet actionable (e.g. one breaching window)."""
     clear_windows: int = 0
     """Consecutive windows with nothing breaching, anomalous or critical."""
+    trigger_windows: int = 0
+    """Observation windows so far with an actionable trigger (this one included)."""
     bake_over: bool = False
     bake: BakeEvidence | None = None
 
@@ -384,6 +387,13 @@ def decide(
             return Ruling(
                 "auto_rollback", ordered(details), details, "rolled_back", authority, evidence
             )
+        # A request waits (at most consecutive_breach_windows - 1 windows) while another
+        # trigger is still building, so that it names the whole picture; a rollback never waits.
+        if findings.episode and findings.trigger_windows < sp.consecutive_breach_windows:
+            if stage is Stage.OBSERVING:
+                watched = {**findings.episode, **triggers}
+                return Ruling("watch", ordered(watched), watched)
+            return None
         return Ruling(
             "request_approval", ordered(details), details, "pending_approval", None, evidence
         )

@@ -152,6 +152,9 @@ class Deployment:
     breach_streak: dict[str, int] = field(default_factory=dict)
     confirmed_streak: dict[str, int] = field(default_factory=dict)
     anomaly_streak: dict[str, int] = field(default_factory=dict)
+    critical_streak: int = 0
+    trigger_windows: int = 0
+    """Observation windows so far in which some trigger was actionable."""
     clear_windows: int = 0
     windows_observed: int = 0
     samples: int = 0
@@ -277,8 +280,17 @@ class Deployment:
             episode[ReasonCode.ANOMALY] = "; ".join(
                 f"{k} anomalous {self.anomaly_streak[k]} of {need} windows" for k in building
             )
-        if critical:
-            triggers[ReasonCode.CRITICAL_ALERT] = "critical alert firing: " + ", ".join(critical)
+        self.critical_streak = self.critical_streak + 1 if critical else 0
+        if self.critical_streak >= need:
+            triggers[ReasonCode.CRITICAL_ALERT] = (
+                f"critical alert firing for {self.critical_streak} windows: " + ", ".join(critical)
+            )
+        elif critical:
+            episode[ReasonCode.CRITICAL_ALERT] = (
+                f"critical alert firing {self.critical_streak} of {need} windows: "
+                + ", ".join(critical)
+            )
+        self.trigger_windows += 1 if triggers else 0
         confirmed = any(self.confirmed_streak.get(m, 0) >= need for m in breached)
 
         learned = {k: s.n_learned for k, s in scores.items() if k != JOINT}
@@ -350,6 +362,7 @@ class Deployment:
             blockers=blockers,
             episode=episode,
             clear_windows=self.clear_windows,
+            trigger_windows=self.trigger_windows,
             bake_over=bake_over,
             bake=self._bake_evidence(policy) if bake_over else None,
         )
