@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from models.policy import ServicePolicy
-from models.windows import MetricStats, WindowSummary, stat_of
+from models.windows import MetricStats, Stat, WindowSummary, stat_of
 
 __all__ = [
     "JOINT",
@@ -81,18 +81,25 @@ def default_kit() -> DetectorKit:
     return DetectorKit(window=anomaly.WindowDetector, joint=anomaly.JointDetector)
 
 
-def window_features(stats: MetricStats) -> dict[str, float]:
-    """What a per-metric detector sees of one window."""
-    return {"mean": stats.mean, "p95": stats.p95, "max": stats.max}
+def window_features(stats: MetricStats, stat: Stat = "mean") -> dict[str, float]:
+    """What a per-metric detector sees of one window: the statistic its policy compares.
+
+    Only that one: a p99 exporter's lone spikes make a 3-sample window's ``max`` and ``p95``
+    jumpy, and the model is there to confirm the departure the threshold measures.
+    """
+    return {stat: stat_of(stats, stat)}
+
+
+def _stat(policy: ServicePolicy, metric: str) -> Stat:
+    rule = policy.metrics.get(metric)
+    return rule.stat if rule is not None else "mean"
 
 
 def joint_features(summary: WindowSummary, policy: ServicePolicy) -> dict[str, float]:
     """What the joint detector sees: each metric's policy stat (``mean`` if unnamed)."""
-    out: dict[str, float] = {}
-    for name in sorted(summary.metrics):
-        rule = policy.metrics.get(name)
-        out[name] = stat_of(summary.metrics[name], rule.stat if rule is not None else "mean")
-    return out
+    return {
+        name: stat_of(summary.metrics[name], _stat(policy, name)) for name in sorted(summary.metrics)
+    }
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,7 +153,7 @@ class ServiceModels:
                 continue
             for name in sorted(summary.metrics):
                 det = self._window_detector(kit, name, policy)
-                det.learn_one(window_features(summary.metrics[name]))
+                det.learn_one(window_features(summary.metrics[name], _stat(policy, name)))
             self._joint_detector(kit).learn_one(joint_features(summary, policy))
             learned += 1
         if self.learned_through is None or through > self.learned_through:
@@ -160,7 +167,7 @@ class ServiceModels:
         out: dict[str, Score] = {}
         for name in sorted(summary.metrics):
             det = self._window_detector(kit, name, policy)
-            value = det.score_one(window_features(summary.metrics[name]))
+            value = det.score_one(window_features(summary.metrics[name], _stat(policy, name)))
             out[name] = Score(value, det.n_learned, det.snapshot_id())
         if summary.metrics:
             joint = self._joint_detector(kit)
