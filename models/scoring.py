@@ -98,7 +98,8 @@ def _stat(policy: ServicePolicy, metric: str) -> Stat:
 def joint_features(summary: WindowSummary, policy: ServicePolicy) -> dict[str, float]:
     """What the joint detector sees: each metric's policy stat (``mean`` if unnamed)."""
     return {
-        name: stat_of(summary.metrics[name], _stat(policy, name)) for name in sorted(summary.metrics)
+        name: stat_of(summary.metrics[name], _stat(policy, name))
+        for name in sorted(summary.metrics)
     }
 
 
