@@ -273,14 +273,20 @@ def _automation(
     evidence = _fleet_evidence(policy, fleet)
     breach = ReasonCode.THRESHOLD_BREACH in findings.triggers
     # Without a predefined target there is nothing to roll back to, whatever a rule allows.
-    if not breach or not findings.confirmed or deployment.rollback_target is None:
-        return blockers, None, evidence
+    allowed = breach and findings.confirmed and deployment.rollback_target is not None
     if not blockers:
-        return blockers, "auto", evidence
+        return blockers, ("auto" if allowed else None), evidence
     rule, considered = match_preauthorization(
         policy, deployment.service, findings.triggers, blockers, findings.confirmed, ts
     )
-    evidence["preauthorizations"] = considered
+    if considered:
+        evidence["preauthorizations"] = considered
+    if rule is not None and not allowed:
+        for entry in considered:
+            if entry["id"] == rule.id:
+                entry["matched"] = False
+                entry["why"] = ["no rollback target to roll back to"]
+        rule = None
     if rule is None:
         return blockers, None, evidence
     evidence["preauthorization"] = rule.id
