@@ -128,15 +128,19 @@ def slow_burn(fleet: Fleet, profile: ServiceProfile, deployed_at: float) -> Rele
 
 
 def traffic_drain(fleet: Fleet, service: str, deployed_at: float) -> Release:
-    """The load balancer drains the service: traffic falls to ~0 while errors spike."""
+    """The load balancer drains the service: traffic falls to ~0, then what is left fails.
+
+    The drain takes a few seconds and the errors rise only after it, so every sample with
+    elevated errors already has the drained traffic beside it.
+    """
     rng = fleet.rng
     at = deployed_at + rng.uniform(30.0, 60.0)
-    ramp = rng.uniform(10.0, 20.0)
+    drained = at + rng.uniform(2.0, 5.0)
     effects: list[Effect] = [
-        Shift(REQUEST_RATE, at, level=rng.uniform(0.05, 0.3), ramp=ramp),
-        Shift(ERROR_RATE, at, level=rng.uniform(0.3, 0.6), ramp=ramp),
+        Shift(REQUEST_RATE, at, level=rng.uniform(0.05, 0.3), ramp=drained - at),
+        Shift(ERROR_RATE, drained, level=rng.uniform(0.3, 0.6), ramp=rng.uniform(5.0, 10.0)),
     ]
-    fleet.alert(service, "HighErrorRate", at + rng.uniform(55.0, 75.0))
+    fleet.alert(service, "HighErrorRate", drained + rng.uniform(55.0, 75.0))
     return Release(effects, onset=at)
 
 
@@ -144,7 +148,7 @@ def flapping_alert(fleet: Fleet, service: str, start: float, end: float) -> None
     """A critical alert firing for ~20 s then resolving, again and again, every ~40 s."""
     rng = fleet.rng
     at, alert_id = start, None
-    while at < end:
+    while at + 23.0 < end:  # each firing resolves before ``end``
         alert_id = fleet.alert(
             service,
             "KubePodNotReady",
