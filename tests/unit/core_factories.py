@@ -1,15 +1,7 @@
-"""Factories for the decision-core tests: events, small recordings, a stand-in detector.
-
-The stand-in detector (robust z-score over the learned windows) has the interface of
-``models.anomaly.WindowDetector``/``JointDetector`` that the engine relies on; it keeps the
-unit tests of the core independent of the anomaly models' tuning. Scores: about 0 within 3
-standard deviations, above 0.8 beyond ~4.7.
-"""
+"""Factories for the decision-core tests: events, small recordings, the detector kit."""
 
 from __future__ import annotations
 
-import hashlib
-import math
 import random
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
@@ -26,7 +18,7 @@ from models.events import (
     OutputRecord,
 )
 from models.policy import Policy
-from models.scoring import DetectorKit
+from models.scoring import default_kit
 
 REPO = Path(__file__).resolve().parents[2]
 T0 = 1_795_593_600.0  # 2026-11-25T08:00:00Z, a multiple of 30 s
@@ -44,47 +36,8 @@ def load_policy(**overrides: Any) -> Policy:
     return Policy.from_mapping(raw, version="test")
 
 
-class ZScoreDetector:
-    """Stand-in window detector: the largest robust z-score of the features, squashed."""
-
-    def __init__(self, direction: str = "both") -> None:
-        self.direction = direction
-        self.history: dict[str, list[float]] = {}
-        self.n_learned = 0
-
-    def learn_one(self, x: Mapping[str, float]) -> None:
-        self.n_learned += 1
-        for key in sorted(x):
-            self.history.setdefault(key, []).append(float(x[key]))
-
-    def score_one(self, x: Mapping[str, float]) -> float:
-        worst = 0.0
-        for key in sorted(x):
-            past = self.history.get(key)
-            if not past or len(past) < 2:
-                continue
-            mean = sum(past) / len(past)
-            std = math.sqrt(sum((v - mean) ** 2 for v in past) / len(past))
-            scale = max(std, 0.05 * abs(mean), 1e-9)
-            z = (float(x[key]) - mean) / scale
-            if self.direction == "up":
-                z = max(z, 0.0)
-            worst = max(worst, abs(z))
-        return 1.0 / (1.0 + math.exp(-2.0 * (worst - 4.0)))
-
-    def snapshot_id(self) -> str:
-        text = repr((self.n_learned, sorted(self.history.items())))
-        return hashlib.sha256(text.encode()).hexdigest()[:12]
-
-
-class ZScoreJoint(ZScoreDetector):
-    """Stand-in joint detector (same scoring over the metric vector)."""
-
-    def __init__(self) -> None:
-        super().__init__("both")
-
-
-KIT = DetectorKit(window=ZScoreDetector, joint=ZScoreJoint)
+KIT = default_kit()
+"""The detectors of models.anomaly (WindowDetector, JointDetector)."""
 
 
 def sample(
