@@ -22,7 +22,7 @@ def estimate_period(
     ``[min_period, max_period]`` that have at least 2.5 seasons of data, that reach ``min_acf``
     and that rise ``min_prominence`` above the lowest autocorrelation at a shorter lag. Among
     peaks nearly as high (90%), the shortest lag wins, so a period is preferred over its
-    multiples, unless the ``current`` season length (+-2%) is among them: it is kept, so that
+    multiples, unless the ``current`` season length (+-5%) is among them: it is kept, so that
     the estimate does not flap.
 
     >>> import math
@@ -70,7 +70,7 @@ def estimate_period(
         return 0
     best = max(a for _, a in peaks)
     good = [k for k, a in peaks if a >= 0.9 * best]
-    tol = max(1, int(0.02 * current))
+    tol = max(1, int(0.05 * current))
     if current and any(abs(k - current) <= tol for k in good):
         return current
     return min(good)

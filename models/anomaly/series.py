@@ -393,7 +393,7 @@ class SeriesScorer(AnomalyDetector, StatefulDetector):
         if p == old:
             return
         # A small correction keeps channel S's calibration; a new season restarts it.
-        self._set_period(p, restart=not (old and p and abs(p - old) <= max(1, int(0.02 * old))))
+        self._set_period(p, restart=not (old and p and abs(p - old) <= max(1, int(0.05 * old))))
 
     def _set_period(self, p: int, restart: bool = True) -> None:
         """Switch season length: rebuild the one-season means, restart channel S if asked."""
