@@ -48,6 +48,8 @@ def estimate_period(
     peak = float(np.max(np.abs(x)))
     if not peak > 0.0:
         return 0
+    # White noise alone reaches ~3/sqrt(n) somewhere among many lags: demand more than that.
+    min_acf = max(min_acf, 5.0 / float(np.sqrt(n)))
     x = x / peak  # keeps the power spectrum finite for any finite input
     f = np.fft.rfft(x, 2 * n)
     ac = np.fft.irfft(f * np.conj(f))[:n]
