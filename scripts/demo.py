@@ -32,7 +32,8 @@ ROLLGUARD = str(Path(sys.executable).with_name("rollguard"))
 console = Console(highlight=False, width=None if sys.stdout.isatty() else 140)
 
 # The fleet the demo publishes: (scenario, seed). Each brings its own neighbours.
-FLEET = [("bad-deploy", 7), ("approval-only-service", 3), ("healthy", 11)]
+# Seeds chosen so that no two scenarios share a service name.
+FLEET = [("bad-deploy", 0), ("approval-only-service", 1), ("healthy", 4)]
 BAD_RECORDS: list[tuple[str, bytes | None, bytes]] = [
     ("telemetry.metrics", b"checkout", b'{"type": "metric", "service": "checkout", "na'),
     ("telemetry.metrics", b"checkout",

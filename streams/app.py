@@ -16,6 +16,7 @@ from faust.sensors.prometheus import setup_prometheus_sensors
 from prometheus_client import CollectorRegistry
 
 from models.policy import Policy
+from streams.approvers import ApproverDirectory, load_approvers
 from streams.metrics import WorkerMetrics
 from streams.pipeline import Pipeline
 from streams.serde import decode, encode
@@ -45,6 +46,8 @@ def create_app(
     policy: Policy,
     *,
     registry: CollectorRegistry | None = None,
+    approvers: ApproverDirectory | None = None,
+    signing_key: Any = None,
 ) -> faust.App:
     """A faust app running rollguard with ``settings`` and ``policy``."""
     registry = registry if registry is not None else CollectorRegistry()
@@ -66,7 +69,7 @@ def create_app(
         value_serializer="raw",
     )
     metrics = WorkerMetrics(registry)
-    pipeline = Pipeline(policy)
+    pipeline = Pipeline(policy, approvers=approvers, signing_key=signing_key)
     topic_types = {settings.topic_prefix + name: kind for name, kind in
                    settings.topics.inputs().items()}
     inputs = app.topic(
@@ -120,7 +123,7 @@ def create_app(
             record = decoded.record
             assert record is not None
             metrics.event_in(record.type)
-            for output in pipeline.process(record):
+            for output in pipeline.process(record, message.value):
                 await publish(output, output.service.encode())
 
     setup_prometheus_sensors(app, pattern="/metrics", registry=registry,
@@ -140,6 +143,12 @@ def create_app(
 
 def run_worker(settings: Settings, policy: Policy) -> None:
     """Run the worker in the foreground until SIGTERM/SIGINT (graceful shutdown)."""
-    app = create_app(settings, policy)
+    signing_key = None
+    if settings.signing_key is not None:
+        from streams.signing import load_private_key
+
+        signing_key = load_private_key(settings.signing_key)
+    app = create_app(settings, policy, approvers=load_approvers(settings.approvers),
+                     signing_key=signing_key)
     worker = faust.Worker(app, loglevel=settings.log_level.lower())
     worker.execute_from_commandline()

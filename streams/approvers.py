@@ -76,3 +76,30 @@ def load_approvers(path: Path) -> ApproverDirectory:
             ) from None
         approvers[identity] = Approver(identity, frozenset(entry.roles), key)
     return ApproverDirectory(approvers)
+
+
+def approval_check(raw: bytes, response: Any, directory: ApproverDirectory) -> Any:
+    """What the shell verifies of an approval response before the core judges it.
+
+    The signature is checked over the message *as received* (its JSON object minus
+    ``signature``), so approvers' tools need not serialise exactly as rollguard does.
+    """
+    import orjson
+
+    from models.engine import ApprovalCheck
+
+    approver = directory.get(response.approver)
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        data = None
+    valid = (
+        approver is not None
+        and isinstance(data, dict)
+        and verify_mapping(data, approver.public_key)
+    )
+    return ApprovalCheck(
+        signature_valid=valid,
+        approver_known=approver is not None,
+        approver_roles=approver.roles if approver is not None else frozenset(),
+    )

@@ -266,6 +266,7 @@ def replay(
         _fail_config(err)
     settings = _settings(bootstrap_servers)
     signing_key = _private_key(key_file) if key_file else None
+    approvers = _approvers(settings)
     stats = ReplayStats()
     sink = open(out, "wb") if out else sys.stdout.buffer  # noqa: SIM115
     try:
@@ -274,6 +275,7 @@ def replay(
                 lines,
                 loaded,
                 signing_key=signing_key,
+                approvers=approvers,
                 source=file,
                 stats=stats,
                 max_clock_skew_seconds=settings.max_clock_skew_seconds,
@@ -465,6 +467,15 @@ def deny(request_id: str, identity: str, key_file: str, comment: str, service: s
 def _settings(bootstrap_servers: str | None, **extra: Any) -> Any:
     try:
         return load_settings(bootstrap_servers=bootstrap_servers, **extra)
+    except ConfigError as err:
+        _fail_config(err)
+
+
+def _approvers(settings: Any) -> Any:
+    from streams.approvers import load_approvers
+
+    try:
+        return load_approvers(Path(settings.approvers))
     except ConfigError as err:
         _fail_config(err)
 

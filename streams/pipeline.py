@@ -1,11 +1,19 @@
-"""The worker's hand-off to the decision core: one entry point, ``Pipeline.process``."""
+"""The worker's hand-off to the decision core: one entry point, ``Pipeline.process``.
+
+Replay and the worker both go through this class, so they run the very same code: decode →
+(approval check) → ``models.engine.step`` → sign commands.
+"""
 
 from __future__ import annotations
 
 from collections import Counter, defaultdict
 from typing import Any
 
+from models.engine import EngineState, advance, new_state, step
+from models.events import ApprovalResponse, RollbackCommand
 from models.policy import Policy
+from streams.approvers import ApproverDirectory, approval_check
+from streams.signing import sign_record
 
 __all__ = ["Pipeline"]
 
@@ -13,15 +21,38 @@ __all__ = ["Pipeline"]
 class Pipeline:
     """Feeds valid input records to the decision core and returns what it decided."""
 
-    def __init__(self, policy: Policy) -> None:
+    def __init__(
+        self,
+        policy: Policy,
+        *,
+        approvers: ApproverDirectory | None = None,
+        signing_key: Any = None,
+        state: EngineState | None = None,
+    ) -> None:
         self.policy = policy
+        self.approvers = approvers if approvers is not None else ApproverDirectory({})
+        self.signing_key = signing_key
+        self.state = state if state is not None else new_state()
         self._by_service: defaultdict[str, Counter[str]] = defaultdict(Counter)
 
-    def process(self, record: Any) -> list[Any]:
+    def process(self, record: Any, raw: bytes = b"") -> list[Any]:
         """Hand one valid record to the core; return the output records to publish."""
         service = getattr(record, "service", None) or "(none)"
         self._by_service[service][record.type] += 1
-        return []
+        check = None
+        if isinstance(record, ApprovalResponse):
+            check = approval_check(raw, record, self.approvers)
+        return self._signed(step(self.state, record, self.policy, approval_check=check))
+
+    def advance(self, event_time: float) -> list[Any]:
+        """Move the watermark without an event (idle inputs, end of a replay)."""
+        return self._signed(advance(self.state, self.policy, event_time))
+
+    def _signed(self, outputs: list[Any]) -> list[Any]:
+        if self.signing_key is None:
+            return outputs
+        return [sign_record(o, self.signing_key) if isinstance(o, RollbackCommand) else o
+                for o in outputs]
 
     def counts_by_service(self) -> dict[str, dict[str, int]]:
         return {s: dict(c) for s, c in sorted(self._by_service.items())}

@@ -14,9 +14,9 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from models.engine import EngineState, advance, new_state, step
-from models.events import DeadLetter, RollbackCommand
 from models.policy import Policy
+from streams.approvers import ApproverDirectory
+from streams.pipeline import Pipeline
 from streams.serde import decode_line, encode
 
 __all__ = ["ReplayStats", "replay_lines", "replay_to_bytes"]
@@ -37,17 +37,16 @@ def replay_lines(
     policy: Policy,
     *,
     signing_key: Any = None,
+    approvers: ApproverDirectory | None = None,
     source: str = "",
     max_clock_skew_seconds: float = 300.0,
     max_message_bytes: int = 262144,
-    state: EngineState | None = None,
+    pipeline: Pipeline | None = None,
     stats: ReplayStats | None = None,
     flush: bool = True,
 ) -> Iterator[Any]:
     """Yield every output record (and dead letter) the worker would emit for ``lines``."""
-    from streams.signing import sign_record
-
-    state = state if state is not None else new_state()
+    pipeline = pipeline or Pipeline(policy, approvers=approvers, signing_key=signing_key)
     stats = stats if stats is not None else ReplayStats()
     newest: float | None = None
     for number, raw in enumerate(lines, start=1):
@@ -72,15 +71,11 @@ def replay_lines(
         stats.events[record.type] += 1
         if newest is None or record.ts > newest:
             newest = record.ts
-        for output in step(state, record, policy):
-            if signing_key is not None and isinstance(output, RollbackCommand):
-                output = sign_record(output, signing_key)
+        for output in pipeline.process(record, line):
             stats.outputs[output.type] += 1
             yield output
     if flush and newest is not None:
-        for output in advance(state, policy, newest):
-            if signing_key is not None and isinstance(output, RollbackCommand):
-                output = sign_record(output, signing_key)
+        for output in pipeline.advance(newest):
             stats.outputs[output.type] += 1
             yield output
 
@@ -89,7 +84,3 @@ def replay_to_bytes(lines: Iterable[bytes], policy: Policy, **options: Any) -> I
     """Like ``replay_lines`` but yields the JSON line of each output, newline-terminated."""
     for output in replay_lines(lines, policy, **options):
         yield encode(output) + b"\n"
-
-
-def is_dead_letter(record: Any) -> bool:
-    return isinstance(record, DeadLetter)
