@@ -7,8 +7,9 @@
 
 from __future__ import annotations
 
+from .batch import score_csv_rows, score_series
 from .joint import JointDetector
-from .series import SeriesScorer, score_csv_rows, score_series
+from .series import SeriesScorer
 from .window import WindowDetector
 
 __all__ = ["JointDetector", "SeriesScorer", "WindowDetector", "score_csv_rows", "score_series"]

@@ -24,6 +24,7 @@ from models.anomaly import (
     WindowDetector,
     _base,
     _period,
+    batch,
     joint,
     score_csv_rows,
     score_series,
@@ -110,7 +111,7 @@ def test_series_scorer_wants_one_value() -> None:
     assert det.score_one({"cpu": 1.0}) < 0.1
 
 
-@pytest.mark.parametrize("module", [anomaly, _base, _period, series, window, joint])
+@pytest.mark.parametrize("module", [anomaly, _base, _period, batch, series, window, joint])
 def test_docstring_examples_run(module: Any) -> None:
     result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
     assert result.failed == 0
