@@ -49,13 +49,21 @@ from models.records import (
     verdict,
 )
 from models.scoring import DetectorKit, ServiceModels, default_kit
-from models.trial import Deployment, ThresholdCheck, check_thresholds
+from models.trial import (
+    Deployment,
+    ThresholdCheck,
+    ThresholdRule,
+    check_thresholds,
+    exceeds,
+    threshold_rules,
+)
 from models.windows import (
     WindowAccumulator,
     WindowSummary,
     build_baseline,
     fold_metrics,
     ordered_alerts,
+    stat_of,
 )
 
 __all__ = [
@@ -307,6 +315,8 @@ class _Batch:
     queued: set[tuple[str, int]] = field(default_factory=set)
     checks: dict[tuple[str, int], dict[str, ThresholdCheck]] = field(default_factory=dict)
     out: list[OutputRecord] = field(default_factory=list)
+    rules: dict[int, tuple[ThresholdRule, ...]] = field(default_factory=dict)
+    """Threshold rules per ServicePolicy (by id; the policy outlives the batch)."""
 
     def close(self, end: float, svc: ServiceState, k: int) -> None:
         if (svc.name, k) not in self.queued:
@@ -387,26 +397,40 @@ def _close_window(
     if dep is not None and dep.baseline is None and end > dep.facts.deployed_at:
         first, last = dep.baseline_range(sp)
         dep.baseline = build_baseline(svc.ring, first, last)
-    if dep is not None and dep.baseline is not None:
-        baseline_of = dep.baseline_values(sp)
+    rules = batch.rules.get(id(sp))
+    if rules is None:
+        rules = batch.rules[id(sp)] = threshold_rules(sp)
+    rolling = svc.rolling
+    checks: dict[str, ThresholdCheck] = {}
+    breaching: list[str] = []
+    if dep is not None and metrics:
+        # Under trial: judged against the frozen baseline, with the details kept for evidence.
+        checks = check_thresholds(metrics, sp, dep.baseline_values(sp))
+        breaching = [name for name, check in checks.items() if check.breach]
+        values = {name: check.value for name, check in checks.items()}
     else:
-        baseline_of = {
-            name: (sum(values) / len(values) if values else None)
-            for name, values in svc.rolling.items()
-        }
-    checks = check_thresholds(metrics, sp, baseline_of) if metrics else {}
-    breaching = tuple(name for name, c in checks.items() if c.breach)
+        # Idle: against the rolling baseline, with no more work than the comparison.
+        values = {}
+        for name, stat, top, ratio in rules:
+            stats = metrics.get(name)
+            if stats is None:
+                continue
+            value = values[name] = stat_of(stats, stat)
+            past = rolling.get(name)
+            base = sum(past) / len(past) if past else None
+            if exceeds(value, top, ratio, base):
+                breaching.append(name)
     on_trial = start < svc.trial_until and end > svc.trial_from
     pending = dep is not None and dep.stage in (Stage.PENDING, Stage.INCONCLUSIVE)
     learnable = bool(metrics) and not breaching and not on_trial and not pending
-    summary = WindowSummary(k, start, end, metrics, alerts, breaching, learnable)
+    summary = WindowSummary(k, start, end, metrics, alerts, tuple(breaching), learnable)
     svc.ring.append(summary)
 
-    for name, check in checks.items():
-        rolling = svc.rolling.get(name)
-        if rolling is None:
-            rolling = svc.rolling[name] = deque(maxlen=sp.baseline_windows)
-        rolling.append(check.value)
+    for name, value in values.items():
+        past = rolling.get(name)
+        if past is None:
+            past = rolling[name] = deque(maxlen=sp.baseline_windows)
+        past.append(value)
     last_seen = svc.last_seen
     for name, stats in metrics.items():
         for source, ts in stats.last_seen.items():

@@ -27,12 +27,26 @@ from models.events import ReasonCode
 from models.policy import ServicePolicy
 from models.quality import assess, coverage, expected_samples
 from models.scoring import JOINT, Score
-from models.windows import Baseline, MetricStats, WindowSummary, first_window_from, stat_of
+from models.windows import (
+    Baseline,
+    MetricStats,
+    Stat,
+    WindowSummary,
+    first_window_from,
+    stat_of,
+)
 
-__all__ = ["Deployment", "ThresholdCheck", "check_thresholds"]
+__all__ = [
+    "Deployment",
+    "ThresholdCheck",
+    "ThresholdRule",
+    "check_thresholds",
+    "exceeds",
+    "threshold_rules",
+]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class ThresholdCheck:
     """One threshold metric in one window against its limits."""
 
@@ -61,6 +75,26 @@ class ThresholdCheck:
         }
 
 
+ThresholdRule = tuple[str, Stat, float | None, float | None]
+"""(metric, stat, max, max_ratio_to_baseline) of one threshold metric."""
+
+
+def threshold_rules(policy: ServicePolicy) -> tuple[ThresholdRule, ...]:
+    """The threshold metrics of a service's policy, flattened for the per-window check."""
+    return tuple(
+        (name, rule.stat, rule.max, rule.max_ratio_to_baseline)
+        for name, rule in sorted(policy.metrics.items())
+        if rule.role == "threshold"
+    )
+
+
+def exceeds(value: float, top: float | None, ratio: float | None, base: float | None) -> bool:
+    """Whether a window stat is above ``max`` or above ``ratio`` x the baseline's value."""
+    if top is not None and value > top:
+        return True
+    return ratio is not None and base is not None and value > ratio * base
+
+
 def check_thresholds(
     metrics: Mapping[str, MetricStats],
     policy: ServicePolicy,
@@ -71,21 +105,14 @@ def check_thresholds(
     ``baseline_of`` gives, per metric, the baseline value of the metric's policy stat.
     """
     out: dict[str, ThresholdCheck] = {}
-    for name, rule in policy.metrics.items():
-        if rule.role != "threshold":
-            continue
+    for name, stat, top, ratio in threshold_rules(policy):
         stats = metrics.get(name)
         if stats is None:
             continue
-        value = stat_of(stats, rule.stat)
+        value = stat_of(stats, stat)
         base = baseline_of.get(name)
-        breach = rule.max is not None and value > rule.max
-        if not breach and rule.max_ratio_to_baseline is not None and base is not None:
-            breach = value > rule.max_ratio_to_baseline * base
-        out[name] = ThresholdCheck(
-            rule.stat, value, rule.max, rule.max_ratio_to_baseline, base, breach
-        )
-    return dict(sorted(out.items()))
+        out[name] = ThresholdCheck(stat, value, top, ratio, base, exceeds(value, top, ratio, base))
+    return out
 
 
 def _window_evidence(

@@ -109,7 +109,7 @@ class WindowAccumulator:
         self.samples, self.alerts = state
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class SourceStats:
     """The statistics of one metric from one source within one window."""
 
@@ -119,7 +119,7 @@ class SourceStats:
     max: float
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class MetricStats:
     """One metric within one closed window, over all its sources and instances."""
 
@@ -144,9 +144,13 @@ def stat_of(stats: MetricStats | SourceStats, stat: Stat) -> float:
     return stats.max
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class WindowSummary:
-    """A closed window of one service, folded into what later checks need."""
+    """A closed window of one service, folded into what later checks need.
+
+    Built once when the window closes and never changed afterwards (not ``frozen`` only
+    because frozen dataclasses cost several times more to build, on the hot path).
+    """
 
     k: int
     start: float
@@ -168,45 +172,47 @@ class WindowSummary:
         return dict(sorted(counts.items()))
 
 
-def _source_stats(values: list[float]) -> SourceStats:
+def _stats(values: list[float]) -> tuple[int, float, float, float]:
     ordered = sorted(values)
     n = len(ordered)
-    return SourceStats(n, math.fsum(ordered) / n, percentile95(ordered), ordered[-1])
+    # Summing in sorted order makes the mean independent of arrival order.
+    return n, sum(ordered) / n, ordered[max(math.ceil(0.95 * n), 1) - 1], ordered[-1]
 
 
 def fold_metrics(acc: WindowAccumulator | None) -> dict[str, MetricStats]:
     """The statistics of every metric an open window collected (empty for no window)."""
     if acc is None or not acc.samples:
         return {}
-    by_metric: dict[str, list[tuple[str, str | None, list[float]]]] = {}
-    for (name, source, instance), entry in acc.samples.items():
-        by_metric.setdefault(name, []).append((source, instance, entry))
-    metrics: dict[str, MetricStats] = {}
-    for name in sorted(by_metric):
-        streams = by_metric[name]
-        if len(streams) == 1:
-            source, _, entry = streams[0]
-            values = entry[1:]
-            last_seen = {source: entry[0]}
-            per_source: dict[str, list[float]] = {source: values}
+    groups: dict[str, list[tuple[StreamKey, list[float]]]] = {}
+    for key, entry in acc.samples.items():
+        group = groups.get(key[0])
+        if group is None:
+            groups[key[0]] = [(key, entry)]
         else:
-            values = []
-            last_seen = {}
-            per_source = {}
-            for source, _, entry in sorted(streams, key=lambda s: (s[0], s[1] or "")):
-                values.extend(entry[1:])
-                per_source.setdefault(source, []).extend(entry[1:])
-                if entry[0] > last_seen.get(source, -math.inf):
-                    last_seen[source] = entry[0]
-        whole = _source_stats(values)
+            group.append((key, entry))
+    metrics: dict[str, MetricStats] = {}
+    for name in sorted(groups):
+        streams = groups[name]
+        if len(streams) == 1:  # the common case: one exporter, one instance
+            (_, source, _), entry = streams[0]
+            n, mean, p95, top = _stats(entry[1:])
+            metrics[name] = MetricStats(n, mean, p95, top, 1, {source: entry[0]}, {})
+            continue
+        values: list[float] = []
+        last_seen: dict[str, float] = {}
+        per_source: dict[str, list[float]] = {}
+        for (_, source, _), entry in sorted(streams, key=lambda s: (s[0][1], s[0][2] or "")):
+            values.extend(entry[1:])
+            per_source.setdefault(source, []).extend(entry[1:])
+            if entry[0] > last_seen.get(source, -math.inf):
+                last_seen[source] = entry[0]
+        n, mean, p95, top = _stats(values)
         sources = (
-            {src: _source_stats(vals) for src, vals in sorted(per_source.items())}
+            {src: SourceStats(*_stats(vals)) for src, vals in sorted(per_source.items())}
             if len(per_source) > 1
             else {}
         )
-        metrics[name] = MetricStats(
-            whole.count, whole.mean, whole.p95, whole.max, len(streams), last_seen, sources
-        )
+        metrics[name] = MetricStats(n, mean, p95, top, len(streams), last_seen, sources)
     return metrics
 
 
