@@ -18,6 +18,7 @@ from prometheus_client import CollectorRegistry
 from models.policy import Policy
 from streams.approvers import ApproverDirectory, load_approvers
 from streams.metrics import WorkerMetrics
+from streams.ordering import EventTimeMerger
 from streams.pipeline import Pipeline
 from streams.serde import decode, encode
 from streams.settings import Settings
@@ -96,9 +97,18 @@ def create_app(
         await outputs[record.type].send(key=key, value=encode(record))
         metrics.published(record)
 
+    merger = EventTimeMerger()
+    clock = _IdleClock(settings.idle_advance_seconds)
+    read_up_to: dict[Any, int] = {}
+
+    async def feed_released() -> None:
+        for record, raw in merger.release(time.monotonic()):
+            for output in pipeline.process(record, raw):
+                await publish(output, output.service.encode())
+
     @app.agent(inputs, name="ingest")
     async def ingest(stream: Any) -> None:
-        """Decode every input message; dead-letter what fails; hand the rest to the core."""
+        """Decode every input message; dead-letter what fails; merge the rest in event time."""
         async for event in stream.events():
             message = event.message
             decoded = decode(
@@ -112,6 +122,9 @@ def create_app(
                 max_clock_skew_seconds=settings.max_clock_skew_seconds,
                 max_message_bytes=settings.max_message_bytes,
             )
+            tp = message.tp
+            read_up_to[tp] = message.offset
+            clock.arrived(time.monotonic())
             if decoded.dead_letter is not None:
                 metrics.dead_letter(message.topic)
                 log.warning(
@@ -119,12 +132,40 @@ def create_app(
                     message.topic, message.partition, message.offset, decoded.dead_letter.error,
                 )
                 await publish(decoded.dead_letter, message.key)
-                continue
-            record = decoded.record
-            assert record is not None
-            metrics.event_in(record.type)
-            for output in pipeline.process(record, message.value):
-                await publish(output, output.service.encode())
+            else:
+                record = decoded.record
+                assert record is not None
+                metrics.event_in(record.type)
+                merger.add(tp, record.ts, (record, message.value))
+                clock.seen(record.ts)
+            highwater = app.consumer.highwater(tp)
+            if highwater is not None and highwater >= 0:
+                merger.set_lag(tp, max(0, highwater - message.offset - 1))
+            await feed_released()
+
+    @app.timer(0.5)
+    async def watermark_tick() -> None:
+        """Refresh the lag of quiet partitions, release what is due, let idle time pass."""
+        assigned = [tp for tp in app.consumer.assignment() if tp.topic in topic_types]
+        if not assigned:
+            return
+        now = time.monotonic()
+        highwaters = await app.consumer.highwaters(*assigned)
+        for tp in assigned:
+            position = read_up_to.get(tp)
+            if position is not None:
+                position += 1
+            else:
+                position = await app.consumer.position(tp)
+            highwater = highwaters.get(tp)
+            lag = None if position is None or highwater is None else max(0, highwater - position)
+            merger.set_lag(tp, lag, now)
+        await feed_released()
+        if len(merger) == 0 and merger.watermark(now) == float("inf"):
+            target = clock.idle_target(now, time.time())
+            if target is not None:
+                for output in pipeline.advance(target):
+                    await publish(output, output.service.encode())
 
     setup_prometheus_sensors(app, pattern="/metrics", registry=registry,
                              name_prefix="rollguard_faust")
@@ -139,6 +180,41 @@ def create_app(
         return web.json(pipeline.counts_by_service())
 
     return app
+
+
+class _IdleClock:
+    """Lets event time pass while every input is caught up and quiet.
+
+    After ``idle_seconds`` without a message, the watermark moves to the newest event time
+    seen (what replay does at the end of its input). If the input is live (its newest event
+    time is about as far behind the wall clock as the quiet period), event time then follows the
+    wall clock, so that a silent service's bake still ends and stale telemetry is still noticed
+    when nothing at all arrives; a historical backlog stops at its newest event time.
+    ``idle_seconds <= 0`` disables it.
+    """
+
+    def __init__(self, idle_seconds: float) -> None:
+        self.idle_seconds = idle_seconds
+        self.newest_event = float("-inf")
+        self.last_arrival: float | None = None
+
+    def seen(self, ts: float) -> None:
+        self.newest_event = max(self.newest_event, ts)
+
+    def arrived(self, now: float) -> None:
+        self.last_arrival = now
+
+    def idle_target(self, now: float, wall_now: float) -> float | None:
+        if self.idle_seconds <= 0 or self.last_arrival is None:
+            return None
+        quiet = now - self.last_arrival
+        if quiet < self.idle_seconds or self.newest_event == float("-inf"):
+            return None
+        behind = wall_now - self.newest_event
+        if behind > quiet + self.idle_seconds + 60:
+            # Historical input (a backlog replayed): event time does not follow the wall clock.
+            return self.newest_event
+        return self.newest_event + (quiet - self.idle_seconds)
 
 
 def run_worker(settings: Settings, policy: Policy) -> None:

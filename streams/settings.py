@@ -93,6 +93,9 @@ class Settings(BaseSettings):
     ssl_certfile: Path | None = None
     ssl_keyfile: Path | None = None
 
+    idle_advance_seconds: float = Field(default=10.0, ge=0)
+    """Quiet time after which event time follows the wall clock (0 disables); see app.py."""
+
     web_host: str = "127.0.0.1"
     web_port: int = Field(default=6066, ge=0, le=65535)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
