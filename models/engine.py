@@ -19,6 +19,9 @@ service's windows close too, and a window never closes while an event within the
 still fill it. ``advance(t)`` moves every watermark to at least ``t`` (idle inputs, end of
 replay). Samples for windows already closed are counted per service as late and reported as
 ``late_events`` in that service's next decision. See docs/core.md for the limits of this choice.
+
+The state lives in ``models.state``; what a ruling or a control event does, in
+``models.actions``; this module schedules and closes windows and judges deployments.
 """
 
 from __future__ import annotations
@@ -26,11 +29,10 @@ from __future__ import annotations
 import heapq
 from bisect import insort
 from collections import deque
-from dataclasses import dataclass, field
 from typing import Any
 
-from models.alerts import AlertBook
-from models.decide import DeploymentFacts, FleetFacts, Ruling, Stage, decide
+from models.actions import apply_control, carry_out
+from models.decide import FleetFacts, Stage, decide
 from models.events import (
     Alert,
     ApprovalResponse,
@@ -38,21 +40,25 @@ from models.events import (
     DeployStatus,
     MetricSample,
     OutputRecord,
-    ReasonCode,
 )
 from models.policy import Policy
-from models.records import (
-    approval_request,
-    decision,
-    deployment_evidence,
-    rollback_command,
-    verdict,
+from models.scoring import DetectorKit, default_kit
+from models.state import (
+    CLOSE,
+    CONTROL,
+    JUDGE,
+    ApprovalCheck,
+    Batch,
+    EngineState,
+    FleetState,
+    RequestRecord,
+    ServiceState,
+    new_state,
+    schedule,
+    watermark,
 )
-from models.scoring import DetectorKit, ServiceModels, default_kit
 from models.trial import (
-    Deployment,
     ThresholdCheck,
-    ThresholdRule,
     check_thresholds,
     exceeds,
     threshold_rules,
@@ -78,95 +84,8 @@ __all__ = [
 ]
 
 _HOUR = 3600.0
-_KEEP_CLOSED_DEPLOYMENTS = 32
-_CONTROL_RANK = {"deploy": 0, "approval": 1, "expiry": 2}
+CONTROL_RANK = {"deploy": 0, "approval": 1, "expiry": 2}
 _STATUS_RANK = {s: i for i, s in enumerate(DeployStatus)}
-
-
-@dataclass(frozen=True, slots=True)
-class ApprovalCheck:
-    """What the shell verified about an approval response (the crypto stays outside the core)."""
-
-    signature_valid: bool
-    approver_known: bool
-    approver_roles: frozenset[str] = frozenset()
-
-
-@dataclass(slots=True)
-class ServiceState:
-    """Everything rollguard remembers about one service (one changelog entry per service)."""
-
-    name: str
-    width: int
-    lateness: float
-    open: dict[int, WindowAccumulator] = field(default_factory=dict)
-    next_k: int | None = None
-    """Next window index to close (kept for services under trial, which close empty windows)."""
-    ring: deque[WindowSummary] = field(default_factory=deque)
-    rolling: dict[str, deque[float]] = field(default_factory=dict)
-    """Policy stat of each threshold metric over recent windows (the baseline when idle)."""
-    last_seen: dict[tuple[str, str], float] = field(default_factory=dict)
-    alerts: AlertBook = field(default_factory=AlertBook)
-    models: ServiceModels = field(default_factory=ServiceModels)
-    deployment: Deployment | None = None
-    closed_deployments: deque[str] = field(
-        default_factory=lambda: deque(maxlen=_KEEP_CLOSED_DEPLOYMENTS)
-    )
-    trial_from: float = -1.0
-    trial_until: float = -1.0
-    late_events: int = 0
-    """Late events since this service's last decision."""
-    late_total: int = 0
-
-
-@dataclass(slots=True)
-class RequestRecord:
-    """An approval request and what became of it."""
-
-    request_id: str
-    deployment_id: str
-    service: str
-    expires_at: float
-    required_role: str
-    deploy_actor: str
-    status: str = "pending"
-
-
-@dataclass(slots=True)
-class FleetState:
-    """Fleet-wide state: the clock, scheduled control events, breaches, budgets, requests."""
-
-    clock: float = 0.0
-    floor: float = 0.0
-    """Watermark forced by ``advance``."""
-    next_due: float = float("inf")
-    """Clock value at which the next window end or control event becomes due."""
-    configs: dict[tuple[int, float], int] = field(default_factory=dict)
-    """(window_seconds, allowed_lateness_seconds) of the services -> how many use it."""
-    order: list[str] = field(default_factory=list)
-    """Service names, sorted."""
-    timeline: list[tuple[Any, ...]] = field(default_factory=list)
-    """Deploys, approval responses and expiries waiting for the watermark, in time order."""
-    sequence: int = 0
-    breaches: dict[int, set[str]] = field(default_factory=dict)
-    """Fleet bucket index (default window width) -> services with a breaching metric."""
-    rollbacks: deque[tuple[float, str]] = field(default_factory=deque)
-    requests: dict[str, RequestRecord] = field(default_factory=dict)
-
-
-@dataclass(slots=True)
-class EngineState:
-    """All mutable state of the decision core; picklable."""
-
-    services: dict[str, ServiceState] = field(default_factory=dict)
-    fleet: FleetState = field(default_factory=FleetState)
-    kit: DetectorKit | None = None
-    """How to make anomaly detectors (None: ``models.anomaly``, resolved when first needed)."""
-
-
-def new_state(detectors: DetectorKit | None = None) -> EngineState:
-    """A fresh engine state; ``detectors`` replaces the default anomaly models (tests)."""
-    return EngineState(kit=detectors)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -213,7 +132,7 @@ def step(
         deploy: DeployEvent = event  # type: ignore[assignment]
         svc = state.services.get(deploy.service) or _new_service(state, policy, deploy.service)
         order = (deploy.deployment_id, _STATUS_RANK[deploy.status], deploy.model_dump_json())
-        _schedule(state, svc, deploy.ts, "deploy", order, deploy)
+        schedule(state, svc, deploy.ts, "deploy", order, deploy)
     elif kind is ApprovalResponse:
         response: ApprovalResponse = event  # type: ignore[assignment]
         record = state.fleet.requests.get(response.request_id)
@@ -222,7 +141,7 @@ def step(
         if owner is None and name:
             owner = _new_service(state, policy, name)
         answer = (response.request_id, response.model_dump_json())
-        _schedule(state, owner, response.ts, "approval", answer, (response, approval_check))
+        schedule(state, owner, response.ts, "approval", answer, (response, approval_check))
     else:
         raise TypeError(f"not an input event: {kind.__name__}")
 
@@ -265,20 +184,15 @@ def _new_service(state: EngineState, policy: Policy, name: str) -> ServiceState:
     return svc
 
 
-def _watermark(fleet: FleetState, lateness: float) -> float:
-    wm = fleet.clock - lateness
-    return wm if wm > fleet.floor else fleet.floor
-
-
 def _config_due(fleet: FleetState, width: int, lateness: float) -> float:
     """Clock value at which the next window end of this configuration becomes due."""
-    limit = int(_watermark(fleet, lateness) // width)
+    limit = int(watermark(fleet, lateness) // width)
     return (limit + 1) * width + lateness
 
 
 def _open_window(state: EngineState, svc: ServiceState, k: int) -> WindowAccumulator | None:
     """A new accumulator for window ``k``, or None (and a late count) if it already closed."""
-    wm = _watermark(state.fleet, svc.lateness)
+    wm = watermark(state.fleet, svc.lateness)
     if k < int(wm // svc.width) or (svc.next_k is not None and k < svc.next_k):
         svc.late_events += 1
         svc.late_total += 1
@@ -287,56 +201,16 @@ def _open_window(state: EngineState, svc: ServiceState, k: int) -> WindowAccumul
     return acc
 
 
-def _schedule(
-    state: EngineState,
-    svc: ServiceState | None,
-    ts: float,
-    kind: str,
-    tiebreak: tuple[Any, ...],
-    payload: Any,
-) -> None:
-    fleet = state.fleet
-    fleet.sequence += 1
-    name = svc.name if svc is not None else ""
-    lateness = svc.lateness if svc is not None else 0.0
-    entry = (ts, _CONTROL_RANK[kind], name, tiebreak, fleet.sequence, lateness, kind, payload)
-    insort(fleet.timeline, entry)
-    if svc is not None and ts < _watermark(fleet, lateness):
-        svc.late_events += 1
-        svc.late_total += 1
-    fleet.next_due = min(fleet.next_due, ts + lateness)
-
-
-@dataclass(slots=True)
-class _Batch:
-    """Work that became due, ordered by (time, phase, service, ...)."""
-
-    heap: list[tuple[Any, ...]] = field(default_factory=list)
-    queued: set[tuple[str, int]] = field(default_factory=set)
-    checks: dict[tuple[str, int], dict[str, ThresholdCheck]] = field(default_factory=dict)
-    out: list[OutputRecord] = field(default_factory=list)
-    rules: dict[int, tuple[ThresholdRule, ...]] = field(default_factory=dict)
-    """Threshold rules per ServicePolicy (by id; the policy outlives the batch)."""
-
-    def close(self, end: float, svc: ServiceState, k: int) -> None:
-        if (svc.name, k) not in self.queued:
-            self.queued.add((svc.name, k))
-            heapq.heappush(self.heap, (end, 0, svc.name, k, None))
-
-
-_CLOSE, _JUDGE, _CONTROL = 0, 1, 2
-
-
 def _run_due(state: EngineState, policy: Policy) -> list[OutputRecord]:
     fleet = state.fleet
-    batch = _Batch()
+    batch = Batch()
     services = state.services
     for name in fleet.order:
         svc = services[name]
         if not svc.open and svc.deployment is None:
             continue
         width = svc.width
-        limit = int(_watermark(fleet, svc.lateness) // width)
+        limit = int(watermark(fleet, svc.lateness) // width)
         for k in svc.open:
             if k < limit:
                 batch.close(float((k + 1) * width), svc, k)
@@ -347,12 +221,12 @@ def _run_due(state: EngineState, policy: Policy) -> list[OutputRecord]:
     heap = batch.heap
     while heap:
         t, phase, name, k, payload = heapq.heappop(heap)
-        if phase == _CLOSE:
+        if phase == CLOSE:
             _close_window(state, policy, services[name], k, batch)
-        elif phase == _JUDGE:
+        elif phase == JUDGE:
             _judge(state, policy, services[name], k, batch)
         else:
-            _apply_control(state, policy, payload, batch)
+            apply_control(state, policy, payload, batch)
         if not heap:
             _queue_control(state, batch)
     _prune(state, policy)
@@ -363,21 +237,21 @@ def _run_due(state: EngineState, policy: Policy) -> list[OutputRecord]:
     return batch.out
 
 
-def _queue_control(state: EngineState, batch: _Batch) -> None:
+def _queue_control(state: EngineState, batch: Batch) -> None:
     """Move control events whose time the watermark has reached into the batch."""
     fleet = state.fleet
     keep: list[tuple[Any, ...]] = []
     for entry in fleet.timeline:
         ts, rank, name, tiebreak, seq, lateness, kind, payload = entry
-        if ts <= _watermark(fleet, lateness):
-            heapq.heappush(batch.heap, (ts, _CONTROL, name, (rank, tiebreak, seq), (kind, payload)))
+        if ts <= watermark(fleet, lateness):
+            heapq.heappush(batch.heap, (ts, CONTROL, name, (rank, tiebreak, seq), (kind, payload)))
         else:
             keep.append(entry)
     fleet.timeline = keep
 
 
 def _close_window(
-    state: EngineState, policy: Policy, svc: ServiceState, k: int, batch: _Batch
+    state: EngineState, policy: Policy, svc: ServiceState, k: int, batch: Batch
 ) -> None:
     sp = policy.for_service(svc.name)
     width = svc.width
@@ -441,7 +315,7 @@ def _close_window(
             state.fleet.breaches.setdefault(bucket, set()).add(svc.name)
     if dep is not None and dep.stage is not Stage.INCONCLUSIVE:
         batch.checks[(svc.name, k)] = checks
-        heapq.heappush(batch.heap, (end, _JUDGE, svc.name, k, None))
+        heapq.heappush(batch.heap, (end, JUDGE, svc.name, k, None))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -472,7 +346,7 @@ def _fleet_facts(
     )
 
 
-def _judge(state: EngineState, policy: Policy, svc: ServiceState, k: int, batch: _Batch) -> None:
+def _judge(state: EngineState, policy: Policy, svc: ServiceState, k: int, batch: Batch) -> None:
     dep = svc.deployment
     checks = batch.checks.pop((svc.name, k), {})
     if dep is None or dep.stage is Stage.INCONCLUSIVE or k < dep.first_k:
@@ -487,299 +361,12 @@ def _judge(state: EngineState, policy: Policy, svc: ServiceState, k: int, batch:
     fleet = _fleet_facts(state, policy, svc.name, summary.start, summary.end)
     ruling = decide(dep.facts, dep.stage, findings, fleet, policy, summary.end)
     if ruling is not None:
-        _carry_out(state, policy, svc, dep, ruling, summary.end, evidence, batch)
-
-
-def _evidence(
-    svc: ServiceState, facts: DeploymentFacts, ts: float, *parts: dict[str, Any]
-) -> dict[str, Any]:
-    merged: dict[str, Any] = {"deployment": deployment_evidence(facts), "decided_at": ts}
-    for part in parts:
-        merged.update(part)
-    merged["late_events"] = svc.late_events
-    svc.late_events = 0
-    return merged
-
-
-def _close_deployment(svc: ServiceState, dep: Deployment) -> None:
-    svc.deployment = None
-    svc.closed_deployments.append(dep.facts.deployment_id)
-
-
-def _record_rollback(state: EngineState, ts: float, service: str) -> None:
-    state.fleet.rollbacks.append((ts, service))
-
-
-def _carry_out(
-    state: EngineState,
-    policy: Policy,
-    svc: ServiceState,
-    dep: Deployment,
-    ruling: Ruling,
-    ts: float,
-    trial_evidence: dict[str, Any],
-    batch: _Batch,
-) -> None:
-    """Turn a ruling into output records and the state changes it implies."""
-    sp = policy.for_service(svc.name)
-    facts = dep.facts
-    out = batch.out
-    details = {code.value: text for code, text in ruling.details.items()}
-    evidence = _evidence(
-        svc, facts, ts, trial_evidence, dict(ruling.evidence), {"details": details}
-    )
-    version = policy.version
-    action = ruling.action
-    if action == "watch":
-        out.append(decision(facts, svc.name, "watch", ruling.reasons, ts, evidence, version))
-        dep.stage = Stage.WATCHING
-        return
-    if action == "auto_rollback":
-        assert ruling.authority is not None
-        evidence["authority"] = ruling.authority
-        out.append(
-            decision(facts, svc.name, "auto_rollback", ruling.reasons, ts, evidence, version)
-        )
-        out.append(
-            rollback_command(facts, ruling.authority, ruling.reasons, ts, evidence, sp, version)
-        )
-        out.append(verdict(facts, "rolled_back", ts, ruling.reasons))
-        _record_rollback(state, ts, svc.name)
-        if dep.request_id is not None:
-            state.fleet.requests[dep.request_id].status = "superseded"
-        _close_deployment(svc, dep)
-        return
-    if action == "request_approval":
-        request = approval_request(facts, ruling, ts, evidence, sp, version)
-        out.append(
-            decision(facts, svc.name, "request_approval", ruling.reasons, ts, evidence, version)
-        )
-        out.append(request)
-        outcome = ruling.verdict or "pending_approval"
-        out.append(verdict(facts, outcome, ts, ruling.reasons))
-        dep.stage = Stage.INCONCLUSIVE if outcome == "inconclusive" else Stage.PENDING
-        dep.request_id = request.request_id
-        dep.request_expires_at = request.expires_at
-        dep.request_reasons = tuple(c.value for c in ruling.reasons)
-        state.fleet.requests[request.request_id] = RequestRecord(
-            request_id=request.request_id,
-            deployment_id=facts.deployment_id,
-            service=svc.name,
-            expires_at=request.expires_at,
-            required_role=request.required_role,
-            deploy_actor=facts.actor,
-        )
-        _schedule(
-            state, svc, request.expires_at, "expiry", (request.request_id,), request.request_id
-        )
-        return
-    if action == "pass":
-        out.append(decision(facts, svc.name, "pass", ruling.reasons, ts, evidence, version))
-        out.append(verdict(facts, "pass", ts, ruling.reasons))
-        _close_deployment(svc, dep)
-        return
-    # withdraw
-    out.append(decision(facts, svc.name, "none", ruling.reasons, ts, evidence, version))
-    out.append(verdict(facts, "inconclusive", ts, ruling.reasons))
-    if dep.request_id is not None:
-        state.fleet.requests[dep.request_id].status = "withdrawn"
-    _close_deployment(svc, dep)
+        carry_out(state, policy, svc, dep, ruling, summary.end, evidence, batch)
 
 
 # ----------------------------------------------------------------------------------------------
 # Control events: deploys, approval responses, expiries
 # ----------------------------------------------------------------------------------------------
-
-
-def _apply_control(state: EngineState, policy: Policy, payload: Any, batch: _Batch) -> None:
-    kind, body = payload
-    if kind == "deploy":
-        _apply_deploy(state, policy, body, batch)
-    elif kind == "approval":
-        response, check = body
-        _apply_approval(state, policy, response, check, batch)
-    else:
-        _apply_expiry(state, policy, body, batch)
-
-
-def _apply_deploy(state: EngineState, policy: Policy, event: DeployEvent, batch: _Batch) -> None:
-    svc = state.services[event.service]
-    dep = svc.deployment
-    ident = event.deployment_id
-    ending = event.status in (DeployStatus.ABORTED, DeployStatus.ROLLED_BACK)
-    if dep is not None and dep.facts.deployment_id == ident:
-        if ending:
-            # The deployment is over; nothing more is decided about it (DESIGN: no decisions).
-            if dep.request_id is not None:
-                state.fleet.requests[dep.request_id].status = "closed"
-            _close_deployment(svc, dep)
-        return
-    if ending or ident in svc.closed_deployments:
-        return
-    if dep is not None:
-        reasons: tuple[ReasonCode, ...] = ()
-        if dep.request_id is not None:
-            state.fleet.requests[dep.request_id].status = "withdrawn"
-            reasons = (ReasonCode.APPROVAL_WITHDRAWN,)
-        evidence = _evidence(
-            svc,
-            dep.facts,
-            event.ts,
-            {"closed_by": {"deployment_id": ident, "status": event.status.value}},
-        )
-        batch.out.append(
-            decision(dep.facts, svc.name, "none", reasons, event.ts, evidence, policy.version)
-        )
-        _close_deployment(svc, dep)
-    sp = policy.for_service(svc.name)
-    facts = DeploymentFacts(
-        deployment_id=ident,
-        service=event.service,
-        version=event.version,
-        rollback_target=event.rollback_target,
-        actor=event.actor,
-        deployed_at=event.ts,
-        change=event.change,
-    )
-    dep = svc.deployment = Deployment.open(facts, sp)
-    svc.trial_from = max(svc.trial_from, facts.deployed_at)
-    svc.trial_until = max(svc.trial_until, dep.bake_until)
-    straddle = int(facts.deployed_at // svc.width)
-    svc.next_k = straddle if svc.next_k is None else max(svc.next_k, straddle)
-    limit = int(_watermark(state.fleet, svc.lateness) // svc.width)
-    for k in range(svc.next_k, limit):
-        batch.close(float((k + 1) * svc.width), svc, k)
-
-
-def _reject(
-    state: EngineState,
-    policy: Policy,
-    response: ApprovalResponse,
-    service: str,
-    cause: str,
-    batch: _Batch,
-) -> None:
-    svc = state.services.get(service)
-    evidence = {
-        "request_id": response.request_id,
-        "approver": response.approver,
-        "decision": response.decision,
-        "cause": cause,
-        "late_events": svc.late_events if svc is not None else 0,
-    }
-    if svc is not None:
-        svc.late_events = 0
-    record = state.fleet.requests.get(response.request_id)
-    batch.out.append(
-        decision(
-            None,
-            service,
-            "none",
-            (ReasonCode.APPROVAL_REJECTED,),
-            response.ts,
-            evidence,
-            policy.version,
-        )
-    )
-    if record is not None:
-        last = batch.out[-1]
-        batch.out[-1] = last.model_copy(update={"deployment_id": record.deployment_id})
-
-
-def _approval_problem(
-    record: RequestRecord | None,
-    dep: Deployment | None,
-    response: ApprovalResponse,
-    check: ApprovalCheck | None,
-) -> str | None:
-    """Why an approval response does not count (DESIGN §6), or None if it does."""
-    if record is None:
-        return "no such approval request"
-    if record.status != "pending":
-        return f"request already {record.status}"
-    if dep is None or dep.facts.deployment_id != record.deployment_id:
-        return "the deployment is no longer open"
-    if check is None or not check.signature_valid:
-        return "signature missing or invalid"
-    if not check.approver_known:
-        return f"unknown approver {response.approver}"
-    if record.required_role not in check.approver_roles:
-        return f"{response.approver} lacks role {record.required_role}"
-    if response.approver == record.deploy_actor:
-        return f"self-approval: {response.approver} deployed this release"
-    if response.ts > record.expires_at:
-        return "the request had expired when the response was given"
-    return None
-
-
-def _apply_approval(
-    state: EngineState,
-    policy: Policy,
-    response: ApprovalResponse,
-    check: ApprovalCheck | None,
-    batch: _Batch,
-) -> None:
-    record = state.fleet.requests.get(response.request_id)
-    service = record.service if record is not None else (response.service or "unknown")
-    svc = state.services.get(service)
-    dep = svc.deployment if svc is not None else None
-    problem = _approval_problem(record, dep, response, check)
-    if problem is not None:
-        _reject(state, policy, response, service, problem, batch)
-        return
-    assert record is not None and svc is not None and dep is not None
-    sp = policy.for_service(service)
-    facts = dep.facts
-    ts = response.ts
-    answer = {
-        "request_id": record.request_id,
-        "approver": response.approver,
-        "decision": response.decision,
-        "comment": response.comment,
-        "request_reasons": list(dep.request_reasons),
-    }
-    evidence = _evidence(svc, facts, ts, {"approval": answer})
-    version = policy.version
-    out = batch.out
-    if response.decision == "deny":
-        record.status = "denied"
-        reasons: tuple[ReasonCode, ...] = (ReasonCode.DENIED,)
-        out.append(decision(facts, service, "none", reasons, ts, evidence, version))
-        out.append(verdict(facts, "pass", ts, reasons))
-        _close_deployment(svc, dep)
-        return
-    record.status = "approved"
-    if facts.rollback_target is None:
-        reasons = (ReasonCode.NO_ROLLBACK_TARGET, ReasonCode.APPROVED)
-        out.append(decision(facts, service, "none", reasons, ts, evidence, version))
-        out.append(verdict(facts, "inconclusive", ts, reasons))
-        _close_deployment(svc, dep)
-        return
-    authority = f"approved:{response.approver}"
-    evidence["authority"] = authority
-    reasons = (ReasonCode.APPROVED,)
-    out.append(decision(facts, service, "auto_rollback", reasons, ts, evidence, version))
-    out.append(rollback_command(facts, authority, reasons, ts, evidence, sp, version))
-    out.append(verdict(facts, "rolled_back", ts, reasons))
-    _record_rollback(state, ts, service)
-    _close_deployment(svc, dep)
-
-
-def _apply_expiry(state: EngineState, policy: Policy, rid: str, batch: _Batch) -> None:
-    record = state.fleet.requests.get(rid)
-    if record is None or record.status != "pending":
-        return
-    record.status = "expired"
-    svc = state.services[record.service]
-    dep = svc.deployment
-    if dep is None or dep.facts.deployment_id != record.deployment_id:
-        return
-    ts = record.expires_at
-    reasons = (ReasonCode.APPROVAL_EXPIRED,)
-    evidence = _evidence(svc, dep.facts, ts, {"request_id": rid, "expired_at": ts})
-    batch.out.append(decision(dep.facts, svc.name, "none", reasons, ts, evidence, policy.version))
-    batch.out.append(verdict(dep.facts, "inconclusive", ts, reasons))
-    _close_deployment(svc, dep)
 
 
 def _prune(state: EngineState, policy: Policy) -> None:

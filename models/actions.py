@@ -1,0 +1,299 @@
+"""What rollguard does: rulings and control events turned into output records and state.
+
+``carry_out`` turns a ``Ruling`` of ``decide`` into the records of DESIGN §3 (a Decision, and
+the command, approval request and verdict it implies) and the state changes that go with it.
+``apply_control`` applies deploy events (open, close, replace a deployment), approval responses
+(checked against DESIGN §6) and request expiries, at their event time.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from models.decide import DeploymentFacts, Ruling, Stage
+from models.events import ApprovalResponse, DeployEvent, DeployStatus, ReasonCode
+from models.policy import Policy
+from models.records import approval_request, decision, rollback_command, verdict
+from models.state import (
+    ApprovalCheck,
+    Batch,
+    EngineState,
+    RequestRecord,
+    ServiceState,
+    close_deployment,
+    decision_evidence,
+    record_rollback,
+    schedule,
+    watermark,
+)
+from models.trial import Deployment
+
+__all__ = ["apply_control", "carry_out"]
+
+
+def carry_out(
+    state: EngineState,
+    policy: Policy,
+    svc: ServiceState,
+    dep: Deployment,
+    ruling: Ruling,
+    ts: float,
+    trial_evidence: dict[str, Any],
+    batch: Batch,
+) -> None:
+    """Turn a ruling into output records and the state changes it implies."""
+    sp = policy.for_service(svc.name)
+    facts = dep.facts
+    out = batch.out
+    details = {code.value: text for code, text in ruling.details.items()}
+    evidence = decision_evidence(
+        svc, facts, ts, trial_evidence, dict(ruling.evidence), {"details": details}
+    )
+    version = policy.version
+    action = ruling.action
+    if action == "watch":
+        out.append(decision(facts, svc.name, "watch", ruling.reasons, ts, evidence, version))
+        dep.stage = Stage.WATCHING
+        return
+    if action == "auto_rollback":
+        assert ruling.authority is not None
+        evidence["authority"] = ruling.authority
+        out.append(
+            decision(facts, svc.name, "auto_rollback", ruling.reasons, ts, evidence, version)
+        )
+        out.append(
+            rollback_command(facts, ruling.authority, ruling.reasons, ts, evidence, sp, version)
+        )
+        out.append(verdict(facts, "rolled_back", ts, ruling.reasons))
+        record_rollback(state, ts, svc.name)
+        if dep.request_id is not None:
+            state.fleet.requests[dep.request_id].status = "superseded"
+        close_deployment(svc, dep)
+        return
+    if action == "request_approval":
+        request = approval_request(facts, ruling, ts, evidence, sp, version)
+        out.append(
+            decision(facts, svc.name, "request_approval", ruling.reasons, ts, evidence, version)
+        )
+        out.append(request)
+        outcome = ruling.verdict or "pending_approval"
+        out.append(verdict(facts, outcome, ts, ruling.reasons))
+        dep.stage = Stage.INCONCLUSIVE if outcome == "inconclusive" else Stage.PENDING
+        dep.request_id = request.request_id
+        dep.request_expires_at = request.expires_at
+        dep.request_reasons = tuple(c.value for c in ruling.reasons)
+        state.fleet.requests[request.request_id] = RequestRecord(
+            request_id=request.request_id,
+            deployment_id=facts.deployment_id,
+            service=svc.name,
+            expires_at=request.expires_at,
+            required_role=request.required_role,
+            deploy_actor=facts.actor,
+        )
+        schedule(
+            state, svc, request.expires_at, "expiry", (request.request_id,), request.request_id
+        )
+        return
+    if action == "pass":
+        out.append(decision(facts, svc.name, "pass", ruling.reasons, ts, evidence, version))
+        out.append(verdict(facts, "pass", ts, ruling.reasons))
+        close_deployment(svc, dep)
+        return
+    # withdraw
+    out.append(decision(facts, svc.name, "none", ruling.reasons, ts, evidence, version))
+    out.append(verdict(facts, "inconclusive", ts, ruling.reasons))
+    if dep.request_id is not None:
+        state.fleet.requests[dep.request_id].status = "withdrawn"
+    close_deployment(svc, dep)
+
+
+def apply_control(state: EngineState, policy: Policy, payload: Any, batch: Batch) -> None:
+    """Apply one control event from the timeline: a deploy, an approval response, an expiry."""
+    kind, body = payload
+    if kind == "deploy":
+        _apply_deploy(state, policy, body, batch)
+    elif kind == "approval":
+        response, check = body
+        _apply_approval(state, policy, response, check, batch)
+    else:
+        _apply_expiry(state, policy, body, batch)
+
+
+def _apply_deploy(state: EngineState, policy: Policy, event: DeployEvent, batch: Batch) -> None:
+    svc = state.services[event.service]
+    dep = svc.deployment
+    ident = event.deployment_id
+    ending = event.status in (DeployStatus.ABORTED, DeployStatus.ROLLED_BACK)
+    if dep is not None and dep.facts.deployment_id == ident:
+        if ending:
+            # The deployment is over; nothing more is decided about it (DESIGN: no decisions).
+            if dep.request_id is not None:
+                state.fleet.requests[dep.request_id].status = "closed"
+            close_deployment(svc, dep)
+        return
+    if ending or ident in svc.closed_deployments:
+        return
+    if dep is not None:
+        reasons: tuple[ReasonCode, ...] = ()
+        if dep.request_id is not None:
+            state.fleet.requests[dep.request_id].status = "withdrawn"
+            reasons = (ReasonCode.APPROVAL_WITHDRAWN,)
+        evidence = decision_evidence(
+            svc,
+            dep.facts,
+            event.ts,
+            {"closed_by": {"deployment_id": ident, "status": event.status.value}},
+        )
+        batch.out.append(
+            decision(dep.facts, svc.name, "none", reasons, event.ts, evidence, policy.version)
+        )
+        close_deployment(svc, dep)
+    sp = policy.for_service(svc.name)
+    facts = DeploymentFacts(
+        deployment_id=ident,
+        service=event.service,
+        version=event.version,
+        rollback_target=event.rollback_target,
+        actor=event.actor,
+        deployed_at=event.ts,
+        change=event.change,
+    )
+    dep = svc.deployment = Deployment.open(facts, sp)
+    svc.trial_from = max(svc.trial_from, facts.deployed_at)
+    svc.trial_until = max(svc.trial_until, dep.bake_until)
+    straddle = int(facts.deployed_at // svc.width)
+    svc.next_k = straddle if svc.next_k is None else max(svc.next_k, straddle)
+    limit = int(watermark(state.fleet, svc.lateness) // svc.width)
+    for k in range(svc.next_k, limit):
+        batch.close(float((k + 1) * svc.width), svc, k)
+
+
+def _reject(
+    state: EngineState,
+    policy: Policy,
+    response: ApprovalResponse,
+    service: str,
+    cause: str,
+    batch: Batch,
+) -> None:
+    svc = state.services.get(service)
+    evidence = {
+        "request_id": response.request_id,
+        "approver": response.approver,
+        "decision": response.decision,
+        "cause": cause,
+        "late_events": svc.late_events if svc is not None else 0,
+    }
+    if svc is not None:
+        svc.late_events = 0
+    record = state.fleet.requests.get(response.request_id)
+    batch.out.append(
+        decision(
+            None,
+            service,
+            "none",
+            (ReasonCode.APPROVAL_REJECTED,),
+            response.ts,
+            evidence,
+            policy.version,
+        )
+    )
+    if record is not None:
+        last = batch.out[-1]
+        batch.out[-1] = last.model_copy(update={"deployment_id": record.deployment_id})
+
+
+def _approval_problem(
+    record: RequestRecord | None,
+    dep: Deployment | None,
+    response: ApprovalResponse,
+    check: ApprovalCheck | None,
+) -> str | None:
+    """Why an approval response does not count (DESIGN §6), or None if it does."""
+    if record is None:
+        return "no such approval request"
+    if record.status != "pending":
+        return f"request already {record.status}"
+    if dep is None or dep.facts.deployment_id != record.deployment_id:
+        return "the deployment is no longer open"
+    if check is None or not check.signature_valid:
+        return "signature missing or invalid"
+    if not check.approver_known:
+        return f"unknown approver {response.approver}"
+    if record.required_role not in check.approver_roles:
+        return f"{response.approver} lacks role {record.required_role}"
+    if response.approver == record.deploy_actor:
+        return f"self-approval: {response.approver} deployed this release"
+    if response.ts > record.expires_at:
+        return "the request had expired when the response was given"
+    return None
+
+
+def _apply_approval(
+    state: EngineState,
+    policy: Policy,
+    response: ApprovalResponse,
+    check: ApprovalCheck | None,
+    batch: Batch,
+) -> None:
+    record = state.fleet.requests.get(response.request_id)
+    service = record.service if record is not None else (response.service or "unknown")
+    svc = state.services.get(service)
+    dep = svc.deployment if svc is not None else None
+    problem = _approval_problem(record, dep, response, check)
+    if problem is not None:
+        _reject(state, policy, response, service, problem, batch)
+        return
+    assert record is not None and svc is not None and dep is not None
+    sp = policy.for_service(service)
+    facts = dep.facts
+    ts = response.ts
+    answer = {
+        "request_id": record.request_id,
+        "approver": response.approver,
+        "decision": response.decision,
+        "comment": response.comment,
+        "request_reasons": list(dep.request_reasons),
+    }
+    evidence = decision_evidence(svc, facts, ts, {"approval": answer})
+    version = policy.version
+    out = batch.out
+    if response.decision == "deny":
+        record.status = "denied"
+        reasons: tuple[ReasonCode, ...] = (ReasonCode.DENIED,)
+        out.append(decision(facts, service, "none", reasons, ts, evidence, version))
+        out.append(verdict(facts, "pass", ts, reasons))
+        close_deployment(svc, dep)
+        return
+    record.status = "approved"
+    if facts.rollback_target is None:
+        reasons = (ReasonCode.NO_ROLLBACK_TARGET, ReasonCode.APPROVED)
+        out.append(decision(facts, service, "none", reasons, ts, evidence, version))
+        out.append(verdict(facts, "inconclusive", ts, reasons))
+        close_deployment(svc, dep)
+        return
+    authority = f"approved:{response.approver}"
+    evidence["authority"] = authority
+    reasons = (ReasonCode.APPROVED,)
+    out.append(decision(facts, service, "auto_rollback", reasons, ts, evidence, version))
+    out.append(rollback_command(facts, authority, reasons, ts, evidence, sp, version))
+    out.append(verdict(facts, "rolled_back", ts, reasons))
+    record_rollback(state, ts, service)
+    close_deployment(svc, dep)
+
+
+def _apply_expiry(state: EngineState, policy: Policy, rid: str, batch: Batch) -> None:
+    record = state.fleet.requests.get(rid)
+    if record is None or record.status != "pending":
+        return
+    record.status = "expired"
+    svc = state.services[record.service]
+    dep = svc.deployment
+    if dep is None or dep.facts.deployment_id != record.deployment_id:
+        return
+    ts = record.expires_at
+    reasons = (ReasonCode.APPROVAL_EXPIRED,)
+    evidence = decision_evidence(svc, dep.facts, ts, {"request_id": rid, "expired_at": ts})
+    batch.out.append(decision(dep.facts, svc.name, "none", reasons, ts, evidence, policy.version))
+    batch.out.append(verdict(dep.facts, "inconclusive", ts, reasons))
+    close_deployment(svc, dep)
