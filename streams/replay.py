@@ -49,6 +49,7 @@ def replay_lines(
     pipeline = pipeline or Pipeline(policy, approvers=approvers, signing_key=signing_key)
     stats = stats if stats is not None else ReplayStats()
     newest: float | None = None
+    refused_ahead: float | None = None
     for number, raw in enumerate(lines, start=1):
         line = raw.rstrip(b"\r\n")
         if not line.strip():
@@ -63,9 +64,19 @@ def replay_lines(
             max_message_bytes=max_message_bytes,
         )
         if decoded.dead_letter is not None:
-            stats.dead_letters += 1
-            yield decoded.dead_letter
-            continue
+            jump = _confirmed_jump(line, newest, refused_ahead, max_clock_skew_seconds)
+            if jump is None:
+                refused_ahead = _ahead_ts(decoded.dead_letter.error, line)
+                stats.dead_letters += 1
+                yield decoded.dead_letter
+                continue
+            decoded = decode_line(line, line_number=number, source=source,
+                                  max_message_bytes=max_message_bytes)
+            if decoded.dead_letter is not None:  # pragma: no cover - decoded fine just above
+                stats.dead_letters += 1
+                yield decoded.dead_letter
+                continue
+        refused_ahead = None
         record = decoded.record
         assert record is not None
         stats.events[record.type] += 1
@@ -78,6 +89,33 @@ def replay_lines(
         for output in pipeline.advance(newest):
             stats.outputs[output.type] += 1
             yield output
+
+
+def _ahead_ts(error: str, line: bytes) -> float | None:
+    """The event time of a line refused for being ahead of the reference clock."""
+    if "ahead of the reference clock" not in error:
+        return None
+    decoded = decode_line(line)
+    return decoded.record.ts if decoded.record is not None else None
+
+
+def _confirmed_jump(
+    line: bytes, newest: float | None, refused_ahead: float | None, skew: float
+) -> float | None:
+    """A line that follows a refused future line closely confirms a real gap in time.
+
+    In replay the reference clock is the newest event time seen, so a quiet stretch longer
+    than ``max_clock_skew_seconds`` makes the first event after it look like a producer with a
+    broken clock. When the next line lands within the skew of that refused one, time really
+    moved on: the reference jumps and the rest of the file is read normally (only the first
+    event after the gap is dead-lettered, with its bytes kept).
+    """
+    if refused_ahead is None or newest is None:
+        return None
+    ts = _ahead_ts("ahead of the reference clock", line)
+    if ts is None or abs(ts - refused_ahead) > skew:
+        return None
+    return ts
 
 
 def replay_to_bytes(lines: Iterable[bytes], policy: Policy, **options: Any) -> Iterator[bytes]:
