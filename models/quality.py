@@ -32,6 +32,7 @@ __all__ = [
     "TRAFFIC_DRAIN_RATIO",
     "SignalQuality",
     "assess",
+    "baseline_cvs",
     "baseline_instability",
     "cold_models",
     "coverage",
@@ -154,22 +155,25 @@ def cold_models(
     return {m: learned.get(m, 0) for m in metrics if learned.get(m, 0) < needed}
 
 
+def baseline_cvs(
+    metrics: tuple[str, ...], policy: ServicePolicy, baseline: Baseline | None
+) -> dict[str, float]:
+    """The baseline CV of each metric's policy stat (for the evidence)."""
+    out: dict[str, float] = {}
+    for name in metrics:
+        seen = baseline.metrics.get(name) if baseline is not None else None
+        rule = policy.metrics.get(name)
+        if seen is not None and rule is not None:
+            out[name] = seen.cv[rule.stat]
+    return out
+
+
 def baseline_instability(
     metrics: tuple[str, ...], policy: ServicePolicy, baseline: Baseline | None
 ) -> dict[str, float]:
     """Threshold metrics whose baseline stat varies more than ``max_baseline_cv`` -> its CV."""
-    out: dict[str, float] = {}
-    if baseline is None:
-        return out
-    for name in metrics:
-        seen = baseline.metrics.get(name)
-        rule = policy.metrics.get(name)
-        if seen is None or rule is None:
-            continue
-        cv = seen.cv[rule.stat]
-        if cv > policy.max_baseline_cv:
-            out[name] = cv
-    return out
+    cvs = baseline_cvs(metrics, policy, baseline)
+    return {name: cv for name, cv in cvs.items() if cv > policy.max_baseline_cv}
 
 
 def low_traffic(
@@ -278,7 +282,7 @@ def assess(
         "traffic_drain": drain,
         "models_learned": dict(sorted(learned.items())),
         "min_baseline_windows": policy.min_baseline_windows,
-        "baseline_cv": unstable,
+        "baseline_cv": baseline_cvs(breaching, policy, baseline),
         "max_baseline_cv": policy.max_baseline_cv,
         "traffic_mean": dict(sorted(traffic_means.items())),
         "min_traffic": policy.min_traffic,

@@ -145,11 +145,12 @@ def _window_evidence(
     }
 
 
-def _baseline_evidence(baseline: Baseline | None) -> dict[str, Any] | None:
+def _baseline_evidence(baseline: Baseline | None, width: int) -> dict[str, Any] | None:
     if baseline is None:
         return None
     return {
-        "first_window_start": None,
+        "from": float(baseline.first_k * width),
+        "to": float((baseline.last_k + 1) * width),
         "windows": baseline.windows,
         "metrics": {
             name: {
@@ -363,7 +364,7 @@ class Deployment:
                 for name, check in checks.items()
             },
             "consecutive_breach_windows": need,
-            "baseline": _baseline_evidence(self.baseline),
+            "baseline": _baseline_evidence(self.baseline, self.width),
             "quality": dict(quality.figures),
             "anomaly": {
                 "threshold": threshold,
