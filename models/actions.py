@@ -13,7 +13,7 @@ from typing import Any
 from models.decide import DeploymentFacts, Ruling, Stage
 from models.events import ApprovalResponse, DeployEvent, DeployStatus, ReasonCode
 from models.policy import Policy
-from models.records import approval_request, decision, rollback_command, verdict
+from models.records import At, approval_request, decision, rollback_command, verdict
 from models.state import (
     ApprovalCheck,
     Batch,
@@ -293,7 +293,7 @@ def _apply_expiry(state: EngineState, policy: Policy, rid: str, batch: Batch) ->
         return
     ts = record.expires_at
     reasons = (ReasonCode.APPROVAL_EXPIRED,)
-    evidence = decision_evidence(svc, dep.facts, ts, {"request_id": rid, "expired_at": ts})
+    evidence = decision_evidence(svc, dep.facts, ts, {"request_id": rid, "expired_at": At(ts)})
     batch.out.append(decision(dep.facts, svc.name, "none", reasons, ts, evidence, policy.version))
     batch.out.append(verdict(dep.facts, "inconclusive", ts, reasons))
     close_deployment(svc, dep)

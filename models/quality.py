@@ -26,6 +26,7 @@ from typing import Any
 from models.alerts import AlertBook
 from models.events import ReasonCode
 from models.policy import ServicePolicy
+from models.records import At
 from models.windows import Baseline, WindowSummary, stat_of
 
 __all__ = [
@@ -278,7 +279,7 @@ def assess(
         "alert_flips": alerts.flips_since(at - policy.flap_window_seconds),
         "flap_limit": policy.flap_limit,
         "source_disagreements": disagree,
-        "resolved_alerts": resolved,
+        "resolved_alerts": {name: At(ts) for name, ts in resolved.items()},
         "traffic_drain": drain,
         "models_learned": dict(sorted(learned.items())),
         "min_baseline_windows": policy.min_baseline_windows,

@@ -4,9 +4,11 @@ Every float in evidence is rounded to 6 significant digits and every mapping is 
 keys in a fixed order, so that the same input gives byte-identical output.
 
 >>> command_id("dep-42")
-'cmd-a3b5d1a3a1c0e1a6'
+'cmd-a34fe5ffff4e5568'
 >>> rounded({"b": 0.1234567891, "a": [1.0 / 3.0, None, float("inf")]})
-{'a': [0.333333, None, None], 'b': 0.123457}
+{'b': 0.123457, 'a': [0.333333, None, None]}
+>>> rounded({"at": At(1795593630.25)})
+{'at': '2026-11-25T08:00:30.250Z'}
 """
 
 from __future__ import annotations
@@ -24,11 +26,13 @@ from models.events import (
     ReasonCode,
     ReleaseVerdict,
     RollbackCommand,
+    format_ts,
 )
 from models.policy import ServicePolicy
 
 __all__ = [
     "ISSUER",
+    "At",
     "approval_request",
     "command_id",
     "decision",
@@ -56,11 +60,21 @@ def request_id(deployment_id: str) -> str:
     return "apr-" + _digest(deployment_id)
 
 
+class At(float):
+    """An event time in evidence: written as RFC 3339, like every time rollguard emits (a
+    plain float would lose its seconds to the 6-significant-digit rounding)."""
+
+    __slots__ = ()
+
+
 def rounded(value: Any) -> Any:
-    """Evidence made stable: floats to 6 significant digits (non-finite -> None), keys ordered
-    as given (callers sort where order is not meaningful), tuples and sets as lists."""
+    """Evidence made stable: floats to 6 significant digits (non-finite -> None), ``At`` times
+    as RFC 3339, keys in the order given (callers sort where order carries no meaning), tuples
+    and sets as lists."""
     if isinstance(value, bool) or value is None or isinstance(value, int | str):
         return value
+    if isinstance(value, At):
+        return format_ts(value)
     if isinstance(value, float):
         if not math.isfinite(value):
             return None
@@ -82,7 +96,7 @@ def deployment_evidence(facts: DeploymentFacts) -> dict[str, Any]:
         "version": facts.version,
         "rollback_target": facts.rollback_target,
         "actor": facts.actor,
-        "deployed_at": facts.deployed_at,
+        "deployed_at": At(facts.deployed_at),
         "change": {
             "data_writes": change.data_writes,
             "schema_migration": change.schema_migration,

@@ -18,7 +18,7 @@ from typing import Any
 from models.alerts import AlertBook
 from models.decide import DeploymentFacts
 from models.events import OutputRecord
-from models.records import deployment_evidence
+from models.records import At, deployment_evidence
 from models.scoring import DetectorKit, ServiceModels
 from models.trial import Deployment, ThresholdCheck, ThresholdRule
 from models.windows import WindowAccumulator, WindowSummary
@@ -184,7 +184,7 @@ def decision_evidence(
 ) -> dict[str, Any]:
     """Evidence of a decision: the deployment, the given parts, and the late events since the
     service's last decision (which are then reported)."""
-    merged: dict[str, Any] = {"deployment": deployment_evidence(facts), "decided_at": ts}
+    merged: dict[str, Any] = {"deployment": deployment_evidence(facts), "decided_at": At(ts)}
     for part in parts:
         merged.update(part)
     merged["late_events"] = svc.late_events

@@ -26,6 +26,7 @@ from models.decide import BakeEvidence, DeploymentFacts, Findings, Stage
 from models.events import ReasonCode
 from models.policy import ServicePolicy
 from models.quality import assess, coverage, expected_samples
+from models.records import At
 from models.scoring import JOINT, Score
 from models.windows import (
     Baseline,
@@ -138,8 +139,8 @@ def _window_evidence(
     for name in sorted(policy.metrics):
         metrics.setdefault(name, {"count": 0, "coverage": 0.0})
     return {
-        "start": summary.start,
-        "end": summary.end,
+        "start": At(summary.start),
+        "end": At(summary.end),
         "metrics": dict(sorted(metrics.items())),
         "alerts_firing": summary.firing_by_severity(),
     }
@@ -149,8 +150,8 @@ def _baseline_evidence(baseline: Baseline | None, width: int) -> dict[str, Any] 
     if baseline is None:
         return None
     return {
-        "from": float(baseline.first_k * width),
-        "to": float((baseline.last_k + 1) * width),
+        "from": At(baseline.first_k * width),
+        "to": At((baseline.last_k + 1) * width),
         "windows": baseline.windows,
         "metrics": {
             name: {
@@ -380,7 +381,7 @@ class Deployment:
             },
             "observation": {
                 "windows": self.windows_observed,
-                "bake_until": self.bake_until,
+                "bake_until": At(self.bake_until),
                 "samples": self.samples,
             },
         }

@@ -114,6 +114,9 @@ def test_decisive_evidence_reconstructs_the_decision() -> None:
     } <= set(evidence)
     assert evidence["deployment"]["change"]["data_writes"] is False
     window = evidence["windows"][-1]
+    # times in evidence are RFC 3339 (not epoch floats rounded to 6 digits)
+    assert window["end"] == "2026-11-25T08:26:30Z" == evidence["decided_at"]
+    assert evidence["deployment"]["deployed_at"] == "2026-11-25T08:25:00Z"
     assert set(window["metrics"]["error_rate"]) >= {"count", "mean", "p95", "max", "coverage"}
     err = evidence["thresholds"]["error_rate"]
     assert err["breach"] and err["max"] == 0.05 and err["breach_windows"] == 2

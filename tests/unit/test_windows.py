@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import doctest
+import importlib
 import pickle
+from pathlib import Path
 
 import pytest
 
@@ -208,3 +211,14 @@ def test_memory_stays_flat_in_the_number_of_events() -> None:
     assert len(svc.ring) == svc.ring.maxlen == 24  # baseline 20 + 2 breach windows + 2
     assert len(svc.open) <= 2
     assert all(len(v) <= 20 for v in svc.rolling.values())
+
+
+@pytest.mark.parametrize(
+    "module",
+    ["windows", "alerts", "quality", "decide", "records", "scoring", "trial", "state", "engine"],
+)
+def test_core_doctests(module: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The examples in the core's docstrings run (decide's reads config/policy.yaml)."""
+    monkeypatch.chdir(Path(__file__).resolve().parents[2])
+    result = doctest.testmod(importlib.import_module(f"models.{module}"))
+    assert result.failed == 0
