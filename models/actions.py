@@ -216,10 +216,12 @@ def _approval_problem(
         return f"request already {record.status}"
     if dep is None or dep.facts.deployment_id != record.deployment_id:
         return "the deployment is no longer open"
-    if check is None or not check.signature_valid:
-        return "signature missing or invalid"
+    if check is None:
+        return "signature missing or invalid (the response was not verified)"
     if not check.approver_known:
         return f"unknown approver {response.approver}"
+    if not check.signature_valid:
+        return "signature missing or invalid"
     if record.required_role not in check.approver_roles:
         return f"{response.approver} lacks role {record.required_role}"
     if response.approver == record.deploy_actor:

@@ -349,7 +349,13 @@ class Deployment:
                 for m in unconfirmed
             )
 
-        nothing = not breaching and not anomalous and not critical
+        # A window only shows the breach has cleared if it saw the metrics that breached:
+        # silence is missing evidence (stale telemetry), never a recovery.
+        observed = all(
+            summary.metrics.get(name) is not None and summary.metrics[name].count > 0
+            for name in policy.threshold_metrics()
+        )
+        nothing = not breaching and not anomalous and not critical and observed
         self.clear_windows = self.clear_windows + 1 if nothing else 0
         bake_over = summary.end >= self.bake_until and not episode
 
