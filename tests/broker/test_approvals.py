@@ -1,0 +1,171 @@
+"""Approval round trips on the real broker (DESIGN §6).
+
+Three deployments need a human: A (payments: approval-only service), B (data writes) and C (data
+writes, on a service whose requests expire after a minute). Responses published to
+`rollback.approval-responses` — by `rollguard approve|deny` for the honest ones, by hand for the
+forged ones — must give exactly one signed command (A, approved by alice) and an
+APPROVAL_REJECTED decision naming the cause for every response that does not count.
+"""
+
+from __future__ import annotations
+
+import base64
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+import yaml
+from aiokafka import AIOKafkaProducer
+
+from models.events import ApprovalResponse
+from streams.serde import record_to_dict
+from streams.signing import (
+    generate_key_pair,
+    load_private_key,
+    load_public_key,
+    sign_record,
+    verify_mapping,
+)
+from streams.simulate import generate
+from streams.simulate_io import shifted_to_now
+from tests.broker.conftest import REPO, ROLLGUARD, WorkerRun, consume
+
+pytestmark = [pytest.mark.broker, pytest.mark.timeout(300)]
+
+TOPIC_OF = {"deploy": "deploys", "metric": "telemetry.metrics", "alert": "telemetry.alerts"}
+
+
+def _deployed_service(events: list[dict[str, Any]]) -> str:
+    return next(e["service"] for e in events if e["type"] == "deploy")
+
+
+def _fleet() -> tuple[list[dict[str, Any]], dict[str, str]]:
+    """Events of three deployments that need approval, shifted to end now; name → service."""
+    events: list[dict[str, Any]] = []
+    services: dict[str, str] = {}
+    for name, (scenario, seed) in {"A": ("approval-only-service", 1), "B": ("data-writes", 3),
+                                   "C": ("data-writes", 10)}.items():
+        generated = list(generate(scenario, seed).events)
+        service = _deployed_service(generated)
+        services[name] = service
+        # Keep the neighbours of A only, so no two scenarios publish the same service.
+        events.extend(e for e in generated if name == "A" or e["service"] == service)
+    return shifted_to_now(sorted(events, key=lambda e: e["ts"]), time.time()), services
+
+
+@pytest.fixture
+def people(tmp_path: Path) -> dict[str, Any]:
+    keys = tmp_path / "keys"
+    for name in ("gate", "alice", "bob", "deployer", "mallory"):
+        generate_key_pair(keys, name)
+    approvers = {
+        "user:alice": {"roles": ["sre-oncall"], "public_key": (keys / "alice.pub").read_text()},
+        "user:bob": {"roles": ["viewer"], "public_key": (keys / "bob.pub").read_text()},
+        # The deploy actor of every scenario: it may approve in general, never its own release.
+        "svc:ci-deployer": {"roles": ["sre-oncall"],
+                            "public_key": (keys / "deployer.pub").read_text()},
+    }
+    (tmp_path / "approvers.yaml").write_text(yaml.safe_dump({"approvers": approvers}))
+    return {"keys": keys, "approvers": tmp_path / "approvers.yaml"}
+
+
+def _signed_response(key_path: Path, **fields: Any) -> bytes:
+    response = ApprovalResponse(**fields)
+    return orjson.dumps(record_to_dict(sign_record(response, load_private_key(key_path))))
+
+
+async def test_approval_round_trips(worker_run: WorkerRun, producer: AIOKafkaProducer,
+                                    kafka_bootstrap: str, people: dict[str, Any],
+                                    tmp_path: Path) -> None:
+    events, services = _fleet()
+    policy = yaml.safe_load((REPO / "config" / "policy.yaml").read_text())
+    policy["services"][services["C"]] = {"approval_ttl_seconds": 60}
+    (tmp_path / "policy.yaml").write_text(yaml.safe_dump(policy))
+    keys = people["keys"]
+    worker_run.env.update(ROLLGUARD_APPROVERS=str(people["approvers"]),
+                          ROLLGUARD_SIGNING_KEY=str(keys / "gate.key"),
+                          ROLLGUARD_POLICY=str(tmp_path / "policy.yaml"),
+                          ROLLGUARD_IDLE_ADVANCE_SECONDS="2")
+    worker_run.start()
+    worker_run.wait_healthy()
+    for event in events:
+        await producer.send(worker_run.topic(TOPIC_OF[event["type"]]), orjson.dumps(event),
+                            key=event["service"].encode())
+    await producer.flush()
+
+    requests = await consume(kafka_bootstrap, worker_run.topic("rollback.approvals"), 3, 120)
+    by_service = {orjson.loads(m.value)["service"]: orjson.loads(m.value) for m in requests}
+    assert set(by_service) == set(services.values()), worker_run.log_tail()
+    a, b, c = (by_service[services[n]]["request_id"] for n in "ABC")
+
+    def cli(verb: str, request_id: str, identity: str, key: str) -> None:
+        result = subprocess.run([ROLLGUARD, verb, request_id, "--as", identity, "--key",
+                                 str(keys / f"{key}.key"), "--comment", "test"],
+                                env=worker_run.env, cwd=REPO, capture_output=True, text=True,
+                                timeout=60, check=False)
+        assert result.returncode == 0, result.stderr
+
+    topic = worker_run.topic("rollback.approval-responses")
+    now = time.time()
+    forged = [
+        # unknown approver: mallory signs with her own key but is not in approvers.yaml
+        (services["A"], _signed_response(keys / "mallory.key", request_id=a,
+                                         approver="user:mallory", decision="approve", ts=now,
+                                         service=services["A"])),
+        # missing role: bob is a known approver, but only a viewer
+        (services["A"], _signed_response(keys / "bob.key", request_id=a, approver="user:bob",
+                                         decision="approve", ts=now, service=services["A"])),
+        # bad signature: claims to be alice, signed by mallory
+        (services["A"], _signed_response(keys / "mallory.key", request_id=a,
+                                         approver="user:alice", decision="approve", ts=now,
+                                         service=services["A"])),
+        # self-approval: the identity that deployed approves its own rollback
+        (services["A"], _signed_response(keys / "deployer.key", request_id=a,
+                                         approver="svc:ci-deployer", decision="approve", ts=now,
+                                         service=services["A"])),
+        # late: C's request expired a minute after it was raised
+        (services["C"], _signed_response(keys / "alice.key", request_id=c,
+                                         approver="user:alice", decision="approve", ts=now,
+                                         service=services["C"])),
+    ]
+    for key, value in forged:
+        await producer.send_and_wait(topic, value, key=key.encode())
+    cli("approve", a, "user:alice", "alice")
+    cli("deny", b, "user:alice", "alice")
+    time.sleep(1)
+    cli("approve", b, "user:alice", "alice")  # B was already denied
+    # A replayed response: alice's approval of A, published a second time, byte for byte.
+    responses = await consume(kafka_bootstrap, topic, len(forged) + 3, 30)
+    alice_a = next(m for m in responses if orjson.loads(m.value)["request_id"] == a
+                   and orjson.loads(m.value)["approver"] == "user:alice"
+                   and verify_mapping(orjson.loads(m.value), load_public_key(keys / "alice.pub")))
+    await producer.send_and_wait(topic, alice_a.value, key=alice_a.key)
+
+    await consume(kafka_bootstrap, worker_run.topic("rollback.commands"), 1, 60)
+    commands = await consume(kafka_bootstrap, worker_run.topic("rollback.commands"), 2, 5)
+    assert len(commands) == 1, commands
+    command = orjson.loads(commands[0].value)
+    assert command["authority"] == "approved:user:alice"
+    assert command["service"] == services["A"]
+    assert verify_mapping(command, load_public_key(keys / "gate.pub"))
+    assert base64.b64decode(command["signature"])
+
+    # 8 rejections (5 forged, replayed A, approve after deny, late C) and the outcomes.
+    decisions = [orjson.loads(m.value) for m in await consume(
+        kafka_bootstrap, worker_run.topic("rollguard.decisions"), 10_000, 8)]
+    rejected = [d for d in decisions if "APPROVAL_REJECTED" in d["reasons"]]
+    causes = {(d["evidence"]["approver"], d["evidence"]["cause"]) for d in rejected}
+    text = "\n".join(f"{who}: {cause}" for who, cause in sorted(causes))
+    assert any(w == "user:mallory" and "unknown approver" in c for w, c in causes), text
+    assert any(w == "user:bob" and "lacks role" in c for w, c in causes), text
+    assert any(w == "user:alice" and "signature" in c for w, c in causes), text
+    assert any(w == "svc:ci-deployer" and "self-approval" in c for w, c in causes), text
+    assert any(w == "user:alice" and "already approved" in c for w, c in causes), text  # replay
+    assert any(w == "user:alice" and "already denied" in c for w, c in causes), text
+    assert any(w == "user:alice" and "expired" in c for w, c in causes), text  # late, for C
+    assert any("APPROVAL_EXPIRED" in d["reasons"] for d in decisions)
+    assert any("DENIED" in d["reasons"] for d in decisions)
+    assert any("APPROVED" in d["reasons"] for d in decisions)
