@@ -61,18 +61,23 @@ class Detector(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class DetectorKit:
-    """How to make detectors: ``window(direction)`` per metric, ``joint()`` per service.
+    """How to make detectors: ``window(direction=...)`` per metric, ``joint(context=...)`` per
+    service.
 
     Both must be picklable (module-level classes or functions), since the kit lives in the
     engine state.
     """
 
     window: Callable[..., Detector]
-    joint: Callable[[], Detector]
+    joint: Callable[..., Detector]
 
     def window_detector(self, direction: str) -> Detector:
         """A fresh per-metric detector; ``direction`` is ``up`` or ``both``."""
         return self.window(direction=direction)
+
+    def joint_detector(self, context: list[str]) -> Detector:
+        """A fresh joint detector; ``context`` names the metrics it conditions on (traffic)."""
+        return self.joint(context=context)
 
 
 def default_kit() -> DetectorKit:
@@ -130,9 +135,11 @@ class ServiceModels:
             det = self.window[metric] = kit.window_detector(direction)
         return det
 
-    def _joint_detector(self, kit: DetectorKit) -> Detector:
+    def _joint_detector(self, kit: DetectorKit, policy: ServicePolicy) -> Detector:
         if self.joint is None:
-            self.joint = kit.joint()
+            # Traffic is the condition the service runs under, not a symptom of the release:
+            # the joint model scores the other metrics given it (docs/core.md).
+            self.joint = kit.joint_detector(sorted(policy.traffic_metrics()))
         return self.joint
 
     def catch_up(
@@ -155,7 +162,7 @@ class ServiceModels:
             for name in sorted(summary.metrics):
                 det = self._window_detector(kit, name, policy)
                 det.learn_one(window_features(summary.metrics[name], _stat(policy, name)))
-            self._joint_detector(kit).learn_one(joint_features(summary, policy))
+            self._joint_detector(kit, policy).learn_one(joint_features(summary, policy))
             learned += 1
         if self.learned_through is None or through > self.learned_through:
             self.learned_through = through
@@ -171,7 +178,7 @@ class ServiceModels:
             value = det.score_one(window_features(summary.metrics[name], _stat(policy, name)))
             out[name] = Score(value, det.n_learned, det.snapshot_id())
         if summary.metrics:
-            joint = self._joint_detector(kit)
+            joint = self._joint_detector(kit, policy)
             value = joint.score_one(joint_features(summary, policy))
             out[JOINT] = Score(value, joint.n_learned, joint.snapshot_id())
         return out

@@ -47,6 +47,16 @@ class JointDetector(AnomalyDetector, StatefulDetector):
     learned window. A metric missing from a scored window counts as at its mean; unknown ones
     are ignored. ``score_one`` never learns; the engine calls ``learn_one`` on healthy windows.
 
+    ``context`` names metrics that are conditions, not symptoms (the engine passes the policy's
+    traffic metrics). They are ordered first, and only the *conditional* departure of the other
+    metrics given them is scored: the part of the Mahalanobis distance left once the context
+    has been regressed out (the trailing block of the Cholesky solve), with the prediction
+    variance inflated by the context's leverage ``1 + 1/n + T²_context/(n - 1)`` and read as
+    a Hotelling statistic of ``d - c`` dimensions on ``n - c - 1`` degrees of freedom. So a
+    context level the history never saw (a daily traffic cycle drifting past a short baseline)
+    scores nothing by itself and widens, rather than narrows, what counts as normal for the
+    others; "quieter yet slower" still scores. With only context metrics the score is 0.
+
     Examples
     --------
     >>> import random
@@ -70,8 +80,10 @@ class JointDetector(AnomalyDetector, StatefulDetector):
         history: int = 120,
         rel_floor: float = 0.05,
         abs_floor: float = 1e-9,
+        context: Sequence[str] | None = None,
     ) -> None:
         self.metrics = metrics
+        self.context = context
         self.history = history
         self.rel_floor = rel_floor
         self.abs_floor = abs_floor
@@ -83,7 +95,11 @@ class JointDetector(AnomalyDetector, StatefulDetector):
 
     def _build(self, names: list[str]) -> None:
         d = len(names)
-        self._names = names
+        # Context metrics first: the trailing block of the Cholesky solve is then the departure of
+        # the others given the context.
+        ctx = set(self.context or ())
+        self._names = [n for n in names if n in ctx] + [n for n in names if n not in ctx]
+        self._n_ctx = len(names) - sum(1 for n in names if n not in ctx)
         self._n_learned = 0
         self._rows: deque[list[float]] = deque()
         # Sliding sums of (row - ref), made exact again every `history` windows.
@@ -189,6 +205,8 @@ class JointDetector(AnomalyDetector, StatefulDetector):
         # T² = z' C^-1 z = |y|² where L y = z (forward substitution).
         y: list[float] = []
         t2 = 0.0
+        t2_ctx = 0.0
+        c = self._n_ctx
         for a, za in enumerate(z):
             la = low[a]
             acc = za
@@ -196,12 +214,25 @@ class JointDetector(AnomalyDetector, StatefulDetector):
                 acc -= la[b] * yb
             ya = acc / la[a]
             y.append(ya)
-            t2 += ya * ya
+            if a < c:
+                t2_ctx += ya * ya
+            else:
+                t2 += ya * ya
         n = len(self._rows)
-        d = len(z)
-        if n > d + 1:
-            f = t2 * n * (n - d) / ((n + 1) * d * (n - 1))
-            p = f_tail(f, d, n - d)
+        d = len(z) - c
+        if d <= 0:
+            return 0.0
+        # Residual degrees of freedom after regressing on the context (and the mean), and the
+        # prediction-variance inflation of a new window at the context's distance from the mean.
+        # Without context: T² n (n - d) / ((n + 1) d (n - 1)) ~ F(d, n - d), as before.
+        nu = n - 1 - c
+        if n > d + c + 1:
+            if c:
+                inflate = 1.0 + 1.0 / n + t2_ctx / (n - 1)
+                f = t2 * nu / (n - 1) / inflate * (nu - d + 1) / (nu * d)
+            else:
+                f = t2 * n * (n - d) / ((n + 1) * d * (n - 1))
+            p = f_tail(f, d, nu - d + 1)
         else:  # too short for Hotelling: a conservative per-metric bound
             p = min(1.0, d * math.erfc(math.sqrt(max(t2, 0.0) / d) / math.sqrt(2.0)))
         return squash((decades(p) - WINDOW_CENTER) / WINDOW_WIDTH)

@@ -88,6 +88,7 @@ def false_alarm_rate(scores: list[float], skip: int, threshold: float = 0.5) -> 
         lambda: SeriesScorer(500, 10, 0.8, 12, False, 2, 100, 50),
         lambda: WindowDetector(history=30, direction="up", rel_floor=0.1, abs_floor=0.0),
         lambda: JointDetector(metrics=["a", "b"], history=40),
+        lambda: JointDetector(history=40, context=["request_rate"]),
     ],
 )
 def test_init_stores_only_its_arguments(make: Callable[[], Any]) -> None:
@@ -363,6 +364,40 @@ def test_joint_detector_catches_unusual_combinations() -> None:
     assert det.score_one({"request_rate": 100.0, "error_rate": 0.05}) > 0.9  # missing metric
 
 
+def test_joint_detector_with_context_scores_the_others_given_it() -> None:
+    plain = JointDetector()
+    det = JointDetector(context=["request_rate"])
+    for f in service_windows(40, seed=12):
+        plain.learn_one(f)
+        det.learn_one(f)
+    healthy = [det.score_one(f) for f in service_windows(50, seed=13)]
+    assert sum(s < 0.3 for s in healthy) >= 46
+    # Traffic far beyond anything learned (a daily cycle past a short history), the others as
+    # usual for it: the plain model calls the level itself anomalous, the conditional one not.
+    for rate in (180.0, 40.0):  # 8 and 6 standard deviations away
+        usual = {"request_rate": rate, "latency_p99_ms": 2 * rate, "error_rate": 0.005}
+        assert plain.score_one(usual) > 0.9
+        assert det.score_one(usual) < 0.3
+    # Less traffic yet slower still departs from what this traffic predicts.
+    odd = {"request_rate": 90.0, "latency_p99_ms": 220.0, "error_rate": 0.005}
+    assert det.score_one(odd) > 0.9
+    assert det.score_one({"request_rate": 100.0, "error_rate": 0.05}) > 0.9
+
+
+def test_joint_detector_context_only_scores_nothing() -> None:
+    det = JointDetector(context=["request_rate"])
+    for f in service_windows(30, seed=3):
+        det.learn_one({"request_rate": f["request_rate"]})
+    assert det.score_one({"request_rate": 1e6}) == 0.0
+
+
+def test_joint_detector_without_context_is_unchanged() -> None:
+    a, b = JointDetector(), JointDetector(context=[])
+    xs = list(service_windows(60, seed=21))
+    assert _drive(a, xs) == _drive(b, xs)
+    assert a.to_state()["state"] == b.to_state()["state"]
+
+
 def test_joint_detector_skips_incomplete_windows() -> None:
     det = JointDetector(metrics=["a", "b"])
     det.learn_one({"a": 1.0})
@@ -418,6 +453,7 @@ def _drive(det: Any, xs: list[Any]) -> list[float]:
         (SeriesScorer, lambda: [{"value": v} for v in _series_stream()], 30),
         (WindowDetector, _window_stream, 70),
         (JointDetector, _joint_stream, 135),
+        (lambda: JointDetector(context=["request_rate"]), _joint_stream, 90),
     ],
 )
 def test_restored_detector_scores_identically(
