@@ -272,6 +272,16 @@ def _automation(
     blockers.update(deployment_blockers(deployment, policy, fleet))
     evidence = _fleet_evidence(policy, fleet)
     breach = ReasonCode.THRESHOLD_BREACH in findings.triggers
+    # DESIGN §1.2 ("the threshold is explicit") is a condition like the others: when it fails,
+    # it is named, even if the caller did not say why.
+    if not breach:
+        blockers.setdefault(
+            ReasonCode.BREACH_UNCONFIRMED, "no written threshold crossed: a trigger alone"
+        )
+    elif not findings.confirmed and ReasonCode.MODEL_COLD not in blockers:
+        blockers.setdefault(
+            ReasonCode.BREACH_UNCONFIRMED, "the anomaly model did not confirm the breach"
+        )
     # Without a predefined target there is nothing to roll back to, whatever a rule allows.
     allowed = breach and findings.confirmed and deployment.rollback_target is not None
     if not blockers:

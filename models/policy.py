@@ -114,6 +114,10 @@ class ServicePolicy(_Strict):
     max_baseline_cv: Annotated[float, Field(gt=0)] = 1.0
     source_tolerance: Annotated[float, Field(gt=0)] = 0.5
     anomaly_threshold: Annotated[float, Field(gt=0, lt=1)] = 0.8
+    anomaly_persist_windows: Annotated[int, Field(ge=1)] = 4
+    """Consecutive anomalous windows before an ANOMALY with neither a THRESHOLD_BREACH nor a
+    CRITICAL_ALERT beside it becomes a trigger (with either, ``consecutive_breach_windows``).
+    Never fewer than ``consecutive_breach_windows``: see ``anomaly_only_windows``."""
     command_ttl_seconds: PositiveSeconds = 300
     approval_ttl_seconds: PositiveSeconds = 1800
     required_role: Annotated[str, Field(min_length=1)] = "sre-oncall"
@@ -137,6 +141,12 @@ class ServicePolicy(_Strict):
                 f"(window_seconds={self.window_seconds})"
             )
         return self
+
+    @property
+    def anomaly_only_windows(self) -> int:
+        """Windows an anomaly-only episode must last: a model score alone never pages sooner
+        than a written threshold does."""
+        return max(self.anomaly_persist_windows, self.consecutive_breach_windows)
 
     def threshold_metrics(self) -> dict[str, MetricPolicy]:
         return {n: m for n, m in self.metrics.items() if m.role == "threshold"}

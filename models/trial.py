@@ -275,9 +275,14 @@ class Deployment:
                 self.breach_streak[name] = 0
                 self.confirmed_streak[name] = 0
         anomalous: list[str] = []
+        traffic = policy.traffic_metrics()
         for key in sorted(set(scores) | set(self.anomaly_streak)):
             s = scores.get(key)
-            # A cold model's score is not evidence of anything (docs/core.md).
+            # A cold model's score is not evidence of anything (docs/core.md), and neither is a
+            # traffic level: traffic is the condition the service runs under (a daily cycle, a
+            # drain), judged by LOW_TRAFFIC and the drain conflict, not a symptom of a release.
+            if key in traffic:
+                continue
             if s is not None and s.n_learned >= warm and s.score >= threshold:
                 self.anomaly_streak[key] = self.anomaly_streak.get(key, 0) + 1
                 anomalous.append(key)
@@ -297,18 +302,6 @@ class Deployment:
             episode[ReasonCode.THRESHOLD_BREACH] = "; ".join(
                 f"{m} breached {self.breach_streak[m]} of {need} windows" for m in starting
             )
-        anomalies = [k for k, n in sorted(self.anomaly_streak.items()) if n >= need]
-        if anomalies:
-            triggers[ReasonCode.ANOMALY] = "; ".join(
-                f"{k} score {scores[k].score:.6g} >= {threshold:.6g} for "
-                f"{self.anomaly_streak[k]} windows"
-                for k in anomalies
-            )
-        building = [k for k, n in sorted(self.anomaly_streak.items()) if 0 < n < need]
-        if building:
-            episode[ReasonCode.ANOMALY] = "; ".join(
-                f"{k} anomalous {self.anomaly_streak[k]} of {need} windows" for k in building
-            )
         self.critical_streak = self.critical_streak + 1 if critical else 0
         if self.critical_streak >= need:
             triggers[ReasonCode.CRITICAL_ALERT] = (
@@ -318,6 +311,22 @@ class Deployment:
             episode[ReasonCode.CRITICAL_ALERT] = (
                 f"critical alert firing {self.critical_streak} of {need} windows: "
                 + ", ".join(critical)
+            )
+        # Beside a breach or a critical alert, an anomaly is part of the picture after the same
+        # count; alone, a model departure must persist longer before it pages anyone.
+        need_anomaly = need if triggers else policy.anomaly_only_windows
+        anomalies = [k for k, n in sorted(self.anomaly_streak.items()) if n >= need_anomaly]
+        if anomalies:
+            triggers[ReasonCode.ANOMALY] = "; ".join(
+                f"{k} score {scores[k].score:.6g} >= {threshold:.6g} for "
+                f"{self.anomaly_streak[k]} windows"
+                for k in anomalies
+            )
+        building = [k for k, n in sorted(self.anomaly_streak.items()) if 0 < n < need_anomaly]
+        if building:
+            episode[ReasonCode.ANOMALY] = "; ".join(
+                f"{k} anomalous {self.anomaly_streak[k]} of {need_anomaly} windows"
+                for k in building
             )
         self.trigger_windows += 1 if triggers else 0
         confirmed = any(self.confirmed_streak.get(m, 0) >= need for m in breached)
@@ -347,6 +356,13 @@ class Deployment:
                 if scores[m].score < threshold
                 else f"{m} model agreed in only {self.confirmed_streak.get(m, 0)} of {need} windows"
                 for m in unconfirmed
+            )
+
+        if triggers and not breached:
+            # DESIGN §1.2 fails: no written threshold was crossed. Name it (every failed
+            # condition is named), with what did depart.
+            blockers[ReasonCode.BREACH_UNCONFIRMED] = _no_threshold_text(
+                scores, anomalies, critical if ReasonCode.CRITICAL_ALERT in triggers else (), need
             )
 
         # A window only shows the breach has cleared if it saw the metrics that breached:
@@ -402,6 +418,22 @@ class Deployment:
             bake=self._bake_evidence(policy) if bake_over else None,
         )
         return findings, evidence
+
+
+def _no_threshold_text(
+    scores: Mapping[str, Score], anomalies: list[str], critical: tuple[str, ...], need: int
+) -> str:
+    """Why a trigger without a threshold breach cannot be automated (DESIGN §1.2)."""
+    what = []
+    if anomalies:
+        shown = ", ".join(f"{scores[k].score:.2f} on {k}" for k in anomalies)
+        what.append(f"model departure (score {shown})")
+    if critical:
+        what.append(f"critical alert {', '.join(critical)}")
+    return (
+        f"{' and '.join(what) or 'a trigger'} but no written threshold crossed "
+        f"for {need} consecutive windows"
+    )
 
 
 def _breach_text(metric: str, check: ThresholdCheck, windows: int) -> str:

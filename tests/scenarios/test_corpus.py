@@ -10,8 +10,9 @@ of a replay file), and the deciding action per deployment must equal the label:
 - ``pass``: a ``pass`` Decision exists and neither of the others;
 
 and the scenario's expected reason codes appear in one deciding Decision's reasons. The
-``slow`` tests run 200 seeds of ``healthy`` and ``bad-deploy``: no automatic rollback and fewer
-than 2 % approval requests for healthy releases, an automatic rollback for every bad one.
+``slow`` tests run 200 seeds of ``healthy``, ``one-window-blip`` and ``bad-deploy``: no automatic
+rollback and fewer than 2 % approval requests for healthy releases (at most 2 % after a blip),
+an automatic rollback for every bad one.
 
 Until models/engine.py exists these tests fail (they do not skip): the corpus is the
 acceptance test of the core.
@@ -203,6 +204,24 @@ def test_healthy_releases_pass_over_two_hundred_seeds() -> None:
     assert len(asked) < 0.02 * len(RATE_SEEDS), (
         f"{len(asked)} approval requests over {len(RATE_SEEDS)} healthy releases:\n"
         + "\n".join(asked)
+    )
+
+
+@pytest.mark.slow
+def test_a_one_window_blip_rarely_pages_over_two_hundred_seeds() -> None:
+    """One bad window mid-bake is no breach (two are needed), and the model's departure it
+    leaves behind is short: at most 2 % approval requests, never a rollback."""
+    rolled_back, asked = [], []
+    for seed in RATE_SEEDS:
+        scenario = generate("one-window-blip", seed)
+        for outcome in outcomes(scenario, run(scenario)).values():
+            if outcome.action == "rollback":
+                rolled_back.append(f"seed {seed}:\n{outcome.story()}")
+            elif outcome.action == "approval":
+                asked.append(f"seed {seed}:\n{outcome.story()}")
+    assert not rolled_back, "automatic rollback after a blip:\n" + "\n".join(rolled_back)
+    assert len(asked) <= 0.02 * len(RATE_SEEDS), (
+        f"{len(asked)} approval requests over {len(RATE_SEEDS)} blips:\n" + "\n".join(asked)
     )
 
 

@@ -186,7 +186,26 @@ def test_request_names_every_blocker_in_stable_order() -> None:
 def test_triggers_without_a_threshold_breach_ask_a_human(triggers: dict[R, str]) -> None:
     ruling = run(found=findings(triggers=triggers, confirmed=True))
     assert ruling.action == "request_approval"
-    assert set(ruling.reasons) == set(triggers)
+    # DESIGN §1.2 fails ("the threshold is explicit") and, like every failed condition, is named.
+    assert set(ruling.reasons) == set(triggers) | {R.BREACH_UNCONFIRMED}
+    assert "no written threshold" in ruling.details[R.BREACH_UNCONFIRMED]
+
+
+def test_the_callers_reason_for_an_unconfirmed_trigger_is_kept() -> None:
+    detail = "model departure (score 0.93 on latency_p99_ms) but no written threshold crossed"
+    found = findings(
+        triggers={R.ANOMALY: "latency_p99_ms score 0.93"},
+        blockers={R.BREACH_UNCONFIRMED: detail},
+    )
+    ruling = run(found=found)
+    assert ruling.action == "request_approval"
+    assert ruling.details[R.BREACH_UNCONFIRMED] == detail
+
+
+def test_an_unconfirmed_breach_is_named_even_if_the_caller_forgot() -> None:
+    ruling = run(found=findings(confirmed=False))
+    assert ruling.action == "request_approval"
+    assert R.BREACH_UNCONFIRMED in ruling.reasons
 
 
 def test_unconfirmed_breach_never_rolls_back_even_without_blockers() -> None:

@@ -318,7 +318,10 @@ def test_critical_alert_alone_asks_a_human() -> None:
     alerts = [alert(D + 40), alert(D + 70)]
     outputs = run(recording(None, alerts), POLICY)
     got = actions(outputs)
-    assert got[-1] == ("request_approval", ("CRITICAL_ALERT",))
+    assert got[-1] == ("request_approval", ("CRITICAL_ALERT", "BREACH_UNCONFIRMED"))
+    request = of_type(outputs, "approval_request")[-1]
+    detail = {r.code: r.detail for r in request.reasons}["BREACH_UNCONFIRMED"]
+    assert "critical alert" in detail and "no written threshold crossed" in detail
 
 
 def test_straddling_window_is_neither_baseline_nor_observation() -> None:
@@ -373,3 +376,53 @@ def test_outputs_carry_the_policy_version() -> None:
 def test_step_rejects_non_events() -> None:
     with pytest.raises(TypeError):
         step(new_state(KIT), object(), POLICY)  # type: ignore[arg-type]
+
+
+# ---------------------------------------------------------------------------------------------
+# Anomaly-only episodes, traffic as context, completeness over the decision's span
+# ---------------------------------------------------------------------------------------------
+
+
+def _between(start: float, stop: float, bad: float, good: float) -> Any:
+    return lambda t: bad if start <= t < stop else good
+
+
+@pytest.mark.parametrize("factor", [0.5, 1.6])
+def test_a_traffic_level_alone_is_no_anomaly(factor: float) -> None:
+    # Traffic halves (not a drain: > 10 % of the baseline) or rises 60 % with the rollout;
+    # errors and latency stay healthy. That is the load the service runs under, not the release.
+    levels = {"request_rate": after(D + 30, 100.0 * factor, 100.0)}
+    outputs = run(recording(levels), POLICY)
+    assert actions(outputs) == [("pass", ())]
+    evidence = decisions(outputs)[0].evidence
+    assert evidence["bake"]["traffic_mean"]["request_rate"] > 0
+
+
+def test_an_anomaly_alone_must_persist_before_it_pages() -> None:
+    # p99 +60 %: no written threshold (2 x baseline) is crossed, the model departs.
+    # Three anomalous windows (< anomaly_persist_windows = 4): a watch, then a pass.
+    short = {"latency_p99_ms": _between(D + 60, D + 150, 320.0, 200.0)}
+    got = actions(run(recording(short), POLICY))
+    assert got[0] == ("watch", ("ANOMALY",)) and got[-1] == ("pass", ())
+    assert not [a for a, _ in got if a == "request_approval"]
+
+
+def test_a_persistent_anomaly_alone_names_the_missing_threshold() -> None:
+    lasting = {"latency_p99_ms": after(D + 60, 320.0, 200.0)}
+    outputs = run(recording(lasting), POLICY)
+    got = actions(outputs)
+    assert ("request_approval", ("ANOMALY", "BREACH_UNCONFIRMED")) in got
+    assert "auto_rollback" not in [a for a, _ in got]
+    asked = next(d for d in decisions(outputs) if d.action == "request_approval")
+    # Windows start at D + 60: anomalous in [D+60, D+90) .. [D+150, D+180): the 4th closes
+    # at D + 180.
+    assert asked.ts == D + 180
+    detail = asked.evidence["details"]["BREACH_UNCONFIRMED"]
+    assert detail.startswith("model departure (score ") and "on latency_p99_ms" in detail
+    assert "no written threshold crossed" in detail
+    assert "windows" in asked.evidence["details"]["ANOMALY"]
+
+
+def test_beside_a_breach_an_anomaly_is_named_after_the_breach_count() -> None:
+    got = actions(run(recording(BAD), POLICY))
+    assert got[-1] == ("auto_rollback", ("THRESHOLD_BREACH", "ANOMALY"))

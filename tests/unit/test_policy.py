@@ -70,6 +70,11 @@ def test_an_empty_policy_means_the_defaults_of_design_10() -> None:
         # a ratio of 1 or less would breach on the baseline itself
         ({"defaults": {"metrics": {"error_rate": {"max_ratio_to_baseline": 0.5}}}},
          "defaults.metrics.error_rate.max_ratio_to_baseline", "greater than 1"),
+        # an anomaly-only episode lasts at least one window
+        ({"defaults": {"anomaly_persist_windows": 0}}, "defaults.anomaly_persist_windows",
+         "greater than or equal to 1"),
+        ({"services": {"x": {"anomaly_persist_windows": "long"}}},
+         "services.x.anomaly_persist_windows", "valid integer"),
     ],
 )
 def test_bad_policies_are_refused_naming_the_field(
@@ -81,6 +86,18 @@ def test_bad_policies_are_refused_naming_the_field(
     assert path in paths, caught.value
     assert fragment in str(caught.value)
     assert str(caught.value).startswith("p.yaml: ")
+
+
+def test_anomaly_persist_windows_defaults_to_four_and_never_undercuts_a_breach() -> None:
+    shipped = load_policy(REPO / "config" / "policy.yaml")
+    assert shipped.defaults.anomaly_persist_windows == 4
+    assert Policy.from_mapping({"version": 1}, version="v").defaults.anomaly_persist_windows == 4
+    policy = Policy.from_mapping(
+        {"services": {"slow": {"consecutive_breach_windows": 6}}}, version="v"
+    )
+    # A model score alone never pages sooner than a written threshold does.
+    assert policy.for_service("slow").anomaly_only_windows == 6
+    assert policy.for_service("other").anomaly_only_windows == 4
 
 
 def test_unreadable_and_invalid_yaml_name_the_file(tmp_path: Path) -> None:

@@ -2,7 +2,9 @@
 
 1. An automatic rollback never happens while a blocker is present, unless a matching,
    unexpired pre-authorisation covers exactly those blockers (and the breach is confirmed).
-2. Every blocker present appears in the reasons of a trigger-based decision.
+2. Every blocker present appears in the reasons of a trigger-based decision, and a trigger that
+   is not automated names the condition that failed (BREACH_UNCONFIRMED without a confirmed
+   threshold breach).
 3. Delivering the events in any order that stays within the allowed lateness does not change
    the outputs (byte for byte, in the same order).
 """
@@ -195,6 +197,22 @@ def test_every_blocker_present_is_named(case: Any) -> None:
         return  # a bake-end request names the missing evidence, tested in test_decide
     assert present_blockers(policy, facts, findings, fleet) <= set(ruling.reasons)
     assert set(findings.triggers) <= set(ruling.reasons)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(cases())
+def test_a_trigger_that_is_not_automated_names_the_failed_condition(case: Any) -> None:
+    """DESIGN §1: a request names every failed condition, so never triggers alone; a model
+    score or an alert without a confirmed threshold breach names §1.2's failure."""
+    policy, facts, stage, findings, fleet, ts = case
+    ruling = decide(facts, stage, findings, fleet, policy, ts)
+    if ruling is None or ruling.action != "request_approval" or not findings.triggers:
+        return
+    assert set(ruling.reasons) & BLOCKERS, ruling.reasons
+    confirmed_breach = ReasonCode.THRESHOLD_BREACH in findings.triggers and findings.confirmed
+    if not confirmed_breach:
+        named = {ReasonCode.BREACH_UNCONFIRMED, ReasonCode.MODEL_COLD} & set(ruling.reasons)
+        assert named and all(ruling.details[code] for code in named)
 
 
 # ---------------------------------------------------------------------------------------------
