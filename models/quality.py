@@ -7,7 +7,9 @@ that apply, each with a human-readable detail, plus the figures for the audit ev
 Which checks look at which metrics (see docs/core.md):
 
 - TELEMETRY_STALE: every (policy metric, source) seen in the baseline, up to the window's end.
-- TELEMETRY_INCOMPLETE: every policy metric that is not stale, in this window.
+- TELEMETRY_INCOMPLETE: every policy metric that is not stale, over the decision's span (this
+  window and the ones before it that make up the decision: at least ``consecutive_breach_windows``
+  and 2 windows, and at least ``SPAN_MIN_SAMPLES`` expected samples; see ``span_coverage``).
 - ALERT_FLAPPING: every alert name of the service.
 - SIGNALS_CONFLICT: breaching metrics against resolved alerts and a traffic drain; every policy
   metric for source disagreement.
@@ -19,7 +21,7 @@ Which checks look at which metrics (see docs/core.md):
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,6 +32,9 @@ from models.records import At
 from models.windows import Baseline, WindowSummary, stat_of
 
 __all__ = [
+    "SPAN_MAX_WINDOWS",
+    "SPAN_MIN_SAMPLES",
+    "SPAN_MIN_WINDOWS",
     "TRAFFIC_DRAIN_RATIO",
     "SignalQuality",
     "assess",
@@ -42,12 +47,23 @@ __all__ = [
     "low_traffic",
     "relative_gap",
     "source_disagreements",
+    "span_coverage",
+    "span_windows",
     "stale_streams",
     "traffic_drain",
 ]
 
 TRAFFIC_DRAIN_RATIO = 0.1
 """Traffic below this fraction of its baseline mean is a drain, not a bad release."""
+
+SPAN_MIN_WINDOWS = 2
+SPAN_MIN_SAMPLES = 6.0
+SPAN_MAX_WINDOWS = 6
+"""Completeness is judged over the span of windows a decision rests on, never over one window
+alone: at least ``consecutive_breach_windows`` and ``SPAN_MIN_WINDOWS`` windows, widened until
+``SPAN_MIN_SAMPLES`` samples are expected (at most ``SPAN_MAX_WINDOWS``). With 3 samples a
+window, one window tolerates no loss at ``min_coverage`` 0.8; two windows tolerate one lost
+scrape (5 of 6) and not two (4 of 6)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +91,40 @@ def coverage(
         stats = summary.metrics.get(name)
         count = stats.count if stats is not None else 0
         out[name] = count / expected_samples(policy, name, baseline)
+    return out
+
+
+def span_windows(policy: ServicePolicy, per_window: float) -> int:
+    """How many windows the completeness of a metric expecting ``per_window`` samples a window
+    is judged over (see ``SPAN_MIN_SAMPLES``)."""
+    need = max(policy.consecutive_breach_windows, SPAN_MIN_WINDOWS)
+    if per_window > 0.0:
+        need = max(need, math.ceil(SPAN_MIN_SAMPLES / per_window - 1e-9))
+    return min(need, max(policy.consecutive_breach_windows, SPAN_MAX_WINDOWS))
+
+
+def span_coverage(
+    span: Sequence[Mapping[str, int]], policy: ServicePolicy, baseline: Baseline | None
+) -> dict[str, dict[str, float]]:
+    """Coverage of every policy metric over the decision's span.
+
+    ``span`` holds the sample count per metric of the latest observation windows, oldest first,
+    the window being judged last. Per metric: ``coverage`` (samples / expected), ``samples``,
+    ``expected`` and ``windows`` (how many of the newest windows were counted; fewer than the
+    span when the observation is younger than it).
+    """
+    out: dict[str, dict[str, float]] = {}
+    for name in sorted(policy.metrics):
+        per_window = expected_samples(policy, name, baseline)
+        take = min(len(span), span_windows(policy, per_window))
+        seen = sum(span[i].get(name, 0) for i in range(len(span) - take, len(span)))
+        expected = per_window * take
+        out[name] = {
+            "coverage": seen / expected if expected else 0.0,
+            "samples": seen,
+            "expected": expected,
+            "windows": take,
+        }
     return out
 
 
@@ -202,8 +252,13 @@ def assess(
     breaching: tuple[str, ...],
     learned: Mapping[str, int],
     traffic_means: Mapping[str, float | None],
+    span: Sequence[Mapping[str, int]] | None = None,
 ) -> SignalQuality:
-    """Run every signal-quality check for one closed window of a service under trial."""
+    """Run every signal-quality check for one closed window of a service under trial.
+
+    ``span``: sample counts per metric of the latest observation windows, oldest first, ending
+    with this one (``span_coverage``); None judges completeness on this window alone.
+    """
     blockers: dict[ReasonCode, str] = {}
     at = summary.end
 
@@ -215,12 +270,20 @@ def assess(
         )
     stale_metrics = {key.split("/", 1)[0] for key in stale}
     cov = coverage(summary, policy, baseline)
+    if span is None:
+        span = [{name: stats.count for name, stats in summary.metrics.items()}]
+    over = span_coverage(span, policy, baseline)
     incomplete = {
-        m: c for m, c in cov.items() if c < policy.min_coverage and m not in stale_metrics
+        m: c
+        for m, c in over.items()
+        if c["coverage"] < policy.min_coverage and m not in stale_metrics
     }
     if incomplete:
         blockers[ReasonCode.TELEMETRY_INCOMPLETE] = "; ".join(
-            f"{m} coverage {_fmt(c)} < {_fmt(policy.min_coverage)}" for m, c in incomplete.items()
+            f"{m} coverage {_fmt(c['coverage'])} < {_fmt(policy.min_coverage)} over the last "
+            f"{c['windows']} window{'s' if c['windows'] != 1 else ''} "
+            f"({_fmt(c['samples'])} of {_fmt(c['expected'])} samples)"
+            for m, c in incomplete.items()
         )
 
     flapping = flapping_alerts(alerts, at, policy.flap_window_seconds, policy.flap_limit)
@@ -273,6 +336,7 @@ def assess(
 
     figures: dict[str, Any] = {
         "coverage": cov,
+        "coverage_span": over,
         "min_coverage": policy.min_coverage,
         "stale_seconds": stale,
         "stale_after_seconds": policy.stale_after_seconds,

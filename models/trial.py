@@ -25,7 +25,7 @@ from models.alerts import AlertBook
 from models.decide import BakeEvidence, DeploymentFacts, Findings, Stage
 from models.events import ReasonCode
 from models.policy import ServicePolicy
-from models.quality import assess, coverage, expected_samples
+from models.quality import SPAN_MAX_WINDOWS, assess, coverage, expected_samples
 from models.records import At
 from models.scoring import JOINT, Score
 from models.windows import (
@@ -192,6 +192,9 @@ class Deployment:
     traffic_n: dict[str, int] = field(default_factory=dict)
     recent: deque[dict[str, Any]] = field(default_factory=deque)
     """Evidence of the latest observation windows (the deciding ones)."""
+    span: deque[dict[str, int]] = field(default_factory=deque)
+    """Sample counts per metric of the latest observation windows (completeness is judged over
+    them, not over one window: ``models.quality.span_coverage``)."""
     request_id: str | None = None
     request_expires_at: float | None = None
     request_reasons: tuple[str, ...] = ()
@@ -206,6 +209,7 @@ class Deployment:
             bake_until=facts.deployed_at + policy.bake_seconds,
             first_k=first_window_from(facts.deployed_at, w),
             recent=deque(maxlen=policy.consecutive_breach_windows),
+            span=deque(maxlen=max(policy.consecutive_breach_windows, SPAN_MAX_WINDOWS)),
         )
 
     def baseline_range(self, policy: ServicePolicy) -> tuple[int, int]:
@@ -251,6 +255,7 @@ class Deployment:
         threshold = policy.anomaly_threshold
         warm = policy.min_baseline_windows
         self.windows_observed += 1
+        self.span.append({name: stats.count for name, stats in summary.metrics.items()})
         for name, stats in summary.metrics.items():
             self.samples += stats.count
             rule = policy.metrics.get(name)
@@ -341,6 +346,7 @@ class Deployment:
             breaching=breaching,
             learned={m: learned.get(m, 0) for m in breaching},
             traffic_means=self.traffic_means(policy),
+            span=self.span,
         )
         blockers = dict(quality.blockers)
         unconfirmed = [

@@ -426,3 +426,35 @@ def test_a_persistent_anomaly_alone_names_the_missing_threshold() -> None:
 def test_beside_a_breach_an_anomaly_is_named_after_the_breach_count() -> None:
     got = actions(run(recording(BAD), POLICY))
     assert got[-1] == ("auto_rollback", ("THRESHOLD_BREACH", "ANOMALY"))
+
+
+def _lose(samples: list[Any], *times: float) -> list[Any]:
+    """Drop every sample of ``search`` (one whole scrape) whose ts is in ``times``."""
+    return [
+        s
+        for s in samples
+        if not (getattr(s, "service", None) == "search" and s.type == "metric" and s.ts in times)
+    ]
+
+
+def test_one_lost_scrape_in_the_deciding_window_does_not_block_the_rollback() -> None:
+    # Breach from D + 30: windows [D+30, D+60) and [D+60, D+90) decide at D + 90. The scrape at
+    # D + 64 is lost: that window has 2 of 3 samples, the two deciding windows 5 of 6.
+    events = _lose(recording(BAD), D + 64.0)
+    outputs = run(events, POLICY)
+    rolled = next(d for d in decisions(outputs) if d.action == "auto_rollback")
+    assert rolled.ts == D + 90 and "TELEMETRY_INCOMPLETE" not in rolled.reasons
+    quality = rolled.evidence["quality"]
+    assert quality["coverage"]["error_rate"] == pytest.approx(2 / 3, rel=1e-5)
+    span = quality["coverage_span"]["error_rate"]
+    assert span["windows"] == 2 and span["samples"] == 5 and span["expected"] == 6
+    assert not [a for a, _ in actions(outputs) if a == "request_approval"]
+
+
+def test_two_lost_scrapes_over_the_deciding_windows_are_incomplete() -> None:
+    events = _lose(recording(BAD), D + 34.0, D + 64.0)
+    outputs = run(events, POLICY)
+    first = next(d for d in decisions(outputs) if d.action != "watch")
+    assert first.action == "request_approval" and "TELEMETRY_INCOMPLETE" in first.reasons
+    detail = first.evidence["details"]["TELEMETRY_INCOMPLETE"]
+    assert "over the last 2 windows (4 of 6 samples)" in detail

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 import pytest
 
@@ -18,6 +19,8 @@ from models.quality import (
     low_traffic,
     relative_gap,
     source_disagreements,
+    span_coverage,
+    span_windows,
     stale_streams,
     traffic_drain,
 )
@@ -277,3 +280,72 @@ def test_assess_flapping() -> None:
         keep_after=0,
     )
     assert _assess(w, book=book) == {ReasonCode.ALERT_FLAPPING}
+
+
+# ---------------------------------------------------------------------------------------------
+# completeness over the decision's span, not one window
+
+
+def _counts(*per_window: int) -> list[dict[str, int]]:
+    return [{m: n for m, _ in HEALTHY_ROWS} for n in per_window]
+
+
+@pytest.mark.parametrize(
+    ("span", "coverage_", "samples", "windows"),
+    [
+        ([3, 2], 5 / 6, 5, 2),  # one lost scrape in the deciding window: tolerated
+        ([2, 3], 5 / 6, 5, 2),
+        ([2, 2], 4 / 6, 4, 2),  # two lost scrapes in a minute: incomplete
+        ([0, 0, 3, 3], 1.0, 6, 2),  # only the windows of the decision count
+        ([2], 2 / 3, 2, 1),  # the first observation window: all there is
+    ],
+)
+def test_span_coverage(span: list[int], coverage_: float, samples: int, windows: int) -> None:
+    got = span_coverage(_counts(*span), SP, baseline())["error_rate"]
+    assert got["coverage"] == pytest.approx(coverage_)
+    assert got["samples"] == samples and got["windows"] == windows
+    assert got["expected"] == 3 * windows
+
+
+def test_span_widens_to_six_expected_samples() -> None:
+    assert span_windows(SP, 3.0) == 2
+    assert span_windows(SP, 2.0) == 3
+    assert span_windows(SP, 1.0) == 6
+    assert span_windows(SP, 0.5) == 6  # capped
+    long = load_policy(consecutive_breach_windows=4).for_service("search")
+    assert span_windows(long, 3.0) == 4
+
+
+def test_assess_judges_completeness_over_the_span() -> None:
+    w = window(rows=[("error_rate", 0.01), ("request_rate", 100.0)])
+    w2 = window(rows=[("latency_p99_ms", 200.0)], per_metric=2)
+    merged = WindowSummary(w.k, w.start, w.end, {**w.metrics, **w2.metrics})
+    last_seen = {(m, "prom"): w.end - 5 for m, _ in HEALTHY_ROWS}
+
+    def judge(span: list[dict[str, int]] | None) -> Any:
+        return assess(
+            merged,
+            SP,
+            baseline(),
+            last_seen,
+            AlertBook(),
+            breaching=(),
+            learned={},
+            traffic_means={"request_rate": 100.0},
+            span=span,
+        )
+
+    alone = judge(None)
+    assert ReasonCode.TELEMETRY_INCOMPLETE in alone.blockers
+    span = [{"error_rate": 3, "latency_p99_ms": 3, "request_rate": 3}]
+    span.append({"error_rate": 3, "latency_p99_ms": 2, "request_rate": 3})
+    over = judge(span)
+    assert ReasonCode.TELEMETRY_INCOMPLETE not in over.blockers
+    assert over.figures["coverage"]["latency_p99_ms"] == pytest.approx(2 / 3)
+    assert over.figures["coverage_span"]["latency_p99_ms"]["coverage"] == pytest.approx(5 / 6)
+    span[0]["latency_p99_ms"] = 2
+    worse = judge(span)
+    assert (
+        "latency_p99_ms coverage 0.666667 < 0.8 over the last 2 windows (4 of 6 samples)"
+        in (worse.blockers[ReasonCode.TELEMETRY_INCOMPLETE])
+    )
