@@ -85,7 +85,7 @@ def policy_check(file: str | None, policy_path: str) -> None:
     names = ["(defaults)", *sorted(loaded.services)]
     services = Table(title="Effective settings per service")
     for column in ("service", "window", "lateness", "bake", "baseline", "breach×",
-                   "stale", "coverage", "traffic≥", "anomaly≥", "tier", "auto", "role"):
+                   "stale", "coverage", "traffic≥", "anomaly≥", "alone×", "tier", "auto", "role"):
         services.add_column(column)
     thresholds = Table(title="Effective thresholds per service and metric")
     for column in ("service", "metric", "stat", "max", "× baseline", "every", "role"):
@@ -97,7 +97,8 @@ def policy_check(file: str | None, policy_path: str) -> None:
             f"{eff.bake_seconds:g}s", f"{eff.min_baseline_windows}..{eff.baseline_windows}",
             str(eff.consecutive_breach_windows), f"{eff.stale_after_seconds:g}s",
             f"{eff.min_coverage:g}", f"{eff.min_traffic:g}", f"{eff.anomaly_threshold:g}",
-            eff.tier, "yes" if eff.auto_rollback else "no", eff.required_role,
+            str(eff.anomaly_only_windows), eff.tier, "yes" if eff.auto_rollback else "no",
+            eff.required_role,
         )
         for index, (metric, rule) in enumerate(sorted(eff.metrics.items())):
             thresholds.add_row(

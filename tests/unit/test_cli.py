@@ -23,6 +23,7 @@ def test_policy_check_prints_the_effective_table() -> None:
     assert result.returncode == 0, result.stderr
     assert "checkout" in result.stdout and "0.02" in result.stdout
     assert "policy_version" in result.stdout
+    assert "alone×" in result.stdout  # anomaly_persist_windows (anomaly-only episodes)
 
 
 @pytest.mark.parametrize(
