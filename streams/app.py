@@ -136,20 +136,20 @@ def create_app(
                 record = decoded.record
                 assert record is not None
                 metrics.event_in(record.type)
-                merger.add(tp, record.ts, (record, message.value))
+                merger.add(tp, record.ts, (record, message.value), time.monotonic())
                 clock.seen(record.ts)
             highwater = app.consumer.highwater(tp)
             if highwater is not None and highwater >= 0:
                 merger.set_lag(tp, max(0, highwater - message.offset - 1))
             await feed_released()
 
-    @app.timer(0.5)
+    @app.timer(0.25)
     async def watermark_tick() -> None:
         """Refresh the lag of quiet partitions, release what is due, let idle time pass."""
         assigned = [tp for tp in app.consumer.assignment() if tp.topic in topic_types]
         if not assigned:
             return
-        now = time.monotonic()
+        now = time.monotonic()  # before asking: what arrived before now is covered by the answer
         highwaters = await app.consumer.highwaters(*assigned)
         for tp in assigned:
             position = read_up_to.get(tp)
@@ -159,7 +159,7 @@ def create_app(
                 position = await app.consumer.position(tp)
             highwater = highwaters.get(tp)
             lag = None if position is None or highwater is None else max(0, highwater - position)
-            merger.set_lag(tp, lag, now)
+            merger.set_lag(tp, lag, now, confirmed=True)
         await feed_released()
         if len(merger) == 0 and merger.watermark(now) == float("inf"):
             target = clock.idle_target(now, time.time())

@@ -48,6 +48,28 @@ class Pipeline:
         """Move the watermark without an event (idle inputs, end of a replay)."""
         return self._signed(advance(self.state, self.policy, event_time))
 
+    def finish(self, newest: float) -> list[Any]:
+        """The input has ended at event time ``newest``: let time run out every open bake.
+
+        Nothing more will arrive, so replay lets event time run on until each deployment
+        still under trial has reached the end of its bake (plus one window and the lateness),
+        exactly as a live worker would decide if its telemetry fell silent. A release whose
+        telemetry stopped therefore ends ``inconclusive`` instead of never being judged.
+        Approval requests are not expired by this: their outcome needs a human, not time.
+        """
+        target = newest
+        for svc in self.state.services.values():
+            dep = svc.deployment
+            if dep is not None:
+                target = max(target, dep.bake_until + svc.width + svc.lateness)
+        for entry in self.state.fleet.timeline:
+            ts, kind, payload = entry[0], entry[-2], entry[-1]
+            if kind == "deploy":  # a deploy the watermark has not reached yet
+                rules = self.policy.for_service(payload.service)
+                end = ts + rules.bake_seconds + rules.window_seconds
+                target = max(target, end + rules.allowed_lateness_seconds)
+        return self.advance(target)
+
     def _signed(self, outputs: list[Any]) -> list[Any]:
         if self.signing_key is None:
             return outputs

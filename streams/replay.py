@@ -3,8 +3,8 @@
 Replay runs the very same decision core as the worker (``models.engine.step``), one line at a
 time in file order, with event time driving every window. The clock-skew check uses the newest
 event time seen so far instead of the wall clock, so the same file always decodes the same way.
-At the end of the input nothing more can arrive late, so the fleet watermark is advanced to the
-newest event time seen and every window that ended by then closes.
+At the end of the input nothing more can arrive, so event time runs on until every open bake has
+ended (``Pipeline.finish``): a release whose telemetry stopped ends inconclusive, never pass.
 """
 
 from __future__ import annotations
@@ -86,7 +86,7 @@ def replay_lines(
             stats.outputs[output.type] += 1
             yield output
     if flush and newest is not None:
-        for output in pipeline.advance(newest):
+        for output in pipeline.finish(newest):
             stats.outputs[output.type] += 1
             yield output
 
