@@ -140,13 +140,17 @@ def _alert_panel(ax: Axes, tl: DeploymentTimeline) -> None:
 
 
 def _decision_labels(ax: Axes, tl: DeploymentTimeline) -> None:
-    """Action and reasons of each decision, above the first panel, staggered."""
+    """Action and reasons of each decision, above the first panel, staggered; labels in the
+    right third of the plot extend to the left of their line so that they stay on the page."""
+    left, right = _minutes(tl.start, tl.deployed_at), _minutes(tl.end, tl.deployed_at)
     for index, mark in enumerate(tl.decisions):
+        x = _minutes(mark.ts, tl.deployed_at)
+        leftwards = (x - left) / max(right - left, 1e-9) > 0.66
         text = mark.action + (": " + ", ".join(mark.reasons) if mark.reasons else "")
         ax.annotate(
-            textwrap.fill(text, 38), xy=(_minutes(mark.ts, tl.deployed_at), 1.0),
-            xycoords=("data", "axes fraction"), xytext=(4, 4 + 26 * (index % 3)),
-            textcoords="offset points", fontsize=7.5, va="bottom",
+            textwrap.fill(text, 38), xy=(x, 1.0), xycoords=("data", "axes fraction"),
+            xytext=(-4 if leftwards else 4, 4 + 26 * (index % 3)), textcoords="offset points",
+            fontsize=7.5, va="bottom", ha="right" if leftwards else "left",
             color=ACTION_COLORS.get(mark.action, "k"),
             bbox={"boxstyle": "round,pad=0.2", "fc": "white", "ec": "none", "alpha": 0.85},
         )
