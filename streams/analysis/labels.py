@@ -196,7 +196,7 @@ def score(outcomes: Mapping[str, DeploymentOutcome], labels: Mapping[str, str]) 
       that had one (median; p90 by nearest rank);
     - reason counts: every reason code of every decisive decision of a labelled deployment.
     """
-    confusion = {label: dict.fromkeys(ACTIONS, 0) for label in LABELS}
+    confusion: dict[str, dict[str, int]] = {label: dict.fromkeys(ACTIONS, 0) for label in LABELS}
     false_rollbacks: list[str] = []
     missed: list[str] = []
     times: list[float] = []

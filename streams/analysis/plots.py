@@ -180,10 +180,9 @@ def timeline_png(tl: DeploymentTimeline) -> bytes:
                         f"(baseline), blue: bake, black line: deploy, dashed: bake end",
                         fontsize=8)
     _decision_labels(axes[0], tl)
-    final = tl.decisions and next((m for m in reversed(tl.decisions)
-                                   if m.action not in ("watch", "none")), None)
-    summary = (f"final: {tl.action}" if not final else
-               f"final: {tl.action} ({final.action} at +{_minutes(final.ts, origin):.1f} min)")
+    summary = f"final: {tl.action}"
+    if tl.final is not None:
+        summary += f" ({tl.final.action} at +{_minutes(tl.final.ts, origin):.1f} min)"
     fig.suptitle(f"{tl.deployment_id} — {tl.service} {tl.version} — {summary}", fontsize=11,
                  x=0.01, ha="left")
     fig.subplots_adjust(left=0.09, right=0.99, top=1 - 1.5 / height, bottom=0.6 / height,

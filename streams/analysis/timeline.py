@@ -178,6 +178,8 @@ class DeploymentTimeline:
     decisions: list[DecisionMark]
     anomaly_threshold: float
     late_events: int = 0
+    final: DecisionMark | None = None
+    """The decision that set ``action`` (None for ``none``)."""
 
 
 def _alert_spans(alerts: Iterable[Alert], start: float, end: float) -> list[AlertSpan]:
@@ -256,11 +258,10 @@ def build_timelines(collector: TimelineCollector, outcomes: Mapping[str, Deploym
     for track_service, track in sorted(collector.services.items()):
         for event in track.deploys:
             idents.setdefault(event.deployment_id, (track_service, event.version, event.ts))
-    for ident, outcome in outcomes.items():
-        if ident not in idents and outcome.deployed_at is not None:
-            deployment = (outcome.decisions[0].get("evidence") or {}).get("deployment", {})
-            idents[ident] = (outcome.service, str(deployment.get("version", "?")),
-                             outcome.deployed_at)
+    for ident, seen in outcomes.items():
+        if ident not in idents and seen.deployed_at is not None:
+            deployment = (seen.decisions[0].get("evidence") or {}).get("deployment", {})
+            idents[ident] = (seen.service, str(deployment.get("version", "?")), seen.deployed_at)
     timelines = []
     for ident, (service, version, deployed_at) in sorted(idents.items(),
                                                           key=lambda kv: (kv[1][2], kv[0])):
@@ -287,5 +288,7 @@ def build_timelines(collector: TimelineCollector, outcomes: Mapping[str, Deploym
                             _evidence_baselines(outcome)),
             alerts=_alert_spans(alerts, first_k * width, (last_k + 1) * width),
             decisions=marks, anomaly_threshold=sp.anomaly_threshold, late_events=late,
+            final=next((m for m, d in zip(marks, outcome.decisions, strict=True)
+                        if d is outcome.final), None) if outcome else None,
         ))
     return timelines
