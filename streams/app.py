@@ -101,7 +101,13 @@ def create_app(
     clock = _IdleClock(settings.idle_advance_seconds)
     read_up_to: dict[Any, int] = {}
 
+    primed: list[bool] = [False]
+    """Set once a tick has registered every assigned input partition with the merger: until
+    then the merger does not know which partitions exist and must release nothing."""
+
     async def feed_released() -> None:
+        if not primed[0]:
+            return
         for record, raw in merger.release(time.monotonic()):
             for output in pipeline.process(record, raw):
                 await publish(output, output.service.encode())
@@ -111,6 +117,11 @@ def create_app(
         """Decode every input message; dead-letter what fails; merge the rest in event time."""
         async for event in stream.events():
             message = event.message
+            tp = message.tp
+            if message.offset <= read_up_to.get(tp, -1):
+                # Redelivered after a rebalance or a reconnect: the core has it already.
+                metrics.redelivered(message.topic)
+                continue
             decoded = decode(
                 message.value,
                 key=message.key,
@@ -122,7 +133,6 @@ def create_app(
                 max_clock_skew_seconds=settings.max_clock_skew_seconds,
                 max_message_bytes=settings.max_message_bytes,
             )
-            tp = message.tp
             read_up_to[tp] = message.offset
             clock.arrived(time.monotonic())
             if decoded.dead_letter is not None:
@@ -152,14 +162,19 @@ def create_app(
         now = time.monotonic()  # before asking: what arrived before now is covered by the answer
         highwaters = await app.consumer.highwaters(*assigned)
         for tp in assigned:
-            position = read_up_to.get(tp)
-            if position is not None:
-                position += 1
-            else:
-                position = await app.consumer.position(tp)
+            # Only what the agent has been handed counts as read: faust's fetcher runs ahead
+            # of the agent, so the consumer's fetch position would call a partition caught up
+            # while its next message (a deploy, say) still waits in faust's buffer.
             highwater = highwaters.get(tp)
-            lag = None if position is None or highwater is None else max(0, highwater - position)
+            last = read_up_to.get(tp)
+            if highwater is None:
+                lag = None
+            elif last is not None:
+                lag = max(0, highwater - last - 1)
+            else:
+                lag = 0 if highwater == 0 else None  # unknown start: hold for the grace period
             merger.set_lag(tp, lag, now, confirmed=True)
+        primed[0] = True
         await feed_released()
         if len(merger) == 0 and merger.watermark(now) == float("inf"):
             target = clock.idle_target(now, time.time())

@@ -25,6 +25,10 @@ class WorkerMetrics:
             "rollguard_records_out_total", "Records published, by type", ["type"],
             registry=registry,
         )
+        self.redeliveries = Counter(
+            "rollguard_redelivered_total", "Input messages skipped as already consumed",
+            ["topic"], registry=registry,
+        )
         self.decisions = Counter(
             "rollguard_decisions_total", "Decisions by action", ["action"], registry=registry,
         )
@@ -34,6 +38,9 @@ class WorkerMetrics:
 
     def dead_letter(self, topic: str) -> None:
         self.dead_letters.labels(topic=topic).inc()
+
+    def redelivered(self, topic: str) -> None:
+        self.redeliveries.labels(topic=topic).inc()
 
     def published(self, record: Any) -> None:
         self.records_out.labels(type=record.type).inc()

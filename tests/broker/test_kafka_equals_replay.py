@@ -77,14 +77,39 @@ async def test_every_scenario_on_kafka_decides_as_replay_does(
         messages = await consume(kafka_bootstrap, worker_run.topic(topic), want + 1, timeout=5)
         got.extend(m.value for m in messages)
     elapsed = time.monotonic() - started
+    (tmp_path / "expected.jsonl").write_bytes(b"".join(expected))
+    (tmp_path / "worker.jsonl").write_bytes(b"".join(r + b"\n" for r in got))
     missing = expected_counts - canonical(got)
     extra = canonical(got) - expected_counts
     assert not missing and not extra, (
-        f"{sum(missing.values())} records missing, {sum(extra.values())} extra; first missing: "
-        f"{next(iter(missing), b'')[:400]!r}\nfirst extra: {next(iter(extra), b'')[:400]!r}\n"
-        + worker_run.log_tail(20)
+        f"{sum(missing.values())} records missing, {sum(extra.values())} extra:\n"
+        + _first_difference(list(missing.elements()), list(extra.elements()))
     )
     print(f"{len(events)} events, {len(got)} records, identical to replay, in {elapsed:.1f} s")
+
+
+def _first_difference(missing: list[bytes], extra: list[bytes]) -> str:
+    """The first record replay has and the worker lacks, set against its worker counterpart."""
+    def key(raw: bytes) -> tuple[str, ...]:
+        r = orjson.loads(raw)
+        return (r["type"], str(r.get("deployment_id")), str(r.get("action") or r.get("verdict")))
+
+    kinds = Counter(key(r)[0] + ":" + key(r)[2] for r in missing)
+    lines = [f"missing by kind {dict(kinds)}",
+             f"extra by kind {dict(Counter(key(r)[0] + ':' + key(r)[2] for r in extra))}"]
+    extra_by_key = {key(r): orjson.loads(r) for r in extra}
+    for raw in sorted(missing, key=lambda r: orjson.loads(r).get("ts") or "")[:3]:
+        want = orjson.loads(raw)
+        have = extra_by_key.get(key(raw))
+        lines.append(f"replay: {key(raw)} at {want.get('ts')}")
+        if have is None:
+            lines.append("  worker: nothing of that kind")
+            continue
+        for field in sorted(set(want) | set(have)):
+            if want.get(field) != have.get(field):
+                lines.append(f"  {field}: replay {str(want.get(field))[:300]}")
+                lines.append(f"  {field}: worker {str(have.get(field))[:300]}")
+    return "\n".join(lines)
 
 
 def _type_of(topic: str) -> str:
