@@ -1,9 +1,10 @@
 """The end-to-end demo, driven by scripts/demo.sh once the broker is up.
 
-Starts `rollguard worker` (and, when a signing key is configured, the reference executor),
-publishes a small simulated fleet to the input topics together with a few bad records, and
-prints every record rollguard publishes — dead letters, decisions with their reasons,
-approval requests, commands, verdicts — as it arrives. Stops everything it started.
+Makes a gate key and an approver (alice), starts `rollguard worker` and the reference
+`rollguard executor`, publishes a small simulated fleet — a bad release that rolls back on its
+own, one on an approval-only service that alice approves from the command line, and a clean
+one that passes — with a few bad records, and prints every record rollguard publishes as it
+arrives. Stops everything it started.
 """
 
 from __future__ import annotations
@@ -20,10 +21,12 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import yaml
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from rich.console import Console
 
 from streams.settings import load_settings
+from streams.signing import generate_key_pair
 from streams.simulate import generate
 from streams.simulate_io import shifted_to_now
 
@@ -80,20 +83,51 @@ def show(record: dict[str, Any]) -> None:
                       f"({record['reason']})")
 
 
+def live(name: str, events: list[dict[str, Any]], now: float) -> list[dict[str, Any]]:
+    """Place a scenario in real time: a clean bake ends now; a bad release deployed 4 min ago."""
+    if name == "healthy":
+        return shifted_to_now(events, now)
+    deployed = next(e["ts"] for e in events if e["type"] == "deploy")
+    delta = (now - 240.0) - deployed
+    return [{**e, "ts": round(e["ts"] + delta, 3)} for e in events if e["ts"] + delta <= now]
+
+
+def make_people(run_dir: Path) -> dict[str, Path]:
+    keys = run_dir / "keys"
+    generate_key_pair(keys, "gate")
+    generate_key_pair(keys, "alice")
+    approvers = run_dir / "approvers.yaml"
+    approvers.write_text(yaml.safe_dump({"approvers": {"user:alice": {
+        "roles": ["sre-oncall"], "public_key": (keys / "alice.pub").read_text()}}}))
+    return {"gate_key": keys / "gate.key", "gate_pub": keys / "gate.pub",
+            "alice_key": keys / "alice.key", "approvers": approvers}
+
+
 async def run() -> int:
     prefix = f"demo-{int(time.time())}."
+    log_dir = REPO / "var" / "demo" / prefix.rstrip(".")
+    log_dir.mkdir(parents=True, exist_ok=True)
+    people = make_people(log_dir)
     env = dict(os.environ, ROLLGUARD_TOPIC_PREFIX=prefix,
                ROLLGUARD_APP_ID=f"rollguard-{prefix.rstrip('.')}",
-               ROLLGUARD_WEB_PORT=str(free_port()), ROLLGUARD_PARTITIONS="2")
+               ROLLGUARD_WEB_PORT=str(free_port()), ROLLGUARD_PARTITIONS="2",
+               ROLLGUARD_SIGNING_KEY=str(people["gate_key"]),
+               ROLLGUARD_APPROVERS=str(people["approvers"]),
+               ROLLGUARD_IDLE_ADVANCE_SECONDS="2")
     settings = load_settings(topic_prefix=prefix, partitions=2)
-    log_dir = REPO / "var" / "demo"
-    log_dir.mkdir(parents=True, exist_ok=True)
     console.rule(f"rollguard demo — topics prefixed {prefix!r}")
     subprocess.run([ROLLGUARD, "topics", "create"], env=env, check=True, cwd=REPO,
                    stdout=subprocess.DEVNULL)
     worker_log = open(log_dir / "worker.log", "wb")  # noqa: SIM115
     worker = subprocess.Popen([ROLLGUARD, "worker"], env=env, cwd=REPO, stdout=worker_log,
                               stderr=subprocess.STDOUT)
+    executor_log = open(log_dir / "executor.log", "wb")  # noqa: SIM115
+    executor = subprocess.Popen(
+        [ROLLGUARD, "executor", "--verify-key", str(people["gate_pub"]),
+         "--ledger", str(log_dir / "ledger.sqlite3"),
+         "--exec", f"{sys.executable} -c \"import sys; print('deploy-tool rollback', "
+                   "*sys.argv[1:])\" {service} {from_version} {to_version}"],
+        env=env, cwd=REPO, stdout=executor_log, stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + 90
         while True:
@@ -112,11 +146,12 @@ async def run() -> int:
         await producer.start()
         try:
             events: list[dict[str, Any]] = []
+            now = time.time()
             for name, seed in FLEET:
                 scenario = generate(name, seed)
                 expected_deployments |= set(scenario.labels)
                 console.print(f"  scenario {name} (seed {seed}): labels {scenario.labels}")
-                events.extend(shifted_to_now(list(scenario.events), time.time()))
+                events.extend(live(name, list(scenario.events), now))
             events.sort(key=lambda e: e["ts"])
             topic_of = {"deploy": "deploys", "metric": "metrics", "alert": "alerts"}
             for event in events:
@@ -133,20 +168,24 @@ async def run() -> int:
         consumer = AIOKafkaConsumer(*outputs, bootstrap_servers=settings.bootstrap_servers,
                                     auto_offset_reset="earliest", group_id=None)
         await consumer.start()
-        dead = 0
+        dead = executed = 0
         decided: set[str] = set()
         try:
-            deadline = time.monotonic() + 120
+            deadline = time.monotonic() + 150
             while time.monotonic() < deadline:
                 batches = await consumer.getmany(timeout_ms=500)
                 for messages in batches.values():
                     for message in messages:
                         record = orjson.loads(message.value)
                         show(record)
-                        dead += record.get("type") == "dead_letter"
-                        if record.get("type") == "release_verdict":
+                        kind = record.get("type")
+                        dead += kind == "dead_letter"
+                        executed += kind == "rollback_result" and record["status"] == "executed"
+                        if kind == "release_verdict" and record["verdict"] in FINAL:
                             decided.add(record["deployment_id"])
-                if dead >= len(BAD_RECORDS) and decided >= expected_deployments:
+                        if kind == "approval_request":
+                            await approve_as_alice(record, env, people["alice_key"])
+                if dead >= len(BAD_RECORDS) and decided >= expected_deployments and executed >= 2:
                     break
         finally:
             await consumer.stop()
@@ -158,16 +197,33 @@ async def run() -> int:
         console.print(f"\n{dead} dead letters (of {len(BAD_RECORDS)} bad records); "
                       f"verdicts for {len(decided & expected_deployments)} of "
                       f"{len(expected_deployments)} deployments")
-        ok = dead == len(BAD_RECORDS)
+        console.print(f"{executed} rollbacks executed by the reference executor; logs in {log_dir}")
+        ok = dead == len(BAD_RECORDS) and decided >= expected_deployments and executed >= 2
         return 0 if ok else 1
     finally:
-        worker.send_signal(signal.SIGTERM)
-        try:
-            worker.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            worker.kill()
+        for process in (executor, worker):
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
         worker_log.close()
-        console.print("worker stopped")
+        executor_log.close()
+        console.print("worker and executor stopped")
+
+
+FINAL = {"rolled_back", "pass", "inconclusive"}
+
+
+async def approve_as_alice(request: dict[str, Any], env: dict[str, str], key: Path) -> None:
+    """What an SRE on call does: look at the request, then sign an approval on the CLI."""
+    command = [ROLLGUARD, "approve", request["request_id"], "--as", "user:alice", "--key",
+               str(key), "--comment", "confirmed on dashboards", "--service", request["service"]]
+    console.print(f"[bold]$ rollguard approve {request['request_id']} --as user:alice "
+                  f"--key alice.key --comment 'confirmed on dashboards'[/bold]")
+    result = await asyncio.to_thread(subprocess.run, command, env=env, cwd=REPO,
+                                     capture_output=True, text=True, timeout=60, check=False)
+    console.print(result.stdout.strip() or result.stderr.strip())
 
 
 if __name__ == "__main__":
