@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter
+from prometheus_client import CollectorRegistry, Counter, Gauge
 
 __all__ = ["WorkerMetrics"]
 
@@ -32,6 +32,26 @@ class WorkerMetrics:
         self.decisions = Counter(
             "rollguard_decisions_total", "Decisions by action", ["action"], registry=registry,
         )
+
+        self.consumer_lag = Gauge(
+            "rollguard_consumer_lag", "Input messages not yet read, by topic and partition",
+            ["topic", "partition"], registry=registry,
+        )
+        self.buffered = Gauge(
+            "rollguard_events_buffered", "Events read but waiting for the event-time watermark",
+            registry=registry,
+        )
+        self.event_time = Gauge(
+            "rollguard_event_time_seconds", "Newest event time the decision core has seen",
+            registry=registry,
+        )
+
+    def lag(self, topic: str, partition: int, lag: int) -> None:
+        self.consumer_lag.labels(topic=topic, partition=str(partition)).set(lag)
+
+    def progress(self, buffered: int, event_time: float) -> None:
+        self.buffered.set(buffered)
+        self.event_time.set(event_time)
 
     def event_in(self, kind: str) -> None:
         self.events_in.labels(type=kind).inc()

@@ -93,6 +93,9 @@ async def test_bad_input_is_dead_lettered_and_valid_input_is_counted(
 
     await eventually(lambda: counted() == len(valid), 30)
 
+    assert "rollguard_consumer_lag{" in worker_run.get("/metrics").decode()
+    await eventually(lambda: worker_run.metric("rollguard_consumer_lag") == 0, 30)
+
     # Still consuming afterwards.
     await producer.send_and_wait(worker_run.topic("telemetry.metrics"),
                                  _metric("svc-9", time.time()), key=b"svc-9")
