@@ -16,6 +16,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 
 from models.policy import Policy
 from streams.approvers import ApproverDirectory, load_approvers
+from streams.logs import logging_config
 from streams.metrics import WorkerMetrics
 from streams.ordering import EventTimeMerger
 from streams.pipeline import Pipeline
@@ -139,6 +140,8 @@ def create_app(
                 log.warning(
                     "dead letter %s[%s]@%s: %s",
                     message.topic, message.partition, message.offset, decoded.dead_letter.error,
+                    extra={"topic": message.topic, "partition": message.partition,
+                           "offset": message.offset, "error": decoded.dead_letter.error},
                 )
                 await publish(decoded.dead_letter, message.key)
             else:
@@ -246,5 +249,9 @@ def run_worker(settings: Settings, policy: Policy) -> None:
         signing_key = load_private_key(settings.signing_key)
     app = create_app(settings, policy, approvers=load_approvers(settings.approvers),
                      signing_key=signing_key)
-    worker = faust.Worker(app, loglevel=settings.log_level.lower())
+    worker = faust.Worker(
+        app,
+        loglevel=settings.log_level.lower(),
+        logging_config=logging_config(settings.log_level, settings.log_format),
+    )
     worker.execute_from_commandline()

@@ -96,6 +96,13 @@ async def test_bad_input_is_dead_lettered_and_valid_input_is_counted(
     assert "rollguard_consumer_lag{" in worker_run.get("/metrics").decode()
     await eventually(lambda: worker_run.metric("rollguard_consumer_lag") == 0, 30)
 
+    # Structured logs: every dead letter is a JSON line with its coordinates and error.
+    logged = [orjson.loads(line) for line in worker_run.log_path.read_text().splitlines()
+              if line.startswith("{")]
+    letters_logged = [e for e in logged if e.get("message", "").startswith("dead letter")]
+    assert len(letters_logged) == len(bad)
+    assert all({"ts", "level", "topic", "offset", "error"} <= set(e) for e in letters_logged)
+
     # Still consuming afterwards.
     await producer.send_and_wait(worker_run.topic("telemetry.metrics"),
                                  _metric("svc-9", time.time()), key=b"svc-9")
