@@ -89,7 +89,9 @@ class Worker:
 
     def __init__(self, bootstrap: str, prefix: str, workdir: Path, **env: str) -> None:
         self.prefix = prefix
-        self.app_id = "rg-bench-" + prefix.strip(".")
+        self.app_base = "rg-bench-" + prefix.strip(".")
+        """Every app id of this run starts with it (faust names topics after the app id)."""
+        self.app_id = self.app_base
         self.workdir = workdir
         self.port = free_port()
         self.env = dict(os.environ)
@@ -165,11 +167,11 @@ class Worker:
 
 
 async def delete_topics(bootstrap: str, *markers: str) -> None:
-    """Delete every topic whose name contains one of ``markers`` (this run's, nobody else's)."""
+    """Delete every topic whose name starts with one of ``markers`` (this run's only)."""
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
     try:
-        names = [t for t in await admin.list_topics() if any(m in t for m in markers)]
+        names = [t for t in await admin.list_topics() if t.startswith(markers)]
         if names:
             await admin.delete_topics(names)
     finally:
@@ -362,8 +364,7 @@ def throughput(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         return result
     finally:
         worker.stop()
-        asyncio.run(delete_topics(args.bootstrap_servers, worker.prefix, "rg-bench-e2e-"
-                                  + worker.prefix.strip(".")))
+        asyncio.run(delete_topics(args.bootstrap_servers, worker.prefix, worker.app_base))
 
 
 def profile_pass(args: argparse.Namespace, worker: Worker, total: int, workdir: Path) -> str:
@@ -597,7 +598,7 @@ def latency(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         worker.check_alive()
     finally:
         worker.stop()
-        asyncio.run(delete_topics(args.bootstrap_servers, prefix, worker.app_id))
+        asyncio.run(delete_topics(args.bootstrap_servers, prefix, worker.app_base))
     values = result["latencies"]
     if not values:
         raise SystemExit(f"no rollback command arrived (log: {worker.log}); {result}")
