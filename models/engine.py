@@ -84,7 +84,6 @@ __all__ = [
 ]
 
 _HOUR = 3600.0
-CONTROL_RANK = {"deploy": 0, "approval": 1, "expiry": 2}
 _STATUS_RANK = {s: i for i, s in enumerate(DeployStatus)}
 
 
