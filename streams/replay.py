@@ -63,21 +63,16 @@ def replay_lines(
             max_clock_skew_seconds=max_clock_skew_seconds,
             max_message_bytes=max_message_bytes,
         )
-        if decoded.dead_letter is not None:
-            jump = _confirmed_jump(line, newest, refused_ahead, max_clock_skew_seconds)
-            if jump is None:
-                refused_ahead = _ahead_ts(decoded.dead_letter.error, line)
-                stats.dead_letters += 1
-                yield decoded.dead_letter
-                continue
-            decoded = decode_line(line, line_number=number, source=source,
-                                  max_message_bytes=max_message_bytes)
-            if decoded.dead_letter is not None:  # pragma: no cover - decoded fine just above
-                stats.dead_letters += 1
-                yield decoded.dead_letter
-                continue
-        refused_ahead = None
         record = decoded.record
+        if decoded.dead_letter is not None:
+            early = decoded.too_early
+            if early is None or not _confirms_gap(early.ts, refused_ahead, max_clock_skew_seconds):
+                refused_ahead = early.ts if early is not None else None
+                stats.dead_letters += 1
+                yield decoded.dead_letter
+                continue
+            record = early
+        refused_ahead = None
         assert record is not None
         stats.events[record.type] += 1
         if newest is None or record.ts > newest:
@@ -91,17 +86,7 @@ def replay_lines(
             yield output
 
 
-def _ahead_ts(error: str, line: bytes) -> float | None:
-    """The event time of a line refused for being ahead of the reference clock."""
-    if "ahead of the reference clock" not in error:
-        return None
-    decoded = decode_line(line)
-    return decoded.record.ts if decoded.record is not None else None
-
-
-def _confirmed_jump(
-    line: bytes, newest: float | None, refused_ahead: float | None, skew: float
-) -> float | None:
+def _confirms_gap(ts: float, refused_ahead: float | None, skew: float) -> bool:
     """A line that follows a refused future line closely confirms a real gap in time.
 
     In replay the reference clock is the newest event time seen, so a quiet stretch longer
@@ -110,12 +95,7 @@ def _confirmed_jump(
     moved on: the reference jumps and the rest of the file is read normally (only the first
     event after the gap is dead-lettered, with its bytes kept).
     """
-    if refused_ahead is None or newest is None:
-        return None
-    ts = _ahead_ts("ahead of the reference clock", line)
-    if ts is None or abs(ts - refused_ahead) > skew:
-        return None
-    return ts
+    return refused_ahead is not None and abs(ts - refused_ahead) <= skew
 
 
 def replay_to_bytes(lines: Iterable[bytes], policy: Policy, **options: Any) -> Iterator[bytes]:

@@ -38,15 +38,23 @@ __all__ = [
 InputRecord = DeployEvent | MetricSample | Alert | ApprovalResponse
 
 _ADAPTER: TypeAdapter[InputRecord] = TypeAdapter(InputEvent)
-_BY_TYPE = {name: TypeAdapter(model) for name, model in INPUT_TYPES.items()}
+_BY_TYPE: dict[str, TypeAdapter[InputRecord]] = {
+    name: TypeAdapter(model) for name, model in INPUT_TYPES.items()  # type: ignore[arg-type]
+}
 
 
 @dataclass(frozen=True, slots=True)
 class Decoded:
-    """The outcome of decoding one message: exactly one of ``record`` and ``dead_letter``."""
+    """The outcome of decoding one message: exactly one of ``record`` and ``dead_letter``.
+
+    ``too_early`` is set beside a dead letter whose only fault is an event time too far ahead
+    of the reference clock: the valid record, for a caller that has reason to believe the clock
+    (replay, after a quiet gap in the file).
+    """
 
     record: InputRecord | None
     dead_letter: DeadLetter | None
+    too_early: InputRecord | None = None
 
 
 def _b64(data: bytes | None) -> str | None:
@@ -127,7 +135,7 @@ def decode(
     an event more than ``max_clock_skew_seconds`` ahead of it is refused.
     """
 
-    def dead(error: str) -> Decoded:
+    def dead(error: str, too_early: InputRecord | None = None) -> Decoded:
         letter = DeadLetter(
             topic=topic,
             partition=partition,
@@ -137,7 +145,7 @@ def decode(
             error=error,
             ts=reference_time if reference_time is not None else 0.0,
         )
-        return Decoded(None, letter)
+        return Decoded(None, letter, too_early)
 
     problem = _problem_before_parsing(value, max_message_bytes)
     if problem:
@@ -152,7 +160,8 @@ def decode(
         ahead = record.ts - reference_time
         return dead(
             f"ts is {ahead:.0f} s ahead of the reference clock "
-            f"(max_clock_skew_seconds={max_clock_skew_seconds:g}); check the producer's clock"
+            f"(max_clock_skew_seconds={max_clock_skew_seconds:g}); check the producer's clock",
+            too_early=record,
         )
     if check_key:
         service = getattr(record, "service", None)
