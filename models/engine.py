@@ -79,6 +79,7 @@ __all__ = [
     "RequestRecord",
     "ServiceState",
     "advance",
+    "last_bake_end",
     "new_state",
     "step",
 ]
@@ -159,6 +160,26 @@ def advance(state: EngineState, policy: Policy, event_time: float) -> list[Outpu
     if event_time > fleet.floor:
         fleet.floor = event_time
     return _run_due(state, policy)
+
+
+def last_bake_end(state: EngineState, policy: Policy) -> float:
+    """Event time by which every deployment now under trial, or scheduled, has been judged.
+
+    The end of its bake plus one window and the lateness, for open deployments and for deploy
+    events the watermark has not reached yet; ``-inf`` when there is none.
+    """
+    end = float("-inf")
+    for svc in state.services.values():
+        dep = svc.deployment
+        if dep is not None:
+            end = max(end, dep.bake_until + svc.width + svc.lateness)
+    for entry in state.fleet.timeline:
+        ts, kind, payload = entry[0], entry[-2], entry[-1]
+        if kind == "deploy":
+            rules = policy.for_service(payload.service)
+            end = max(end, ts + rules.bake_seconds + rules.window_seconds
+                      + rules.allowed_lateness_seconds)
+    return end
 
 
 # ----------------------------------------------------------------------------------------------

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from typing import Any
 
-from models.engine import EngineState, advance, new_state, step
+from models.engine import EngineState, advance, last_bake_end, new_state, step
 from models.events import ApprovalResponse, RollbackCommand
 from models.policy import Policy
 from streams.approvers import ApproverDirectory, approval_check
@@ -57,17 +57,7 @@ class Pipeline:
         telemetry stopped therefore ends ``inconclusive`` instead of never being judged.
         Approval requests are not expired by this: their outcome needs a human, not time.
         """
-        target = newest
-        for svc in self.state.services.values():
-            dep = svc.deployment
-            if dep is not None:
-                target = max(target, dep.bake_until + svc.width + svc.lateness)
-        for entry in self.state.fleet.timeline:
-            ts, kind, payload = entry[0], entry[-2], entry[-1]
-            if kind == "deploy":  # a deploy the watermark has not reached yet
-                rules = self.policy.for_service(payload.service)
-                end = ts + rules.bake_seconds + rules.window_seconds
-                target = max(target, end + rules.allowed_lateness_seconds)
+        target = max(newest, last_bake_end(self.state, self.policy))
         return self.advance(target)
 
     def _signed(self, outputs: list[Any]) -> list[Any]:
