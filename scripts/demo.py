@@ -28,7 +28,7 @@ from rich.console import Console
 from streams.settings import load_settings
 from streams.signing import generate_key_pair
 from streams.simulate import generate
-from streams.simulate_io import shifted_to_now
+from streams.simulate_io import send_events, shifted_to_now
 
 REPO = Path(__file__).resolve().parents[1]
 ROLLGUARD = str(Path(sys.executable).with_name("rollguard"))
@@ -153,10 +153,7 @@ async def run() -> int:
                 console.print(f"  scenario {name} (seed {seed}): labels {scenario.labels}")
                 events.extend(live(name, list(scenario.events), now))
             events.sort(key=lambda e: e["ts"])
-            topic_of = {"deploy": "deploys", "metric": "metrics", "alert": "alerts"}
-            for event in events:
-                await producer.send(settings.topic(topic_of[event["type"]]), orjson.dumps(event),
-                                    key=event["service"].encode())
+            await send_events(producer, events, settings)
             for topic, key, value in BAD_RECORDS:
                 await producer.send(prefix + topic, value, key=key)
             await producer.flush()

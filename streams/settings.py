@@ -121,6 +121,13 @@ class Settings(BaseSettings):
         """The full name of a topic: prefix + its configured name."""
         return self.topic_prefix + str(getattr(self.topics, name))
 
+    def input_topic(self, kind: str) -> str:
+        """The full name of the input topic that carries records of ``type`` ``kind``."""
+        for name, carried in self.topics.inputs().items():
+            if carried == kind:
+                return self.topic_prefix + name
+        raise ValueError(f"no input topic carries {kind!r} records")
+
     def kafka_client_options(self) -> dict[str, Any]:
         """Security options for aiokafka clients (producer, consumer, admin)."""
         options: dict[str, Any] = {"security_protocol": self.security_protocol}

@@ -10,14 +10,8 @@ from typing import Any
 from streams.serde import dumps
 from streams.settings import Settings
 
-__all__ = ["publish_scenario", "write_scenario"]
+__all__ = ["publish_scenario", "send_events", "shifted_to_now", "write_scenario"]
 
-_TOPIC_OF_TYPE = {
-    "deploy": "deploys",
-    "metric": "metrics",
-    "alert": "alerts",
-    "approval_response": "approval_responses",
-}
 
 
 def write_scenario(scenario: Any, path: Path) -> tuple[Path, Path]:
@@ -54,12 +48,20 @@ async def _publish(events: list[dict[str, Any]], settings: Settings) -> int:
     )
     await producer.start()
     try:
-        for event in events:
-            topic = settings.topic(_TOPIC_OF_TYPE[event["type"]])
-            await producer.send(topic, dumps(event), key=str(event["service"]).encode())
-        await producer.flush()
+        return await send_events(producer, events, settings)
     finally:
         await producer.stop()
+
+
+async def send_events(producer: Any, events: list[dict[str, Any]], settings: Settings, *,
+                      record_timestamps: bool = False) -> int:
+    """Send events to their input topics, keyed by service; ``record_timestamps`` sets each
+    Kafka record's timestamp to the event time (so that a time range can find it)."""
+    for event in events:
+        stamp = round(event["ts"] * 1000) if record_timestamps else None
+        await producer.send(settings.input_topic(event["type"]), dumps(event),
+                            key=str(event["service"]).encode(), timestamp_ms=stamp)
+    await producer.flush()
     return len(events)
 
 

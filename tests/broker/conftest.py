@@ -19,6 +19,8 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
+from streams.settings import Settings, load_settings
+
 REPO = Path(__file__).resolve().parents[2]
 ROLLGUARD = str(Path(sys.executable).with_name("rollguard"))
 
@@ -41,6 +43,11 @@ class WorkerRun:
 
     def topic(self, name: str) -> str:
         return self.prefix + name
+
+    def settings(self) -> Settings:
+        """The run's settings as the test process sees them (prefix, broker)."""
+        return load_settings(topic_prefix=self.prefix,
+                             bootstrap_servers=self.env["ROLLGUARD_BOOTSTRAP_SERVERS"])
 
     def rollguard(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
         return subprocess.run([ROLLGUARD, *args], cwd=REPO, env=self.env, capture_output=True,

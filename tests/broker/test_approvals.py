@@ -30,12 +30,11 @@ from streams.signing import (
     verify_mapping,
 )
 from streams.simulate import generate
-from streams.simulate_io import shifted_to_now
+from streams.simulate_io import send_events, shifted_to_now
 from tests.broker.conftest import REPO, ROLLGUARD, WorkerRun, consume
 
 pytestmark = [pytest.mark.broker, pytest.mark.timeout(300)]
 
-TOPIC_OF = {"deploy": "deploys", "metric": "telemetry.metrics", "alert": "telemetry.alerts"}
 
 
 def _deployed_service(events: list[dict[str, Any]]) -> str:
@@ -91,10 +90,7 @@ async def test_approval_round_trips(worker_run: WorkerRun, producer: AIOKafkaPro
                           ROLLGUARD_IDLE_ADVANCE_SECONDS="2")
     worker_run.start()
     worker_run.wait_healthy()
-    for event in events:
-        await producer.send(worker_run.topic(TOPIC_OF[event["type"]]), orjson.dumps(event),
-                            key=event["service"].encode())
-    await producer.flush()
+    await send_events(producer, events, worker_run.settings())
 
     requests = await consume(kafka_bootstrap, worker_run.topic("rollback.approvals"), 3, 120)
     by_service = {orjson.loads(m.value)["service"]: orjson.loads(m.value) for m in requests}

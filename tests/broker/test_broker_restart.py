@@ -13,6 +13,7 @@ from aiokafka import AIOKafkaProducer
 from streams.replay import replay_to_bytes
 from streams.settings import load_policy
 from streams.simulate import generate
+from streams.simulate_io import send_events
 from tests.broker.conftest import REPO, WorkerRun, consume, eventually
 
 pytestmark = [
@@ -23,7 +24,6 @@ pytestmark = [
                      "stalled worker can exit and resume"),
 ]
 
-TOPIC_OF = {"deploy": "deploys", "metric": "telemetry.metrics", "alert": "telemetry.alerts"}
 
 
 def _kafka(verb: str) -> None:
@@ -37,10 +37,7 @@ def _canonical(records: list[bytes]) -> Counter[bytes]:
 
 
 async def _publish(producer: AIOKafkaProducer, run: WorkerRun, events: list[dict]) -> None:
-    for event in events:
-        await producer.send(run.topic(TOPIC_OF[event["type"]]), orjson.dumps(event),
-                            key=event["service"].encode())
-    await producer.flush()
+    await send_events(producer, events, run.settings())
 
 
 async def test_worker_survives_a_broker_restart(worker_run: WorkerRun, kafka_bootstrap: str,

@@ -20,13 +20,13 @@ from aiokafka import AIOKafkaProducer
 from streams.replay import replay_to_bytes
 from streams.settings import load_policy
 from streams.simulate import SCENARIOS, generate
+from streams.simulate_io import send_events
 from tests.broker.conftest import REPO, WorkerRun, consume
 
 pytestmark = [pytest.mark.broker, pytest.mark.timeout(600)]
 
 OUTPUT_TOPICS = ("rollguard.decisions", "rollback.commands", "rollback.approvals",
                  "release.verdicts")
-TOPIC_OF = {"deploy": "deploys", "metric": "telemetry.metrics", "alert": "telemetry.alerts"}
 GAP_SECONDS = 120.0
 
 
@@ -64,10 +64,7 @@ async def test_every_scenario_on_kafka_decides_as_replay_does(
     worker_run.start()
     worker_run.wait_healthy()
     started = time.monotonic()
-    for event in events:
-        await producer.send(worker_run.topic(TOPIC_OF[event["type"]]), orjson.dumps(event),
-                            key=event["service"].encode())
-    await producer.flush()
+    await send_events(producer, events, worker_run.settings())
 
     got: list[bytes] = []
     for topic in OUTPUT_TOPICS:

@@ -19,19 +19,14 @@ from aiokafka import AIOKafkaProducer
 
 from models.events import format_ts
 from streams.simulate import generate
-from streams.simulate_io import write_scenario
+from streams.simulate_io import send_events, write_scenario
 from tests.broker.conftest import WorkerRun
 
 pytestmark = [pytest.mark.broker, pytest.mark.timeout(180)]
 
-TOPIC_OF = {"deploy": "deploys", "metric": "telemetry.metrics", "alert": "telemetry.alerts"}
-
-
 async def _publish(producer: AIOKafkaProducer, run: WorkerRun, events: list[dict[str, Any]],
                    ) -> None:
-    for event in events:
-        await producer.send(run.topic(TOPIC_OF[event["type"]]), orjson.dumps(event),
-                            key=event["service"].encode(), timestamp_ms=round(event["ts"] * 1000))
+    await send_events(producer, events, run.settings(), record_timestamps=True)
 
 
 def _ok(result: Any) -> None:
