@@ -6,6 +6,7 @@ on a developer's laptop without it, broker tests skip.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 import uuid
@@ -13,26 +14,42 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from aiokafka.admin import AIOKafkaAdminClient
 
 REPO = Path(__file__).resolve().parents[1]
 BOOTSTRAP = os.environ.get("ROLLGUARD_BOOTSTRAP_SERVERS", "127.0.0.1:9092")
 
 
-def broker_reachable(bootstrap: str = BOOTSTRAP) -> bool:
+def broker_unreachable_reason(bootstrap: str = BOOTSTRAP, timeout: float = 10.0) -> str | None:
+    """None if a Kafka broker at ``bootstrap`` answers a metadata request, else why not."""
     host, _, port = bootstrap.split(",")[0].rpartition(":")
     try:
-        with socket.create_connection((host or "127.0.0.1", int(port)), timeout=2):
-            return True
-    except OSError:
-        return False
+        socket.create_connection((host or "127.0.0.1", int(port)), timeout=2.0).close()
+    except OSError as exc:
+        return f"no Kafka broker listening on {bootstrap} ({exc})"
+
+    async def metadata() -> None:
+        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=5000)
+        await admin.start()
+        try:
+            await admin.list_topics()
+        finally:
+            await admin.close()
+
+    try:
+        asyncio.run(asyncio.wait_for(metadata(), timeout))
+    except Exception as exc:  # noqa: BLE001 - any failure means "not usable"
+        return f"Kafka broker on {bootstrap} does not answer a metadata request ({exc!r})"
+    return None
 
 
 @pytest.fixture(scope="session")
 def kafka_bootstrap() -> str:
     """The bootstrap address of the real broker; fail (CI) or skip (laptop) without one."""
-    if broker_reachable():
+    reason = broker_unreachable_reason()
+    if reason is None:
         return BOOTSTRAP
-    message = f"Kafka broker not reachable at {BOOTSTRAP} (start it: scripts/kafka.sh start)"
+    message = f"{reason} (start it: scripts/kafka.sh start)"
     if os.environ.get("ROLLGUARD_REQUIRE_BROKER") == "1":
         pytest.fail(message)
     pytest.skip(message)

@@ -14,8 +14,6 @@ See docs/kafka.md for what was learnt about running faust in tests.
 from __future__ import annotations
 
 import asyncio
-import os
-import socket
 import uuid
 from collections.abc import AsyncIterator
 
@@ -25,60 +23,16 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 pytestmark = pytest.mark.broker
 
-# Same variable as the worker's settings; else the port scripts/kafka.sh was given.
-BOOTSTRAP = os.environ.get("ROLLGUARD_BOOTSTRAP_SERVERS", "").split(",")[0] or (
-    f"127.0.0.1:{os.environ.get('KAFKA_PORT', '9092')}"
-)
 TIMEOUT = 60.0  # seconds, for any single wait on the broker
-
-
-# --- broker reachability (to move to tests/conftest.py) ----------------------------------------
-
-
-def broker_unreachable_reason(bootstrap: str = BOOTSTRAP, timeout: float = 10.0) -> str | None:
-    """None if a Kafka broker at ``bootstrap`` answers a metadata request, else why not."""
-    host, _, port = bootstrap.rpartition(":")
-    try:
-        socket.create_connection((host, int(port)), timeout=2.0).close()
-    except OSError as exc:
-        return f"no Kafka broker listening on {bootstrap} ({exc})"
-
-    async def metadata() -> None:
-        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=5000)
-        await admin.start()
-        try:
-            await admin.list_topics()
-        finally:
-            await admin.close()
-
-    try:
-        asyncio.run(asyncio.wait_for(metadata(), timeout))
-    except Exception as exc:  # any failure means "not usable"
-        return f"Kafka broker on {bootstrap} does not answer a metadata request ({exc!r})"
-    return None
-
-
-def require_broker(bootstrap: str = BOOTSTRAP) -> None:
-    """Skip the calling test if no broker answers; fail instead if ROLLGUARD_REQUIRE_BROKER=1."""
-    reason = broker_unreachable_reason(bootstrap)
-    if reason is None:
-        return
-    if os.environ.get("ROLLGUARD_REQUIRE_BROKER") == "1":
-        pytest.fail(
-            f"{reason}; ROLLGUARD_REQUIRE_BROKER=1 makes the broker mandatory "
-            "(start it with: scripts/kafka.sh start)",
-            pytrace=False,
-        )
-    pytest.skip(f"{reason}; start it with: scripts/kafka.sh start")
 
 
 # --- fixtures -----------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def bootstrap() -> str:
-    require_broker(BOOTSTRAP)
-    return BOOTSTRAP
+@pytest.fixture
+def bootstrap(kafka_bootstrap: str) -> str:
+    """The broker of tests/conftest.py (mandatory under ROLLGUARD_REQUIRE_BROKER=1)."""
+    return kafka_bootstrap
 
 
 @pytest.fixture
