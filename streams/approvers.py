@@ -6,10 +6,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import orjson
 import yaml
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from models.engine import ApprovalCheck
+from models.events import ApprovalResponse
 from streams.settings import ConfigError
 from streams.signing import KeyError_, public_key_from_text, verify_mapping
 
@@ -78,16 +81,14 @@ def load_approvers(path: Path) -> ApproverDirectory:
     return ApproverDirectory(approvers)
 
 
-def approval_check(raw: bytes, response: Any, directory: ApproverDirectory) -> Any:
+def approval_check(
+    raw: bytes, response: ApprovalResponse, directory: ApproverDirectory
+) -> ApprovalCheck:
     """What the shell verifies of an approval response before the core judges it.
 
     The signature is checked over the message *as received* (its JSON object minus
     ``signature``), so approvers' tools need not serialise exactly as rollguard does.
     """
-    import orjson
-
-    from models.engine import ApprovalCheck
-
     approver = directory.get(response.approver)
     try:
         data = orjson.loads(raw)
