@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 __all__ = ["WorkerMetrics"]
 
@@ -44,6 +44,26 @@ class WorkerMetrics:
         self.event_time = Gauge(
             "rollguard_event_time_seconds", "Newest event time the decision core has seen",
             registry=registry,
+        )
+
+        self.window_close_lag = Histogram(
+            "rollguard_window_close_lag_seconds",
+            "Wall time from the earliest moment a window may close (end + allowed lateness) "
+            "to the moment the watermark closed it",
+            buckets=(0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300, 3600, float("inf")),
+            registry=registry,
+        )
+        self.checkpoints = Counter(
+            "rollguard_checkpoints_total", "Checkpoints committed (state + outputs + positions)",
+            registry=registry,
+        )
+        self.restarts = Counter(
+            "rollguard_engine_restarts_total",
+            "Times the engine restarted from its last checkpoint after an error",
+            registry=registry,
+        )
+        self.leader = Gauge(
+            "rollguard_leader", "1 while this worker runs the decision core", registry=registry,
         )
 
     def lag(self, topic: str, partition: int, lag: int) -> None:

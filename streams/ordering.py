@@ -128,6 +128,10 @@ class EventTimeMerger:
             out.append(heapq.heappop(heap)[3])
         return out
 
+    def items(self) -> list[Any]:
+        """Every buffered item, in no particular order (checkpoints)."""
+        return [entry[3] for entry in self._heap]
+
     def drain(self) -> list[Any]:
         """Everything buffered, in event-time order (shutdown, tests)."""
         out = [entry[3] for entry in sorted(self._heap)]

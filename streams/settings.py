@@ -96,6 +96,11 @@ class Settings(BaseSettings):
     idle_advance_seconds: float = Field(default=10.0, ge=0)
     """Quiet time after which event time follows the wall clock (0 disables); see app.py."""
 
+    commit_interval_seconds: float = Field(default=1.0, gt=0)
+    """Longest time between two checkpoints (outputs are committed at once, not on this)."""
+    session_timeout_seconds: float = Field(default=10.0, ge=6, le=300)
+    """How long a silent leader keeps the lease before a standby takes over (kill -9)."""
+
     web_host: str = "127.0.0.1"
     web_port: int = Field(default=6066, ge=0, le=65535)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
@@ -120,6 +125,16 @@ class Settings(BaseSettings):
     def topic(self, name: str) -> str:
         """The full name of a topic: prefix + its configured name."""
         return self.topic_prefix + str(getattr(self.topics, name))
+
+    @property
+    def state_topic(self) -> str:
+        """The worker's compacted changelog (DESIGN §2: named after the app id)."""
+        return f"{self.app_id}-state-changelog"
+
+    @property
+    def leader_topic(self) -> str:
+        """One partition; its owner in the consumer group ``app_id`` is the leader."""
+        return f"{self.app_id}-leader"
 
     def input_topic(self, kind: str) -> str:
         """The full name of the input topic that carries records of ``type`` ``kind``."""

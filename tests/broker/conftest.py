@@ -136,10 +136,17 @@ async def producer(kafka_bootstrap: str) -> AsyncIterator[AIOKafkaProducer]:
     await client.stop()
 
 
-async def consume(bootstrap: str, topic: str, count: int, timeout: float = 60.0) -> list[Any]:
-    """Read ``count`` messages from the start of ``topic`` (or fail after ``timeout``)."""
+async def consume(bootstrap: str, topic: str, count: int, timeout: float = 60.0, *,
+                  committed: bool = True) -> list[Any]:
+    """Read ``count`` messages from the start of ``topic`` (or fail after ``timeout``).
+
+    ``committed`` reads as remediation executors do (``read_committed``): the worker publishes
+    in transactions, and records of an aborted checkpoint must not count.
+    """
     consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
-                                enable_auto_commit=False, group_id=None)
+                                enable_auto_commit=False, group_id=None,
+                                isolation_level="read_committed" if committed
+                                else "read_uncommitted")
     await consumer.start()
     messages: list[Any] = []
     try:

@@ -1,0 +1,483 @@
+"""The leader's loop: inputs in batches → event-time merge → the core → one transaction.
+
+``DecisionEngine`` is a mode service that the faust worker runs beside its web server. While
+this worker holds the lease (streams/lease.py) it:
+
+1. starts a transactional producer (``transactional.id = {app_id}-engine``), which fences any
+   earlier leader, then restores the last checkpoint from ``{app_id}-state-changelog``;
+2. reads every partition of the four input topics with one consumer (``read_committed``) from
+   the restored positions, in batches (``getmany``);
+3. decodes each message — a bad one becomes a dead letter — and feeds the valid ones through
+   the event-time merger (streams/ordering.py) to the same ``Pipeline`` replay uses;
+4. commits a checkpoint — the changed service states, the fleet state, the input positions and
+   every output record decided since the last one — as one Kafka transaction: at once when
+   there are outputs, at least every ``commit_interval_seconds`` otherwise.
+
+Any Kafka error (the broker went away, a commit failed, this producer was fenced) ends the
+lead: the in-memory state is dropped and, once the lease is held again, the loop restarts from
+the last committed checkpoint. Outputs of an aborted checkpoint are never visible to
+``read_committed`` consumers, and the core is deterministic, so the re-run emits the same
+records — the same ``command_id``, the same signed bytes.
+
+Why not a faust agent and faust tables: faust's per-event agent path costs ~83 µs per event
+(docs/performance.md) and its table changelog writes are not atomic with the outputs and the
+consumed offsets. Here state, outputs and positions commit together, once per batch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import Counter
+from contextlib import AsyncExitStack
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from mode import Service
+
+from models.engine import watermark
+from models.events import OutputRecord
+from models.policy import Policy
+from streams.approvers import ApproverDirectory
+from streams.checkpoint import Positions, Restored, encode_state, restore
+from streams.lease import Lease
+from streams.metrics import WorkerMetrics
+from streams.ordering import EventTimeMerger
+from streams.pipeline import Pipeline
+from streams.serde import decode, encode
+from streams.settings import Settings
+from streams.topics import create_topics
+
+__all__ = ["DecisionEngine", "IdleClock"]
+
+log = logging.getLogger("rollguard.worker")
+
+PROBE_SECONDS = 0.25
+"""How often the broker's end offsets are asked for (the merger's 'caught up' confirmation)."""
+POLL_MS = 100
+OUTPUT_TOPIC = {
+    "dead_letter": "dead_letters",
+    "decision": "decisions",
+    "rollback_command": "commands",
+    "approval_request": "approvals",
+    "release_verdict": "verdicts",
+}
+
+
+class DecisionEngine(Service):  # type: ignore[misc]
+    """Runs the decision core while this worker is the leader (see module doc)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        policy: Policy,
+        metrics: WorkerMetrics,
+        *,
+        approvers: ApproverDirectory | None = None,
+        signing_key: Any = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.settings = settings
+        self.policy = policy
+        self.metrics = metrics
+        self.approvers = approvers
+        self.signing_key = signing_key
+        self.lease = Lease(settings)
+        self.pipeline = Pipeline(policy, approvers=approvers, signing_key=signing_key)
+        self.role = "starting"
+        self.last_error: str | None = None
+        self.last_checkpoint: float | None = None
+        self._stopping = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    async def on_start(self) -> None:
+        created, _ = await create_topics(self.settings)
+        if created:
+            log.info("created topics %s", ", ".join(created))
+        await self.lease.start()
+        self._task = asyncio.create_task(self._run(), name="rollguard-engine")
+
+    async def on_stop(self) -> None:
+        self._stopping.set()
+        if self._task is not None:
+            try:
+                await asyncio.wait_for(self._task, 30)
+            except (asyncio.TimeoutError, asyncio.CancelledError):
+                log.warning("engine did not stop within 30 s")
+            except Exception:  # noqa: BLE001 - already logged by _run
+                pass
+        await self.lease.stop()
+
+    def _set_role(self, role: str) -> None:
+        self.role = role
+        self.metrics.leader.set(1 if role == "leader" else 0)
+
+    def health(self) -> dict[str, Any]:
+        age = None if self.last_checkpoint is None else time.monotonic() - self.last_checkpoint
+        return {"role": self.role, "last_error": self.last_error,
+                "seconds_since_checkpoint": age}
+
+    async def _run(self) -> None:
+        backoff = 1.0
+        while not self._stopping.is_set():
+            if not self.lease.held.is_set():
+                self._set_role("standby")
+                await _first(self.lease.held.wait(), self._stopping.wait())
+                continue
+            try:
+                await self._lead()
+                backoff = 1.0
+            except Exception as err:  # noqa: BLE001 - restart from the last checkpoint
+                self.last_error = f"{type(err).__name__}: {err}"
+                self._set_role("recovering")
+                self.metrics.restarts.inc()
+                log.warning("engine stopped (%s); restarting from the last checkpoint in %.0f s",
+                            self.last_error, backoff, exc_info=err)
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(self._stopping.wait(), backoff)
+                backoff = min(backoff * 2, 30.0)
+
+    async def _lead(self) -> None:
+        settings = self.settings
+        options = settings.kafka_client_options()
+        self.lease.idle.clear()
+        try:
+            async with AsyncExitStack() as stack:
+                producer = AIOKafkaProducer(
+                    bootstrap_servers=settings.bootstrap_servers,
+                    transactional_id=f"{settings.app_id}-engine",
+                    enable_idempotence=True,
+                    max_request_size=16 * 1024 * 1024,
+                    **options,
+                )
+                await producer.start()  # InitProducerId: fences the previous leader
+                stack.push_async_callback(producer.stop)
+                started = time.monotonic()
+                restored = await self._restore()
+                log.info("restored %d services from the changelog in %.2f s",
+                         len(restored.state.services), time.monotonic() - started)
+                consumer = AIOKafkaConsumer(
+                    bootstrap_servers=settings.bootstrap_servers,
+                    group_id=None,
+                    enable_auto_commit=False,
+                    isolation_level="read_committed",
+                    auto_offset_reset="earliest",
+                    max_partition_fetch_bytes=max(1048576, settings.max_message_bytes * 4),
+                    **options,
+                )
+                await consumer.start()
+                stack.push_async_callback(consumer.stop)
+                probe = AIOKafkaConsumer(
+                    bootstrap_servers=settings.bootstrap_servers, group_id=None,
+                    isolation_level="read_committed", **options,
+                )
+                await probe.start()
+                stack.push_async_callback(probe.stop)
+                run = _Leading(self, producer, consumer, probe, restored)
+                await run.start()
+                self._set_role("leader")
+                self.last_error = None
+                await run.loop(self._stopping, self.lease.lost)
+        finally:
+            self.lease.idle.set()
+
+    async def _restore(self) -> Restored:
+        """Read the state changelog to its end (committed entries only) and rebuild."""
+        settings = self.settings
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=settings.bootstrap_servers, group_id=None,
+            enable_auto_commit=False, isolation_level="read_committed",
+            max_partition_fetch_bytes=32 * 1024 * 1024,
+            **settings.kafka_client_options(),
+        )
+        await consumer.start()
+        try:
+            tp = TopicPartition(settings.state_topic, 0)
+            consumer.assign([tp])
+            await consumer.seek_to_beginning(tp)
+            end = (await consumer.end_offsets([tp]))[tp]
+            entries: list[tuple[bytes, bytes | None]] = []
+            while await consumer.position(tp) < end:
+                batch = await consumer.getmany(tp, timeout_ms=1000)
+                entries.extend((m.key, m.value) for m in batch.get(tp, ()))
+        finally:
+            await consumer.stop()
+        restored = restore(entries)
+        self.pipeline = Pipeline(self.policy, approvers=self.approvers,
+                                 signing_key=self.signing_key, state=restored.state)
+        return restored
+
+
+class _Leading:
+    """One lead: the clients, the merger and the bookkeeping between two restarts."""
+
+    def __init__(self, engine: DecisionEngine, producer: AIOKafkaProducer,
+                 consumer: AIOKafkaConsumer, probe: AIOKafkaConsumer,
+                 restored: Restored) -> None:
+        self.engine = engine
+        self.settings = engine.settings
+        self.metrics = engine.metrics
+        self.pipeline = engine.pipeline
+        self.producer = producer
+        self.consumer = consumer
+        self.probe = probe
+        self.positions: Positions = restored.positions
+        self.digests = restored.digests
+        self.topic_types = {self.settings.topic_prefix + name: kind
+                            for name, kind in self.settings.topics.inputs().items()}
+        self.merger = EventTimeMerger()
+        self.clock = IdleClock(self.settings.idle_advance_seconds)
+        if restored.state.services:
+            self.clock.seen(restored.state.fleet.clock)
+        self.clock.arrived(time.monotonic())
+        self.partitions: list[TopicPartition] = []
+        self.pending: list[tuple[str, bytes | None, bytes, OutputRecord]] = []
+        self.touched: set[str] = set()
+        self.active: set[str] = set()
+        """Services with open windows or a deployment at the last checkpoint."""
+        self.dirty = False
+        self.last_commit = time.monotonic()
+        self.last_probe = float("-inf")
+        self.primed = False
+        self.closed_until: dict[tuple[int, float], float] = {}
+
+    async def start(self) -> None:
+        consumer = self.consumer
+        partitions = []
+        for topic in self.topic_types:
+            found = await self.producer.partitions_for(topic)
+            if not found:
+                raise RuntimeError(f"input topic {topic} does not exist; "
+                                   "run `rollguard topics create`")
+            partitions.extend(TopicPartition(topic, p) for p in sorted(found))
+        self.partitions = partitions
+        consumer.assign(partitions)
+        for tp in partitions:
+            key = (tp.topic, tp.partition)
+            resume = self.positions.next_offset.get(key)
+            if resume is None:
+                await consumer.seek_to_beginning(tp)
+                self.positions.next_offset[key] = await consumer.position(tp)
+            else:
+                consumer.seek(tp, resume)
+            self.merger.set_lag(key, None, time.monotonic())
+
+    async def loop(self, stopping: asyncio.Event, lost: asyncio.Event) -> None:
+        while not stopping.is_set() and not lost.is_set():
+            batch = await self.consumer.getmany(timeout_ms=POLL_MS)
+            now = time.monotonic()
+            if batch:
+                self._take(batch, now)
+                for tp in batch:
+                    await self._read_lag(tp)
+            if now - self.last_probe >= PROBE_SECONDS:
+                await self._probe()
+            self._release(time.monotonic())
+            self._idle(time.monotonic())
+            self._observe()
+            if self.pending or (self.dirty and
+                                now - self.last_commit >= self.settings.commit_interval_seconds):
+                await self.checkpoint()
+        if self.dirty or self.pending:
+            await self.checkpoint()  # a clean hand-over: the next leader starts from here
+
+    def _take(self, batch: dict[TopicPartition, list[Any]], now: float) -> None:
+        """Decode a fetched batch: dead letters to publish, valid records into the merger."""
+        settings = self.settings
+        positions = self.positions
+        merger = self.merger
+        clock = self.clock
+        reference = time.time()
+        types: Counter[str] = Counter()
+        for tp, messages in batch.items():
+            key = (tp.topic, tp.partition)
+            expected = self.topic_types.get(tp.topic)
+            for message in messages:
+                offset = message.offset
+                positions.read(key, offset)
+                if positions.seen(key, offset):
+                    self.metrics.redelivered(tp.topic)
+                    continue
+                decoded = decode(
+                    message.value, key=message.key, topic=tp.topic, partition=tp.partition,
+                    offset=offset, expected_type=expected, reference_time=reference,
+                    max_clock_skew_seconds=settings.max_clock_skew_seconds,
+                    max_message_bytes=settings.max_message_bytes,
+                )
+                record = decoded.record
+                if record is None:
+                    letter = decoded.dead_letter
+                    assert letter is not None
+                    self.metrics.dead_letter(tp.topic)
+                    log.warning(
+                        "dead letter %s[%s]@%s: %s", tp.topic, tp.partition, offset, letter.error,
+                        extra={"topic": tp.topic, "partition": tp.partition, "offset": offset,
+                               "error": letter.error},
+                    )
+                    self._emit(letter, message.key)
+                    positions.done(key, offset)
+                    continue
+                types[record.type] += 1
+                merger.add(key, record.ts, (record, message.value, key, offset), now)
+                clock.seen(record.ts)
+            self.dirty = True
+        clock.arrived(now)
+        for kind, count in types.items():
+            self.metrics.events_in.labels(type=kind).inc(count)
+
+    async def _read_lag(self, tp: TopicPartition) -> None:
+        """Unread messages of ``tp`` as the last fetch response saw them (may be stale)."""
+        end = self.consumer.last_stable_offset(tp)
+        if end is None:
+            end = self.consumer.highwater(tp)
+        if end is not None and end >= 0:
+            position = await self.consumer.position(tp)
+            self.merger.set_lag((tp.topic, tp.partition), max(0, end - position))
+
+    async def _probe(self) -> None:
+        """Ask the broker (on its own connection) how far each input partition goes."""
+        asked = time.monotonic()  # what arrived before now is covered by the answer
+        ends = await self.probe.end_offsets(self.partitions)
+        for tp in self.partitions:
+            end = ends.get(tp)
+            if end is None:
+                continue
+            position = await self.consumer.position(tp)
+            lag = max(0, end - position)
+            self.merger.set_lag((tp.topic, tp.partition), lag, asked, confirmed=True)
+            self.metrics.lag(tp.topic, tp.partition, lag)
+        self.last_probe = asked
+        self.primed = True
+
+    def _release(self, now: float) -> None:
+        if not self.primed:
+            return  # the merger does not know every partition's position yet
+        released = self.merger.release(now)
+        if not released:
+            return
+        pipeline = self.pipeline
+        done = self.positions.done
+        touched = self.touched
+        for record, raw, key, offset in released:
+            done(key, offset)
+            service = getattr(record, "service", None)
+            if service:
+                touched.add(service)
+            for output in pipeline.process(record, raw):
+                self._emit(output, output.service.encode())
+        self.dirty = True
+
+    def _idle(self, now: float) -> None:
+        """When every input is caught up and quiet, let event time pass (IdleClock)."""
+        if len(self.merger) or self.merger.watermark(now) != float("inf"):
+            return
+        target = self.clock.idle_target(now, time.time())
+        if target is None or target <= self.pipeline.state.fleet.floor:
+            return
+        for output in self.pipeline.advance(target):
+            self._emit(output, output.service.encode())
+        self.dirty = True
+
+    def _observe(self) -> None:
+        """Window-close lag: wall time from the earliest moment a window may close (its end
+        plus the allowed lateness) to the moment the watermark closed it."""
+        fleet = self.pipeline.state.fleet
+        self.metrics.progress(len(self.merger), fleet.clock)
+        wall = time.time()
+        for width, lateness in fleet.configs:
+            closed = int(watermark(fleet, lateness) // width) * width
+            last = self.closed_until.get((width, lateness))
+            if last is not None and closed > last:
+                self.metrics.window_close_lag.observe(max(0.0, wall - (closed + lateness)))
+            self.closed_until[(width, lateness)] = closed
+
+    def _emit(self, record: Any, key: bytes | None) -> None:
+        topic = self.settings.topic(OUTPUT_TOPIC[record.type])
+        self.pending.append((topic, key, encode(record), record))
+
+    def _state_names(self) -> set[str]:
+        """Services whose state may have changed since the last checkpoint (superset)."""
+        state = self.pipeline.state
+        active = {name for name, svc in state.services.items()
+                  if svc.open or svc.deployment is not None}
+        owners = {request.service for request in state.fleet.requests.values()}
+        names = self.touched | active | self.active | owners
+        self.active = active
+        return names
+
+    async def checkpoint(self) -> None:
+        """Commit state, positions and outputs as one transaction."""
+        settings = self.settings
+        producer = self.producer
+        buffered = ((item[2], item[3]) for item in self.merger.items())
+        entries = encode_state(self.pipeline.state, self._state_names(),
+                               self.positions.snapshot(buffered), self.digests)
+        pending = self.pending
+        await producer.begin_transaction()
+        try:
+            for topic, key, value, _ in pending:
+                await producer.send(topic, value, key=key)
+            for key, value in entries:
+                await producer.send(settings.state_topic, value, key=key, partition=0)
+            await producer.commit_transaction()
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await producer.abort_transaction()
+            raise
+        for _, _, _, record in pending:
+            self.metrics.published(record)
+        self.pending = []
+        self.touched = set()
+        self.dirty = False
+        self.last_commit = time.monotonic()
+        self.engine.last_checkpoint = self.last_commit
+        self.metrics.checkpoints.inc()
+
+
+class IdleClock:
+    """Lets event time pass while every input is caught up and quiet.
+
+    After ``idle_seconds`` without a message, the watermark moves to the newest event time
+    seen (what replay does at the end of its input). If the input is live (its newest event
+    time is about as far behind the wall clock as the quiet period), event time then follows the
+    wall clock, so that a silent service's bake still ends and stale telemetry is still noticed
+    when nothing at all arrives; a historical backlog stops at its newest event time.
+    ``idle_seconds <= 0`` disables it.
+    """
+
+    def __init__(self, idle_seconds: float) -> None:
+        self.idle_seconds = idle_seconds
+        self.newest_event = float("-inf")
+        self.last_arrival: float | None = None
+
+    def seen(self, ts: float) -> None:
+        if ts > self.newest_event:
+            self.newest_event = ts
+
+    def arrived(self, now: float) -> None:
+        self.last_arrival = now
+
+    def idle_target(self, now: float, wall_now: float) -> float | None:
+        if self.idle_seconds <= 0 or self.last_arrival is None:
+            return None
+        quiet = now - self.last_arrival
+        if quiet < self.idle_seconds or self.newest_event == float("-inf"):
+            return None
+        behind = wall_now - self.newest_event
+        if behind > quiet + self.idle_seconds + 60:
+            # Historical input (a backlog replayed): event time does not follow the wall clock.
+            return self.newest_event
+        return self.newest_event + (quiet - self.idle_seconds)
+
+
+async def _first(*aws: Any) -> None:
+    """Wait until the first of ``aws`` completes; cancel the rest."""
+    tasks = [asyncio.ensure_future(a) for a in aws]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()
