@@ -24,6 +24,7 @@ async def find_request(
     consumer = AIOKafkaConsumer(
         settings.topic("approvals"), bootstrap_servers=settings.bootstrap_servers,
         group_id=None, enable_auto_commit=False, auto_offset_reset="earliest",
+        isolation_level="read_committed",  # the worker publishes in transactions
         **settings.kafka_client_options(),
     )
     await consumer.start()
@@ -54,7 +55,8 @@ async def _at_end(consumer: Any) -> bool:
     if not partitions:
         return False
     ends = await consumer.end_offsets(list(partitions))
-    return all(await consumer.position(tp) >= end for tp, end in ends.items())
+    positions = {tp: await consumer.position(tp) for tp in ends}
+    return all(positions[tp] >= end for tp, end in ends.items())
 
 
 async def publish_response(settings: Settings, request_id: str, identity: str, decision: str,

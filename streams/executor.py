@@ -175,6 +175,7 @@ async def run_executor(settings: Settings, config: ExecutorConfig,
     consumer = AIOKafkaConsumer(
         settings.topic("commands"), bootstrap_servers=settings.bootstrap_servers,
         group_id=config.group_id, enable_auto_commit=False, auto_offset_reset="earliest",
+        isolation_level="read_committed",  # never act on a command of an aborted checkpoint
         **options,
     )
     producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap_servers,

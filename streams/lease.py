@@ -80,7 +80,7 @@ class Lease(ConsumerRebalanceListener):  # type: ignore[misc]
             log.info("leadership revoked: writing a last checkpoint before handing over")
             try:
                 await asyncio.wait_for(self.idle.wait(), self.settings.session_timeout_seconds)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 log.warning("engine did not stop in time; the next leader fences it")
 
     async def on_partitions_assigned(self, assigned: Any) -> None:

@@ -37,9 +37,9 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from mode import Service
 
-from models.engine import watermark
 from models.events import OutputRecord
 from models.policy import Policy
+from models.state import watermark
 from streams.approvers import ApproverDirectory
 from streams.checkpoint import Positions, Restored, encode_state, restore
 from streams.lease import Lease
@@ -66,7 +66,7 @@ OUTPUT_TOPIC = {
 }
 
 
-class DecisionEngine(Service):  # type: ignore[misc]
+class DecisionEngine(Service):
     """Runs the decision core while this worker is the leader (see module doc)."""
 
     def __init__(
@@ -105,7 +105,7 @@ class DecisionEngine(Service):  # type: ignore[misc]
         if self._task is not None:
             try:
                 await asyncio.wait_for(self._task, 30)
-            except (asyncio.TimeoutError, asyncio.CancelledError):
+            except (TimeoutError, asyncio.CancelledError):
                 log.warning("engine did not stop within 30 s")
             except Exception:  # noqa: BLE001 - already logged by _run
                 pass
@@ -246,7 +246,7 @@ class _Leading:
 
     async def start(self) -> None:
         consumer = self.consumer
-        partitions = []
+        partitions: list[TopicPartition] = []
         for topic in self.topic_types:
             found = await self.producer.partitions_for(topic)
             if not found:

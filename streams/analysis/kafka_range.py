@@ -215,6 +215,7 @@ class _RangeReader:
             group_id=None,
             enable_auto_commit=False,
             auto_offset_reset="earliest",
+            isolation_level="read_committed",
             fetch_max_bytes=max(52428800, self.settings.max_message_bytes * 4),
             max_partition_fetch_bytes=max(1048576, self.settings.max_message_bytes * 4),
             **self.settings.kafka_client_options(),
