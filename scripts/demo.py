@@ -163,7 +163,8 @@ async def run() -> int:
         outputs = [settings.topic(n) for n in ("dead_letters", "decisions", "commands",
                                               "approvals", "verdicts", "results")]
         consumer = AIOKafkaConsumer(*outputs, bootstrap_servers=settings.bootstrap_servers,
-                                    auto_offset_reset="earliest", group_id=None)
+                                    auto_offset_reset="earliest", group_id=None,
+                                    isolation_level="read_committed")
         await consumer.start()
         dead = executed = 0
         decided: set[str] = set()
