@@ -71,7 +71,8 @@ def test_a_restored_engine_decides_what_the_uninterrupted_one_does(cut: float) -
     expected = list(replay_to_bytes(iter(lines), POLICY, max_clock_skew_seconds=1e10))
     assert [orjson.loads(r) for r in before + after] == [orjson.loads(r) for r in expected]
     assert any(orjson.loads(r).get("action") == "auto_rollback" for r in expected)
-    assert after  # the restored engine had work left to do
+    if cut < 0.5:  # cut before the decision: the restored engine is the one that makes it
+        assert any(orjson.loads(r).get("action") == "auto_rollback" for r in after)
 
 
 def test_unchanged_services_are_not_written_again_and_later_entries_win() -> None:
