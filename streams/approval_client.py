@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, Literal
 
 import orjson
 
@@ -59,7 +59,8 @@ async def _at_end(consumer: Any) -> bool:
     return all(positions[tp] >= end for tp, end in ends.items())
 
 
-async def publish_response(settings: Settings, request_id: str, identity: str, decision: str,
+async def publish_response(settings: Settings, request_id: str, identity: str,
+                           decision: Literal["approve", "deny"],
                            comment: str, key: Any, service: str | None) -> str:
     """Sign and publish the response; return the service it was keyed by."""
     from aiokafka import AIOKafkaProducer

@@ -11,7 +11,7 @@ import csv
 import math
 import sys
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, Literal, NoReturn
 
 import click
 from rich.console import Console
@@ -119,11 +119,11 @@ def policy_check(file: str | None, policy_path: str) -> None:
         f"{fleet.max_auto_rollbacks_per_service_per_hour}/h per service; "
         f"rollback authorities: {', '.join(loaded.rollback_authorities)}"
     )
-    for rule in loaded.preauthorizations:
+    for grant in loaded.preauthorizations:
         console.print(
-            f"pre-authorisation {rule.id} ({rule.owner}): {rule.service} on "
-            f"{'+'.join(rule.when)} despite {', '.join(rule.allow_despite) or 'nothing'} "
-            f"until {rule.expires.isoformat()}"
+            f"pre-authorisation {grant.id} ({grant.owner}): {grant.service} on "
+            f"{'+'.join(grant.when)} despite {', '.join(grant.allow_despite) or 'nothing'} "
+            f"until {grant.expires.isoformat()}"
         )
 
 
@@ -532,8 +532,9 @@ def executor(exec_template: str, verify_key: str, scope: tuple[str, ...], ledger
         pass
 
 
-def _respond(decision: str, request_id: str, identity: str, key_file: str, comment: str,
-             service: str | None, bootstrap_servers: str | None) -> None:
+def _respond(decision: Literal["approve", "deny"], request_id: str, identity: str,
+             key_file: str, comment: str, service: str | None,
+             bootstrap_servers: str | None) -> None:
     import asyncio
 
     from streams.approval_client import publish_response
