@@ -130,7 +130,13 @@ class DecisionEngine(Service):
             try:
                 await self._lead()
                 backoff = 1.0
-            except Exception as err:  # noqa: BLE001 - restart from the last checkpoint
+            except (Exception, asyncio.CancelledError) as err:  # noqa: BLE001 - restart
+                # A CancelledError that is not this task's own cancellation comes from a client:
+                # aiokafka's Fetcher.close() re-raises the cancellation of a fetch that was in
+                # its retry back-off (the broker was down), so consumer.stop() raises it.
+                # Letting it through ended this task for good: a live worker that never leads.
+                if isinstance(err, asyncio.CancelledError) and _cancelling():
+                    raise
                 self.last_error = f"{type(err).__name__}: {err}"
                 self._set_role("recovering")
                 self.metrics.restarts.inc()
@@ -471,6 +477,12 @@ class IdleClock:
             # Historical input (a backlog replayed): event time does not follow the wall clock.
             return self.newest_event
         return self.newest_event + (quiet - self.idle_seconds)
+
+
+def _cancelling() -> bool:
+    """True if the current task has been asked to stop (task.cancel())."""
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
 
 
 async def _first(*aws: Any) -> None:
