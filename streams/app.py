@@ -9,6 +9,8 @@ positions are the engine's (a lease in the group ``app_id``, positions in its ch
 
 from __future__ import annotations
 
+import tempfile
+from pathlib import Path
 from typing import Any
 
 import faust
@@ -38,6 +40,8 @@ def create_app(
         settings.app_id,
         broker=[f"kafka://{server}" for server in settings.bootstrap_servers.split(",")],
         store="memory://",
+        # Nothing is stored on disk (no faust tables); keep faust's data dir out of the cwd.
+        datadir=Path(tempfile.gettempdir()) / f"rollguard-faust-{settings.app_id}",
         web_enabled=settings.web_port != 0,
         web_host=settings.web_host,
         web_port=settings.web_port or 6066,
@@ -59,8 +63,11 @@ def create_app(
 
     @app.page("/health")
     async def health(web: Any, request: Any) -> Any:
-        return web.json({"status": "ok", "app_id": settings.app_id, **engine.health(),
-                         "events": engine.pipeline.counts_by_type()})
+        # 503 when the engine's task is gone: the process is up but decides nothing.
+        ok = engine.running
+        return web.json({"status": "ok" if ok else "engine stopped", "app_id": settings.app_id,
+                         **engine.health(), "events": engine.pipeline.counts_by_type()},
+                        status=200 if ok else 503)
 
     @app.page("/counts")
     async def counts(web: Any, request: Any) -> Any:

@@ -17,6 +17,11 @@ class WorkerMetrics:
             "rollguard_events_in_total", "Valid input events by type", ["type"],
             registry=registry,
         )
+        self.events_processed = Counter(
+            "rollguard_events_processed_total",
+            "Input events handed to the decision core (after the event-time merge)",
+            registry=registry,
+        )
         self.dead_letters = Counter(
             "rollguard_dead_letters_total", "Input messages sent to the dead-letter topic",
             ["topic"], registry=registry,
@@ -50,7 +55,7 @@ class WorkerMetrics:
             "rollguard_window_close_lag_seconds",
             "Wall time from the earliest moment a window may close (end + allowed lateness) "
             "to the moment the watermark closed it",
-            buckets=(0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300, 3600, float("inf")),
+            buckets=(0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300, 3600, float("inf")),
             registry=registry,
         )
         self.checkpoints = Counter(

@@ -28,9 +28,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import time
 from collections import Counter
+from collections.abc import Coroutine
 from contextlib import AsyncExitStack
 from typing import Any
 
@@ -56,7 +58,16 @@ log = logging.getLogger("rollguard.worker")
 
 PROBE_SECONDS = 0.25
 """How often the broker's end offsets are asked for (the merger's 'caught up' confirmation)."""
+PROBE_MIN_SECONDS = 0.02
+"""After new input the look-up is made at once, but not more often than this."""
 POLL_MS = 100
+TAKE_CHUNK = 250
+"""Messages per partition decoded before the merger releases (see ``_Leading._take``)."""
+PROBE_TIMEOUT_MS = 10_000
+CHECKPOINT_SHARE = 0.05
+"""Checkpoints without outputs take at most this share of the time (their interval grows)."""
+GC_THRESHOLD = 200_000
+"""The collector's first-generation threshold while leading (Python's default is 700)."""
 OUTPUT_TOPIC = {
     "dead_letter": "dead_letters",
     "decision": "decisions",
@@ -115,10 +126,15 @@ class DecisionEngine(Service):
         self.role = role
         self.metrics.leader.set(1 if role == "leader" else 0)
 
+    @property
+    def running(self) -> bool:
+        """False once the engine's task has ended (a bug, or shutting down)."""
+        return self._task is None or not self._task.done()
+
     def health(self) -> dict[str, Any]:
         age = None if self.last_checkpoint is None else time.monotonic() - self.last_checkpoint
-        return {"role": self.role, "last_error": self.last_error,
-                "seconds_since_checkpoint": age}
+        role = self.role if self.running else "stopped"
+        return {"role": role, "last_error": self.last_error, "seconds_since_checkpoint": age}
 
     async def _run(self) -> None:
         backoff = 1.0
@@ -178,17 +194,50 @@ class DecisionEngine(Service):
                 stack.push_async_callback(consumer.stop)
                 probe = AIOKafkaConsumer(
                     bootstrap_servers=settings.bootstrap_servers, group_id=None,
-                    isolation_level="read_committed", **options,
+                    isolation_level="read_committed",
+                    # A broker that does not answer a look-up of end offsets in this time is
+                    # treated as gone: the lead ends and restarts from the checkpoint.
+                    request_timeout_ms=PROBE_TIMEOUT_MS, **options,
                 )
                 await probe.start()
                 stack.push_async_callback(probe.stop)
                 run = _Leading(self, producer, consumer, probe, restored)
                 await run.start()
-                self._set_role("leader")
                 self.last_error = None
-                await run.loop(self._stopping, self.lease.lost)
+                while True:
+                    self._set_role("leader")
+                    await run.loop(self._stopping, self.lease.lost)
+                    if self._stopping.is_set() or not await self._regained(probe):
+                        return
         finally:
             self.lease.idle.set()
+
+    async def _regained(self, probe: AIOKafkaConsumer) -> bool:
+        """After a revocation (its last checkpoint is committed): is the lease back, with the
+        changelog untouched since? Then the state in memory is still the latest and the lead
+        goes on without a restore.
+
+        A member joining the group revokes every assignment before the sticky assignor hands
+        the lease back to the same leader; without this every standby that starts would cost
+        the leader a full restore and a re-read of what its merger held.
+        """
+        tp = TopicPartition(self.settings.state_topic, 0)
+        mark = (await probe.end_offsets([tp]))[tp]
+        self._set_role("standby")
+        self.lease.idle.set()  # the hand-over may proceed
+        try:
+            await asyncio.wait_for(_first(self.lease.held.wait(), self._stopping.wait()),
+                                   self.settings.session_timeout_seconds)
+        except TimeoutError:
+            return False
+        if self._stopping.is_set() or not self.lease.held.is_set():
+            return False
+        self.lease.idle.clear()
+        if (await probe.end_offsets([tp]))[tp] != mark:
+            log.info("leadership regained, but another leader wrote meanwhile: restoring")
+            return False
+        log.info("leadership regained; the state in memory is current")
+        return True
 
     async def _restore(self) -> Restored:
         """Read the state changelog to its end (committed entries only) and rebuild."""
@@ -272,67 +321,150 @@ class _Leading:
             self.merger.set_lag(key, None, time.monotonic())
 
     async def loop(self, stopping: asyncio.Event, lost: asyncio.Event) -> None:
-        while not stopping.is_set() and not lost.is_set():
-            batch = await self.consumer.getmany(timeout_ms=POLL_MS)
-            now = time.monotonic()
-            if batch:
-                self._take(batch, now)
-                for tp in batch:
-                    await self._read_lag(tp)
-            if now - self.last_probe >= PROBE_SECONDS:
-                await self._probe()
-            self._release(time.monotonic())
-            self._idle(time.monotonic())
-            self._observe()
-            if self.pending or (self.dirty and
-                                now - self.last_commit >= self.settings.commit_interval_seconds):
-                await self.checkpoint()
-        if self.dirty or self.pending:
-            await self.checkpoint()  # a clean hand-over: the next leader starts from here
+        consumer = self.consumer
+        interval = self.settings.commit_interval_seconds
+        spacing = interval  # between two checkpoints without outputs
+        commit: asyncio.Future[float] | None = None  # the checkpoint transaction in flight
+        unconfirmed = False  # something arrived that no end-offsets look-up has covered yet
+        # The merger's live-feed rule reorders a live feed by at most live_within seconds;
+        # within the allowed lateness that never changes a decision (streams/ordering.py).
+        policy = self.engine.policy
+        lateness = min([policy.defaults.allowed_lateness_seconds,
+                        *(rules.allowed_lateness_seconds for rules in policy.services.values())])
+        self.merger.live_within = min(self.merger.live_within, lateness)
+        thresholds = gc.get_threshold()
+        # Tens of thousands of records wait in the merger between two releases; with the
+        # default threshold (700) the collector's passes over them and over the whole state
+        # took a third of the worker's time (docs/performance.md).
+        gc.set_threshold(GC_THRESHOLD, *thresholds[1:])
+        try:
+            while not stopping.is_set() and not lost.is_set():
+                wait = POLL_MS
+                if unconfirmed:
+                    since = time.monotonic() - self.last_probe
+                    wait = max(0, min(wait, int((PROBE_MIN_SECONDS - since) * 1000)))
+                batch = await consumer.getmany(timeout_ms=wait)
+                now = time.monotonic()
+                if batch:
+                    unconfirmed = True
+                    for tp in batch:
+                        await self._read_lag(tp)
+                since = now - self.last_probe
+                if since >= PROBE_SECONDS or (unconfirmed and since >= PROBE_MIN_SECONDS):
+                    # While another input is idle, events wait for a look-up made after they
+                    # arrived (streams/ordering.py): ask at once rather than on the next period,
+                    # and before the batch is taken, so that it can be released as it is taken.
+                    unconfirmed = False
+                    await self._probe()
+                if batch:
+                    self._take(batch, now)
+                self._release(time.monotonic())
+                self._idle(time.monotonic())
+                self._observe()
+                if commit is not None and (commit.done() or self.pending):
+                    # Outputs wait for the transaction in flight, then go in the next one.
+                    # A checkpoint pickles every changed service (~230 µs each); with thousands
+                    # of busy services keep them to CHECKPOINT_SHARE of the time.
+                    spacing = max(interval, await commit / CHECKPOINT_SHARE)
+                    commit = None
+                if commit is None and (
+                    self.pending or (self.dirty and now - self.last_commit >= spacing)
+                ):
+                    # Taken now; committed while the loop goes on reading and deciding.
+                    commit = asyncio.ensure_future(self.checkpoint())
+            if commit is not None:
+                await commit
+                commit = None
+            if self.dirty or self.pending:
+                await self.checkpoint()  # a clean hand-over: the next leader starts from here
+        finally:
+            gc.set_threshold(*thresholds)
+            if commit is not None and not commit.done():
+                commit.cancel()
+                with contextlib.suppress(BaseException):
+                    await commit
 
     def _take(self, batch: dict[TopicPartition, list[Any]], now: float) -> None:
-        """Decode a fetched batch: dead letters to publish, valid records into the merger."""
+        """Decode a fetched batch: dead letters to publish, valid records into the merger.
+
+        A fetch holds thousands of messages per partition. They are taken in rounds of up to
+        ``TAKE_CHUNK`` per partition, and the merger releases after each round, so a record
+        reaches the core while it is still in the CPU's caches and few wait in memory (where
+        the collector traverses them). A partition with messages left for a later round counts
+        as not caught up, so nothing passes what it has not delivered yet. Per message there
+        is only the decode and two appends; the rest is done per partition and round.
+        """
         settings = self.settings
+        skew = settings.max_clock_skew_seconds
+        max_bytes = settings.max_message_bytes
         positions = self.positions
         merger = self.merger
-        clock = self.clock
         reference = time.time()
-        types: Counter[str] = Counter()
+        newest = float("-inf")
+        work = []
         for tp, messages in batch.items():
-            key = (tp.topic, tp.partition)
-            expected = self.topic_types.get(tp.topic)
-            for message in messages:
-                offset = message.offset
-                positions.read(key, offset)
-                if positions.seen(key, offset):
-                    self.metrics.redelivered(tp.topic)
-                    continue
-                decoded = decode(
-                    message.value, key=message.key, topic=tp.topic, partition=tp.partition,
-                    offset=offset, expected_type=expected, reference_time=reference,
-                    max_clock_skew_seconds=settings.max_clock_skew_seconds,
-                    max_message_bytes=settings.max_message_bytes,
-                )
-                record = decoded.record
-                if record is None:
-                    letter = decoded.dead_letter
-                    assert letter is not None
-                    self.metrics.dead_letter(tp.topic)
-                    log.warning(
-                        "dead letter %s[%s]@%s: %s", tp.topic, tp.partition, offset, letter.error,
-                        extra={"topic": tp.topic, "partition": tp.partition, "offset": offset,
-                               "error": letter.error},
+            if messages:
+                key = (tp.topic, tp.partition)
+                lag = merger.lag(key)
+                # Unknown lag: the merger would stop waiting for this partition after a while,
+                # so it is taken whole.
+                chunk = TAKE_CHUNK if lag is not None else len(messages)
+                work.append((key, messages, self.topic_types.get(tp.topic), lag, chunk))
+        start = 0
+        while work:
+            for key, messages, expected, lag, chunk in work:
+                topic, partition = key
+                skip = positions.skip.get(key)  # Positions.seen, hoisted out of the loop
+                times: list[float] = []
+                items: list[tuple[Any, bytes, tuple[str, int], int]] = []
+                for message in messages[start:start + chunk]:
+                    offset = message.offset
+                    if skip and offset in skip:
+                        self.metrics.redelivered(topic)
+                        continue
+                    value = message.value
+                    decoded = decode(
+                        value, key=message.key, topic=topic, partition=partition,
+                        offset=offset, expected_type=expected, reference_time=reference,
+                        max_clock_skew_seconds=skew, max_message_bytes=max_bytes,
                     )
-                    self._emit(letter, message.key)
-                    positions.done(key, offset)
-                    continue
-                types[record.type] += 1
-                merger.add(key, record.ts, (record, message.value, key, offset), now)
-                clock.seen(record.ts)
+                    record = decoded.record
+                    if record is None:
+                        letter = decoded.dead_letter
+                        assert letter is not None
+                        self.metrics.dead_letter(topic)
+                        log.warning(
+                            "dead letter %s[%s]@%s: %s", topic, partition, offset,
+                            letter.error, extra={"topic": topic, "partition": partition,
+                                                 "offset": offset, "error": letter.error},
+                        )
+                        self._emit(letter, message.key)
+                        positions.done(key, offset)
+                        continue
+                    times.append(record.ts)
+                    items.append((record, value, key, offset))
+                if items:
+                    merger.add_many(key, times, items, now)
+                    newest = max(newest, max(times))
+                    if expected:
+                        self.metrics.events_in.labels(type=expected).inc(len(items))
+                    else:
+                        for kind, count in Counter(item[0].type for item in items).items():
+                            self.metrics.events_in.labels(type=kind).inc(count)
+                left = len(messages) - start - chunk
+                if left > 0:
+                    merger.set_lag(key, (lag or 0) + left)
+                else:
+                    if lag is not None and chunk < len(messages):
+                        merger.set_lag(key, lag)  # what the fetch response or the probe said
+                    positions.read(key, messages[-1].offset)  # offsets ascend in a partition
+            start += TAKE_CHUNK
+            work = [entry for entry in work if entry[4] == TAKE_CHUNK and len(entry[1]) > start]
             self.dirty = True
-        clock.arrived(now)
-        for kind, count in types.items():
-            self.metrics.events_in.labels(type=kind).inc(count)
+            if work:
+                self._release(time.monotonic())
+        self.clock.seen(newest)
+        self.clock.arrived(now)
 
     async def _read_lag(self, tp: TopicPartition) -> None:
         """Unread messages of ``tp`` as the last fetch response saw them (may be stale)."""
@@ -361,19 +493,23 @@ class _Leading:
     def _release(self, now: float) -> None:
         if not self.primed:
             return  # the merger does not know every partition's position yet
-        released = self.merger.release(now)
+        released = self.merger.release(now, time.time())
         if not released:
             return
-        pipeline = self.pipeline
-        done = self.positions.done
+        process = self.pipeline.process
+        handled = self.positions.handled  # Positions.done, inlined: one append per event
         touched = self.touched
+        emit = self._emit
         for record, raw, key, offset in released:
-            done(key, offset)
+            handled[key].append(offset)
             service = getattr(record, "service", None)
             if service:
                 touched.add(service)
-            for output in pipeline.process(record, raw):
-                self._emit(output, output.service.encode())
+            outputs = process(record, raw)
+            if outputs:
+                for output in outputs:
+                    emit(output, output.service.encode())
+        self.metrics.events_processed.inc(len(released))
         self.dirty = True
 
     def _idle(self, now: float) -> None:
@@ -414,20 +550,34 @@ class _Leading:
         self.active = active
         return names
 
-    async def checkpoint(self) -> None:
-        """Commit state, positions and outputs as one transaction."""
-        settings = self.settings
-        producer = self.producer
+    def checkpoint(self) -> Coroutine[Any, Any, float]:
+        """Take a checkpoint now — the state, the positions and every output decided so far —
+        and return the transaction that commits them as one; it returns its duration (s).
+
+        What is taken is bytes, so the loop may read and decide on while the transaction is
+        sent; a failed commit ends the lead (``loop`` awaits it) and nothing of it is visible.
+        """
+        started = time.monotonic()
         buffered = ((item[2], item[3]) for item in self.merger.items())
         entries = encode_state(self.pipeline.state, self._state_names(),
                                self.positions.snapshot(buffered), self.digests)
-        pending = self.pending
+        pending, self.pending = self.pending, []
+        self.touched = set()
+        self.dirty = False
+        self.last_commit = started
+        return self._commit(entries, pending, started)
+
+    async def _commit(self, entries: list[tuple[bytes, bytes]],
+                      pending: list[tuple[str, bytes | None, bytes, OutputRecord]],
+                      started: float) -> float:
+        producer = self.producer
+        state_topic = self.settings.state_topic
         await producer.begin_transaction()
         try:
             for topic, key, value, _ in pending:
                 await producer.send(topic, value, key=key)
             for key, value in entries:
-                await producer.send(settings.state_topic, value, key=key, partition=0)
+                await producer.send(state_topic, value, key=key, partition=0)
             await producer.commit_transaction()
         except BaseException:
             with contextlib.suppress(Exception):
@@ -435,12 +585,10 @@ class _Leading:
             raise
         for _, _, _, record in pending:
             self.metrics.published(record)
-        self.pending = []
-        self.touched = set()
-        self.dirty = False
-        self.last_commit = time.monotonic()
-        self.engine.last_checkpoint = self.last_commit
+        done = time.monotonic()
+        self.engine.last_checkpoint = done
         self.metrics.checkpoints.inc()
+        return done - started
 
 
 class IdleClock:
