@@ -33,16 +33,16 @@ class Pipeline:
         self.approvers = approvers if approvers is not None else ApproverDirectory({})
         self.signing_key = signing_key
         self.state = state if state is not None else new_state()
-        self._by_service: defaultdict[str, Counter[str]] = defaultdict(Counter)
+        self._counts: Counter[tuple[str, str]] = Counter()
 
     def process(self, record: Any, raw: bytes = b"") -> list[Any]:
         """Hand one valid record to the core; return the output records to publish."""
-        service = getattr(record, "service", None) or "(none)"
-        self._by_service[service][record.type] += 1
+        self._counts[(getattr(record, "service", None) or "(none)", record.type)] += 1
         check = None
         if isinstance(record, ApprovalResponse):
             check = approval_check(raw, record, self.approvers)
-        return self._signed(step(self.state, record, self.policy, approval_check=check))
+        outputs = step(self.state, record, self.policy, approval_check=check)
+        return self._signed(outputs) if outputs else outputs
 
     def advance(self, event_time: float) -> list[Any]:
         """Move the watermark without an event (idle inputs, end of a replay)."""
@@ -67,10 +67,13 @@ class Pipeline:
                 for o in outputs]
 
     def counts_by_service(self) -> dict[str, dict[str, int]]:
-        return {s: dict(c) for s, c in sorted(self._by_service.items())}
+        by_service: defaultdict[str, dict[str, int]] = defaultdict(dict)
+        for (service, kind), count in sorted(self._counts.items()):
+            by_service[service][kind] = count
+        return dict(by_service)
 
     def counts_by_type(self) -> dict[str, int]:
         total: Counter[str] = Counter()
-        for counts in self._by_service.values():
-            total.update(counts)
+        for (_, kind), count in self._counts.items():
+            total[kind] += count
         return dict(sorted(total.items()))

@@ -97,7 +97,8 @@ class Settings(BaseSettings):
     """Quiet time after which event time follows the wall clock (0 disables); see app.py."""
 
     commit_interval_seconds: float = Field(default=1.0, gt=0)
-    """Longest time between two checkpoints (outputs are committed at once, not on this)."""
+    """Time between two checkpoints without outputs (stretched when checkpoints are costly;
+    outputs are committed at once)."""
     session_timeout_seconds: float = Field(default=10.0, ge=6, le=300)
     """How long a silent leader keeps the lease before a standby takes over (kill -9)."""
 
