@@ -53,9 +53,18 @@ class Lease(ConsumerRebalanceListener):  # type: ignore[misc]
             partition_assignment_strategy=(StickyPartitionAssignor,),
             session_timeout_ms=int(self.settings.session_timeout_seconds * 1000),
             heartbeat_interval_ms=max(500, int(self.settings.session_timeout_seconds * 250)),
+            # A topic the group's leader does not see yet gets no assignment until metadata is
+            # refreshed: keep that short (the default is five minutes).
+            metadata_max_age_ms=5000,
             **self.settings.kafka_client_options(),
         )
         await self._consumer.start()
+        # The worker may have created the leader topic a moment ago: wait until the broker's
+        # metadata shows it, or the first assignment hands out nothing and nobody leads.
+        for _ in range(100):
+            if self.topic in await self._consumer.topics():
+                break
+            await asyncio.sleep(0.1)
         self._consumer.subscribe(topics=[self.topic], listener=self)
         self._task = asyncio.create_task(self._poll(), name="rollguard-lease")
 
