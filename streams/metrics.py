@@ -78,9 +78,6 @@ class WorkerMetrics:
         self.buffered.set(buffered)
         self.event_time.set(event_time)
 
-    def event_in(self, kind: str) -> None:
-        self.events_in.labels(type=kind).inc()
-
     def dead_letter(self, topic: str) -> None:
         self.dead_letters.labels(topic=topic).inc()
 

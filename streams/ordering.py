@@ -146,10 +146,6 @@ class EventTimeMerger:
         state = self._sources.get(source)
         return None if state is None else state.lag
 
-    def forget(self, source: Hashable) -> None:
-        """Stop tracking a source (its partition was revoked)."""
-        self._sources.pop(source, None)
-
     def watermark(self, now: float = 0.0, wall: float | None = None) -> float:
         """Events at or before this time can be released without reordering."""
         return self._bounds(now, wall)[0]
