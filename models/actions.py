@@ -80,7 +80,6 @@ def carry_out(
         out.append(verdict(facts, outcome, ts, ruling.reasons))
         dep.stage = Stage.INCONCLUSIVE if outcome == "inconclusive" else Stage.PENDING
         dep.request_id = request.request_id
-        dep.request_expires_at = request.expires_at
         dep.request_reasons = tuple(c.value for c in ruling.reasons)
         state.fleet.requests[request.request_id] = RequestRecord(
             request_id=request.request_id,

@@ -41,6 +41,7 @@ from models.events import (
     MetricSample,
     OutputRecord,
 )
+from models.evidence import trial_evidence
 from models.policy import Policy
 from models.scoring import DetectorKit, default_kit
 from models.state import (
@@ -57,12 +58,7 @@ from models.state import (
     schedule,
     watermark,
 )
-from models.trial import (
-    ThresholdCheck,
-    check_thresholds,
-    exceeds,
-    threshold_rules,
-)
+from models.thresholds import ThresholdCheck, check_thresholds, exceeds, threshold_rules
 from models.windows import (
     WindowAccumulator,
     WindowSummary,
@@ -299,20 +295,21 @@ def _close_window(
     breaching: list[str] = []
     if dep is not None and metrics:
         # Under trial: judged against the frozen baseline, with the details kept for evidence.
-        checks = check_thresholds(metrics, sp, dep.baseline_values(sp))
+        checks = check_thresholds(metrics, rules, dep.baseline_values(sp))
         breaching = [name for name, check in checks.items() if check.breach]
         values = {name: check.value for name, check in checks.items()}
     else:
         # Idle: against the rolling baseline, with no more work than the comparison.
         values = {}
-        for name, stat, top, ratio in rules:
+        for rule in rules:
+            name = rule.metric
             stats = metrics.get(name)
             if stats is None:
                 continue
-            value = values[name] = stat_of(stats, stat)
+            value = values[name] = stat_of(stats, rule.stat)
             past = rolling.get(name)
             base = sum(past) / len(past) if past else None
-            if exceeds(value, top, ratio, base):
+            if exceeds(value, rule.max, rule.max_ratio_to_baseline, base):
                 breaching.append(name)
     on_trial = start < svc.trial_until and end > svc.trial_from
     pending = dep is not None and dep.stage in (Stage.PENDING, Stage.INCONCLUSIVE)
@@ -377,10 +374,12 @@ def _judge(state: EngineState, policy: Policy, svc: ServiceState, k: int, batch:
     kit = _kit(state)
     svc.models.catch_up(kit, svc.ring, sp, through=k - 1)
     scores = svc.models.score(kit, summary, sp)
-    findings, evidence = dep.observe(summary, checks, scores, sp, svc.last_seen, svc.alerts)
     fleet = _fleet_facts(state, policy, svc.name, summary.start, summary.end)
+    judgement = dep.observe(summary, checks, scores, policy, svc.last_seen, svc.alerts, fleet)
+    findings = dep.conclude(judgement)
     ruling = decide(dep.facts, dep.stage, findings, fleet, policy, summary.end)
     if ruling is not None:
+        evidence = trial_evidence(judgement, dep)
         carry_out(state, policy, svc, dep, ruling, summary.end, evidence, batch)
 
 

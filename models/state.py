@@ -20,7 +20,8 @@ from models.decide import DeploymentFacts
 from models.events import OutputRecord
 from models.records import At, deployment_evidence
 from models.scoring import DetectorKit, ServiceModels
-from models.trial import Deployment, ThresholdCheck, ThresholdRule
+from models.thresholds import ThresholdCheck, ThresholdRule
+from models.trial import Deployment
 from models.windows import WindowAccumulator, WindowSummary
 
 __all__ = [

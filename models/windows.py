@@ -52,8 +52,12 @@ StreamKey = tuple[str, str, str | None]
 
 
 def window_index(ts: float, width: float) -> int:
-    """Index ``k`` of the window ``[k * width, (k + 1) * width)`` that holds ``ts``."""
-    return math.floor(ts / width)
+    """Index ``k`` of the window ``[k * width, (k + 1) * width)`` that holds ``ts``.
+
+    Floor division, not ``floor(ts / width)``: the rounded quotient can land on the next
+    integer just below a boundary.
+    """
+    return int(ts // width)
 
 
 def window_bounds(k: int, width: float) -> tuple[float, float]:
