@@ -27,6 +27,7 @@ from models.state import (
     watermark,
 )
 from models.trial import Deployment
+from models.windows import window_index
 
 __all__ = ["apply_control", "carry_out"]
 
@@ -160,11 +161,11 @@ def _apply_deploy(state: EngineState, policy: Policy, event: DeployEvent, batch:
     dep = svc.deployment = Deployment.open(facts, sp)
     svc.trial_from = max(svc.trial_from, facts.deployed_at)
     svc.trial_until = max(svc.trial_until, dep.bake_until)
-    straddle = int(facts.deployed_at // svc.width)
+    straddle = window_index(facts.deployed_at, svc.width)
     svc.next_k = straddle if svc.next_k is None else max(svc.next_k, straddle)
-    limit = int(watermark(state.fleet, svc.lateness) // svc.width)
+    limit = window_index(watermark(state.fleet, svc.lateness), svc.width)
     for k in range(svc.next_k, limit):
-        batch.close(float((k + 1) * svc.width), svc, k)
+        batch.close(svc, k)
 
 
 def _reject(

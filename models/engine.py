@@ -66,6 +66,10 @@ from models.windows import (
     fold_metrics,
     ordered_alerts,
     stat_of,
+    window_bounds,
+    window_end,
+    window_index,
+    windows_overlapping,
 )
 
 __all__ = [
@@ -104,23 +108,16 @@ def step(
         if svc is None:
             svc = _new_service(state, policy, sample.service)
         ts = sample.ts
-        k = int(ts // svc.width)
+        k = window_index(ts, svc.width)
         acc = svc.open.get(k)
         if acc is None:
             acc = _open_window(state, svc, k)
         if acc is not None:
-            key = (sample.name, sample.source, sample.instance)
-            entry = acc.samples.get(key)
-            if entry is None:
-                acc.samples[key] = [ts, sample.value]
-            else:
-                entry.append(sample.value)
-                if ts > entry[0]:
-                    entry[0] = ts
+            acc.add_sample(sample.name, sample.source, sample.instance, ts, sample.value)
     elif kind is Alert:
         alert: Alert = event  # type: ignore[assignment]
         svc = state.services.get(alert.service) or _new_service(state, policy, alert.service)
-        k = int(alert.ts // svc.width)
+        k = window_index(alert.ts, svc.width)
         acc = svc.open.get(k) or _open_window(state, svc, k)
         if acc is not None:
             acc.alerts.append(alert)
@@ -202,14 +199,13 @@ def _new_service(state: EngineState, policy: Policy, name: str) -> ServiceState:
 
 def _config_due(fleet: FleetState, width: int, lateness: float) -> float:
     """Clock value at which the next window end of this configuration becomes due."""
-    limit = int(watermark(fleet, lateness) // width)
-    return (limit + 1) * width + lateness
+    return window_end(window_index(watermark(fleet, lateness), width), width) + lateness
 
 
 def _open_window(state: EngineState, svc: ServiceState, k: int) -> WindowAccumulator | None:
     """A new accumulator for window ``k``, or None (and a late count) if it already closed."""
     wm = watermark(state.fleet, svc.lateness)
-    if k < int(wm // svc.width) or (svc.next_k is not None and k < svc.next_k):
+    if k < window_index(wm, svc.width) or (svc.next_k is not None and k < svc.next_k):
         svc.late_events += 1
         svc.late_total += 1
         return None
@@ -226,13 +222,13 @@ def _run_due(state: EngineState, policy: Policy) -> list[OutputRecord]:
         if not svc.open and svc.deployment is None:
             continue
         width = svc.width
-        limit = int(watermark(fleet, svc.lateness) // width)
+        limit = window_index(watermark(fleet, svc.lateness), width)
         for k in svc.open:
             if k < limit:
-                batch.close(float((k + 1) * width), svc, k)
+                batch.close(svc, k)
         if svc.deployment is not None and svc.next_k is not None:
             for k in range(svc.next_k, limit):
-                batch.close(float((k + 1) * width), svc, k)
+                batch.close(svc, k)
     _queue_control(state, batch)
     heap = batch.heap
     while heap:
@@ -271,7 +267,7 @@ def _close_window(
 ) -> None:
     sp = policy.for_service(svc.name)
     width = svc.width
-    start, end = float(k * width), float((k + 1) * width)
+    start, end = window_bounds(k, width)
     acc = svc.open.pop(k, None)
     if svc.next_k is None or k + 1 > svc.next_k:
         svc.next_k = k + 1
@@ -328,7 +324,7 @@ def _close_window(
             last_seen[(name, source)] = ts
     if breaching:
         bucket_width = policy.defaults.window_seconds
-        for bucket in range(int(start // bucket_width), -int(-end // bucket_width)):
+        for bucket in windows_overlapping(start, end, bucket_width):
             state.fleet.breaches.setdefault(bucket, set()).add(svc.name)
     if dep is not None and dep.stage is not Stage.INCONCLUSIVE:
         batch.checks[(svc.name, k)] = checks
@@ -352,7 +348,7 @@ def _fleet_facts(
     fleet = state.fleet
     bucket_width = policy.defaults.window_seconds
     breaching: set[str] = set()
-    for bucket in range(int(start // bucket_width), -int(-end // bucket_width)):
+    for bucket in windows_overlapping(start, end, bucket_width):
         breaching |= fleet.breaches.get(bucket, set())
     since = end - _HOUR
     recent = [s for ts, s in fleet.rollbacks if ts > since]
@@ -392,7 +388,7 @@ def _prune(state: EngineState, policy: Policy) -> None:
     """Forget fleet history that no decision can need any more (keeps memory flat)."""
     fleet = state.fleet
     horizon = fleet.clock - _HOUR
-    bucket_floor = int(horizon // policy.defaults.window_seconds)
+    bucket_floor = window_index(horizon, policy.defaults.window_seconds)
     for bucket in [b for b in fleet.breaches if b < bucket_floor]:
         del fleet.breaches[bucket]
     while fleet.rollbacks and fleet.rollbacks[0][0] <= horizon:

@@ -22,7 +22,7 @@ from models.records import At, deployment_evidence
 from models.scoring import DetectorKit, ServiceModels
 from models.thresholds import ThresholdCheck, ThresholdRule
 from models.trial import Deployment
-from models.windows import WindowAccumulator, WindowSummary
+from models.windows import WindowAccumulator, WindowSummary, window_end
 
 __all__ = [
     "CLOSE",
@@ -173,11 +173,11 @@ class Batch:
     rules: dict[int, tuple[ThresholdRule, ...]] = field(default_factory=dict)
     """Threshold rules per ServicePolicy (by id; the policy outlives the batch)."""
 
-    def close(self, end: float, svc: ServiceState, k: int) -> None:
-        """Queue window ``k`` of ``svc`` (ending at ``end``) to close, once."""
+    def close(self, svc: ServiceState, k: int) -> None:
+        """Queue window ``k`` of ``svc`` to close at its end, once."""
         if (svc.name, k) not in self.queued:
             self.queued.add((svc.name, k))
-            heapq.heappush(self.heap, (end, 0, svc.name, k, None))
+            heapq.heappush(self.heap, (window_end(k, svc.width), 0, svc.name, k, None))
 
 
 def decision_evidence(
