@@ -29,7 +29,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from models.events import BLOCKERS, TRIGGERS, ReasonCode
+from models.events import BLOCKERS, TRIGGERS, ReasonCode, VerdictOutcome
 from models.facts import BakeEvidence, DeploymentFacts, Findings, FleetFacts, Stage
 from models.policy import Policy, PreAuthorization, ServicePolicy
 from models.rules import deployment_blockers, unconfirmed_fallback
@@ -65,7 +65,7 @@ def ordered(codes: Mapping[ReasonCode, Any] | set[ReasonCode]) -> tuple[ReasonCo
 
 
 Action = Literal["watch", "auto_rollback", "request_approval", "pass", "withdraw"]
-Verdict = Literal["pass", "rolled_back", "pending_approval", "inconclusive"]
+Verdict = VerdictOutcome
 
 
 @dataclass(frozen=True, slots=True)

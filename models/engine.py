@@ -29,30 +29,32 @@ from __future__ import annotations
 import heapq
 from bisect import insort
 from collections import deque
-from typing import Any
 
 from models.actions import apply_control, carry_out
 from models.decide import FleetFacts, Stage, decide
 from models.events import (
     Alert,
     ApprovalResponse,
+    CoreOutput,
     DeployEvent,
     DeployStatus,
     MetricSample,
-    OutputRecord,
 )
 from models.evidence import trial_evidence
 from models.policy import Policy
 from models.scoring import DetectorKit, default_kit
 from models.state import (
-    CLOSE,
-    CONTROL,
-    JUDGE,
     ApprovalCheck,
+    ApprovalControl,
     Batch,
+    DeployControl,
+    Due,
     EngineState,
     FleetState,
+    Phase,
     RequestRecord,
+    RequestStatus,
+    Scheduled,
     ServiceState,
     new_state,
     schedule,
@@ -99,11 +101,10 @@ def step(
     policy: Policy,
     *,
     approval_check: ApprovalCheck | None = None,
-) -> list[OutputRecord]:
+) -> list[CoreOutput]:
     """Fold one input event into ``state``; return the records to emit, in order."""
-    kind = type(event)
-    if kind is MetricSample:
-        sample: MetricSample = event  # type: ignore[assignment]
+    if isinstance(event, MetricSample):
+        sample = event
         svc = state.services.get(sample.service)
         if svc is None:
             svc = _new_service(state, policy, sample.service)
@@ -114,29 +115,26 @@ def step(
             acc = _open_window(state, svc, k)
         if acc is not None:
             acc.add_sample(sample.name, sample.source, sample.instance, ts, sample.value)
-    elif kind is Alert:
-        alert: Alert = event  # type: ignore[assignment]
+    elif isinstance(event, Alert):
+        alert = event
         svc = state.services.get(alert.service) or _new_service(state, policy, alert.service)
         k = window_index(alert.ts, svc.width)
         acc = svc.open.get(k) or _open_window(state, svc, k)
         if acc is not None:
             acc.alerts.append(alert)
-    elif kind is DeployEvent:
-        deploy: DeployEvent = event  # type: ignore[assignment]
-        svc = state.services.get(deploy.service) or _new_service(state, policy, deploy.service)
-        order = (deploy.deployment_id, _STATUS_RANK[deploy.status], deploy.model_dump_json())
-        schedule(state, svc, deploy.ts, "deploy", order, deploy)
-    elif kind is ApprovalResponse:
-        response: ApprovalResponse = event  # type: ignore[assignment]
+    elif isinstance(event, DeployEvent):
+        svc = state.services.get(event.service) or _new_service(state, policy, event.service)
+        schedule(state, svc, event.ts, DeployControl(event))
+    elif isinstance(event, ApprovalResponse):
+        response = event
         record = state.fleet.requests.get(response.request_id)
         name = record.service if record is not None else response.service
         owner = state.services.get(name) if name else None
         if owner is None and name:
             owner = _new_service(state, policy, name)
-        answer = (response.request_id, response.model_dump_json())
-        schedule(state, owner, response.ts, "approval", answer, (response, approval_check))
+        schedule(state, owner, response.ts, ApprovalControl(response, approval_check))
     else:
-        raise TypeError(f"not an input event: {kind.__name__}")
+        raise TypeError(f"not an input event: {type(event).__name__}")
 
     fleet = state.fleet
     ts = event.ts
@@ -147,7 +145,7 @@ def step(
     return []
 
 
-def advance(state: EngineState, policy: Policy, event_time: float) -> list[OutputRecord]:
+def advance(state: EngineState, policy: Policy, event_time: float) -> list[CoreOutput]:
     """Move every watermark to at least ``event_time`` and emit what that decides."""
     fleet = state.fleet
     if event_time > fleet.floor:
@@ -167,11 +165,13 @@ def last_bake_end(state: EngineState, policy: Policy) -> float:
         if dep is not None:
             end = max(end, dep.bake_until + svc.width + svc.lateness)
     for entry in state.fleet.timeline:
-        ts, kind, payload = entry[0], entry[-2], entry[-1]
-        if kind == "deploy":
-            rules = policy.for_service(payload.service)
-            end = max(end, ts + rules.bake_seconds + rules.window_seconds
-                      + rules.allowed_lateness_seconds)
+        match entry.control:
+            case DeployControl(event=deploy):
+                rules = policy.for_service(deploy.service)
+                end = max(end, entry.ts + rules.bake_seconds + rules.window_seconds
+                          + rules.allowed_lateness_seconds)
+            case _:
+                pass
     return end
 
 
@@ -213,7 +213,7 @@ def _open_window(state: EngineState, svc: ServiceState, k: int) -> WindowAccumul
     return acc
 
 
-def _run_due(state: EngineState, policy: Policy) -> list[OutputRecord]:
+def _run_due(state: EngineState, policy: Policy) -> list[CoreOutput]:
     fleet = state.fleet
     batch = Batch()
     services = state.services
@@ -232,19 +232,20 @@ def _run_due(state: EngineState, policy: Policy) -> list[OutputRecord]:
     _queue_control(state, batch)
     heap = batch.heap
     while heap:
-        t, phase, name, k, payload = heapq.heappop(heap)
-        if phase == CLOSE:
-            _close_window(state, policy, services[name], k, batch)
-        elif phase == JUDGE:
-            _judge(state, policy, services[name], k, batch)
-        else:
-            apply_control(state, policy, payload, batch)
+        due = heapq.heappop(heap)
+        match due:
+            case Due(phase=Phase.CLOSE):
+                _close_window(state, policy, services[due.service], due.k, batch)
+            case Due(phase=Phase.JUDGE):
+                _judge(state, policy, services[due.service], due.k, batch)
+            case Due(scheduled=Scheduled(control=control)):
+                apply_control(state, policy, control, batch)
         if not heap:
             _queue_control(state, batch)
     _prune(state, policy)
     fleet.next_due = min(
         [_config_due(fleet, w, lat) for (w, lat) in fleet.configs]
-        + [entry[0] + entry[5] for entry in fleet.timeline]
+        + [entry.ts + entry.lateness for entry in fleet.timeline]
     )
     return batch.out
 
@@ -252,11 +253,10 @@ def _run_due(state: EngineState, policy: Policy) -> list[OutputRecord]:
 def _queue_control(state: EngineState, batch: Batch) -> None:
     """Move control events whose time the watermark has reached into the batch."""
     fleet = state.fleet
-    keep: list[tuple[Any, ...]] = []
+    keep: list[Scheduled] = []
     for entry in fleet.timeline:
-        ts, rank, name, tiebreak, seq, lateness, kind, payload = entry
-        if ts <= watermark(fleet, lateness):
-            heapq.heappush(batch.heap, (ts, CONTROL, name, (rank, tiebreak, seq), (kind, payload)))
+        if entry.ts <= watermark(fleet, entry.lateness):
+            heapq.heappush(batch.heap, Due(entry.ts, Phase.CONTROL, entry.service, 0, entry))
         else:
             keep.append(entry)
     fleet.timeline = keep
@@ -328,7 +328,7 @@ def _close_window(
             state.fleet.breaches.setdefault(bucket, set()).add(svc.name)
     if dep is not None and dep.stage is not Stage.INCONCLUSIVE:
         batch.checks[(svc.name, k)] = checks
-        heapq.heappush(batch.heap, (end, JUDGE, svc.name, k, None))
+        heapq.heappush(batch.heap, Due(end, Phase.JUDGE, svc.name, k))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -397,6 +397,6 @@ def _prune(state: EngineState, policy: Policy) -> None:
     for rid in [
         r
         for r, rec in fleet.requests.items()
-        if rec.status != "pending" and rec.expires_at < forget
+        if rec.status is not RequestStatus.PENDING and rec.expires_at < forget
     ]:
         del fleet.requests[rid]
