@@ -239,52 +239,76 @@ def decide(
     if stage is Stage.INCONCLUSIVE:
         return None
     if stage is Stage.PENDING:
-        if triggers:
-            blockers, authority, evidence = _automation(deployment, findings, fleet, policy, ts)
-            if authority is None:
-                return None
-            details = {**triggers, **blockers}
-            details[ReasonCode.APPROVAL_SUPERSEDED] = (
-                "the breach still holds and automation is now allowed"
-            )
-            return Ruling(
-                "auto_rollback", ordered(details), details, "rolled_back", authority, evidence
-            )
-        if findings.clear_windows >= sp.consecutive_breach_windows:
-            details = {
-                ReasonCode.APPROVAL_WITHDRAWN: (
-                    f"nothing breached for {findings.clear_windows} consecutive windows"
-                )
-            }
-            return Ruling("withdraw", ordered(details), details, "inconclusive")
-        return None
-
+        return _while_pending(deployment, findings, triggers, fleet, policy, ts)
     if triggers:
-        blockers, authority, evidence = _automation(deployment, findings, fleet, policy, ts)
-        details = {**triggers, **blockers}
-        evidence["blockers"] = dict(blockers)
-        if authority is not None:
-            return Ruling(
-                "auto_rollback", ordered(details), details, "rolled_back", authority, evidence
-            )
-        # A request waits (at most consecutive_breach_windows - 1 windows) while another
-        # trigger is still building, so that it names the whole picture; a rollback never waits.
-        if findings.episode and findings.trigger_windows < sp.consecutive_breach_windows:
-            if stage is Stage.OBSERVING:
-                watched = {**findings.episode, **triggers}
-                return Ruling("watch", ordered(watched), watched)
-            return None
-        return Ruling(
-            "request_approval", ordered(details), details, "pending_approval", None, evidence
-        )
-
+        return _on_triggers(deployment, stage, findings, triggers, fleet, policy, ts)
     if findings.episode and stage is Stage.OBSERVING and not findings.bake_over:
         details = dict(findings.episode)
         return Ruling("watch", ordered(details), details)
-
     if findings.bake_over:
         gaps, evidence = _bake_end(findings, sp)
         if not gaps:
             return Ruling("pass", (), {}, "pass", None, evidence)
         return Ruling("request_approval", ordered(gaps), gaps, "inconclusive", None, evidence)
     return None
+
+
+def _while_pending(
+    deployment: DeploymentFacts,
+    findings: Findings,
+    triggers: dict[ReasonCode, str],
+    fleet: FleetFacts,
+    policy: Policy,
+    ts: float,
+) -> Ruling | None:
+    """Rule 1: supersede a pending request by a rollback, or withdraw it."""
+    sp = policy.for_service(deployment.service)
+    if triggers:
+        blockers, authority, evidence = _automation(deployment, findings, fleet, policy, ts)
+        if authority is None:
+            return None
+        details = {**triggers, **blockers}
+        details[ReasonCode.APPROVAL_SUPERSEDED] = (
+            "the breach still holds and automation is now allowed"
+        )
+        return Ruling(
+            "auto_rollback", ordered(details), details, "rolled_back", authority, evidence
+        )
+    if findings.clear_windows >= sp.consecutive_breach_windows:
+        details = {
+            ReasonCode.APPROVAL_WITHDRAWN: (
+                f"nothing breached for {findings.clear_windows} consecutive windows"
+            )
+        }
+        return Ruling("withdraw", ordered(details), details, "inconclusive")
+    return None
+
+
+def _on_triggers(
+    deployment: DeploymentFacts,
+    stage: Stage,
+    findings: Findings,
+    triggers: dict[ReasonCode, str],
+    fleet: FleetFacts,
+    policy: Policy,
+    ts: float,
+) -> Ruling | None:
+    """Rules 2 and 3: roll back, or request approval (or wait while a trigger builds)."""
+    sp = policy.for_service(deployment.service)
+    blockers, authority, evidence = _automation(deployment, findings, fleet, policy, ts)
+    details = {**triggers, **blockers}
+    evidence["blockers"] = dict(blockers)
+    if authority is not None:
+        return Ruling(
+            "auto_rollback", ordered(details), details, "rolled_back", authority, evidence
+        )
+    # A request waits (at most consecutive_breach_windows - 1 windows) while another
+    # trigger is still building, so that it names the whole picture; a rollback never waits.
+    if findings.episode and findings.trigger_windows < sp.consecutive_breach_windows:
+        if stage is Stage.OBSERVING:
+            watched = {**findings.episode, **triggers}
+            return Ruling("watch", ordered(watched), watched)
+        return None
+    return Ruling(
+        "request_approval", ordered(details), details, "pending_approval", None, evidence
+    )

@@ -29,6 +29,7 @@ from __future__ import annotations
 import heapq
 from bisect import insort
 from collections import deque
+from collections.abc import Mapping
 
 from models.actions import apply_control, carry_out
 from models.decide import FleetFacts, Stage, decide
@@ -41,7 +42,7 @@ from models.events import (
     MetricSample,
 )
 from models.evidence import trial_evidence
-from models.policy import Policy
+from models.policy import Policy, ServicePolicy
 from models.scoring import DetectorKit, default_kit
 from models.state import (
     ApprovalCheck,
@@ -60,8 +61,15 @@ from models.state import (
     schedule,
     watermark,
 )
-from models.thresholds import ThresholdCheck, check_thresholds, exceeds, threshold_rules
+from models.thresholds import (
+    ThresholdCheck,
+    ThresholdRule,
+    check_thresholds,
+    exceeds,
+    threshold_rules,
+)
 from models.windows import (
+    MetricStats,
     WindowAccumulator,
     WindowSummary,
     build_baseline,
@@ -286,33 +294,14 @@ def _close_window(
     rules = batch.rules.get(id(sp))
     if rules is None:
         rules = batch.rules[id(sp)] = threshold_rules(sp)
-    rolling = svc.rolling
-    checks: dict[str, ThresholdCheck] = {}
-    breaching: list[str] = []
-    if dep is not None and metrics:
-        # Under trial: judged against the frozen baseline, with the details kept for evidence.
-        checks = check_thresholds(metrics, rules, dep.baseline_values(sp))
-        breaching = [name for name, check in checks.items() if check.breach]
-        values = {name: check.value for name, check in checks.items()}
-    else:
-        # Idle: against the rolling baseline, with no more work than the comparison.
-        values = {}
-        for rule in rules:
-            name = rule.metric
-            stats = metrics.get(name)
-            if stats is None:
-                continue
-            value = values[name] = stat_of(stats, rule.stat)
-            past = rolling.get(name)
-            base = sum(past) / len(past) if past else None
-            if exceeds(value, rule.max, rule.max_ratio_to_baseline, base):
-                breaching.append(name)
+    checks, breaching, values = _thresholds(svc, sp, rules, metrics)
     on_trial = start < svc.trial_until and end > svc.trial_from
     pending = dep is not None and dep.stage in (Stage.PENDING, Stage.INCONCLUSIVE)
     learnable = bool(metrics) and not breaching and not on_trial and not pending
     summary = WindowSummary(k, start, end, metrics, alerts, tuple(breaching), learnable)
     svc.ring.append(summary)
 
+    rolling = svc.rolling
     for name, value in values.items():
         past = rolling.get(name)
         if past is None:
@@ -329,6 +318,36 @@ def _close_window(
     if dep is not None and dep.stage is not Stage.INCONCLUSIVE:
         batch.checks[(svc.name, k)] = checks
         heapq.heappush(batch.heap, Due(end, Phase.JUDGE, svc.name, k))
+
+
+def _thresholds(
+    svc: ServiceState,
+    sp: ServicePolicy,
+    rules: tuple[ThresholdRule, ...],
+    metrics: Mapping[str, MetricStats],
+) -> tuple[dict[str, ThresholdCheck], list[str], dict[str, float]]:
+    """The threshold checks of a closing window (under trial only), its breaching metrics,
+    and each threshold metric's policy stat (for the rolling baseline)."""
+    dep = svc.deployment
+    if dep is not None and metrics:
+        # Under trial: judged against the frozen baseline, with the details kept for evidence.
+        checks = check_thresholds(metrics, rules, dep.baseline_values(sp))
+        breaching = [name for name, check in checks.items() if check.breach]
+        return checks, breaching, {name: check.value for name, check in checks.items()}
+    # Idle: against the rolling baseline, with no more work than the comparison.
+    values: dict[str, float] = {}
+    breaching = []
+    for rule in rules:
+        name = rule.metric
+        stats = metrics.get(name)
+        if stats is None:
+            continue
+        value = values[name] = stat_of(stats, rule.stat)
+        past = svc.rolling.get(name)
+        base = sum(past) / len(past) if past else None
+        if exceeds(value, rule.max, rule.max_ratio_to_baseline, base):
+            breaching.append(name)
+    return {}, breaching, values
 
 
 # ----------------------------------------------------------------------------------------------
