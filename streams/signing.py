@@ -12,13 +12,16 @@ import base64
 import os
 import stat
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from pydantic import BaseModel
 
 from streams.serde import dumps, record_to_dict
+
+_Signed = TypeVar("_Signed", bound=BaseModel)
 
 __all__ = [
     "KeyError_",
@@ -46,7 +49,7 @@ def signature_of(data: dict[str, Any], key: Ed25519PrivateKey) -> str:
     return base64.b64encode(key.sign(canonical_bytes(data))).decode("ascii")
 
 
-def sign_record(record: Any, key: Ed25519PrivateKey) -> Any:
+def sign_record(record: _Signed, key: Ed25519PrivateKey) -> _Signed:
     """A copy of a frozen record with its ``signature`` filled in."""
     return record.model_copy(update={"signature": signature_of(record_to_dict(record), key)})
 
