@@ -107,6 +107,7 @@ def step(
         svc = state.services.get(sample.service)
         if svc is None:
             svc = _new_service(state, policy, sample.service)
+        state.touched.add(sample.service)
         ts = sample.ts
         k = int(ts // svc.width)
         acc = svc.open.get(k)
@@ -124,6 +125,7 @@ def step(
     elif kind is Alert:
         alert: Alert = event  # type: ignore[assignment]
         svc = state.services.get(alert.service) or _new_service(state, policy, alert.service)
+        state.touched.add(svc.name)
         k = int(alert.ts // svc.width)
         acc = svc.open.get(k) or _open_window(state, svc, k)
         if acc is not None:
@@ -131,6 +133,7 @@ def step(
     elif kind is DeployEvent:
         deploy: DeployEvent = event  # type: ignore[assignment]
         svc = state.services.get(deploy.service) or _new_service(state, policy, deploy.service)
+        state.touched.add(svc.name)
         order = (deploy.deployment_id, _STATUS_RANK[deploy.status], deploy.model_dump_json())
         schedule(state, svc, deploy.ts, "deploy", order, deploy)
     elif kind is ApprovalResponse:
@@ -140,6 +143,8 @@ def step(
         owner = state.services.get(name) if name else None
         if owner is None and name:
             owner = _new_service(state, policy, name)
+        if owner is not None:
+            state.touched.add(owner.name)
         answer = (response.request_id, response.model_dump_json())
         schedule(state, owner, response.ts, "approval", answer, (response, approval_check))
     else:
@@ -239,8 +244,11 @@ def _run_due(state: EngineState, policy: Policy) -> list[OutputRecord]:
                 batch.close(float((k + 1) * width), svc, k)
     _queue_control(state, batch)
     heap = batch.heap
+    touched = state.touched
     while heap:
         t, phase, name, k, payload = heapq.heappop(heap)
+        if name:
+            touched.add(name)
         if phase == CLOSE:
             _close_window(state, policy, services[name], k, batch)
         elif phase == JUDGE:
