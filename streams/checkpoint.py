@@ -55,6 +55,7 @@ __all__ = [
     "StateLog",
     "StateRefused",
     "restore",
+    "state_schema",
     "state_secret",
 ]
 
@@ -131,6 +132,13 @@ CODEC = StateCodec(
     detectors=[WindowDetector, JointDetector],
 )
 """The one codec of the state: every class it may build is reachable from these."""
+
+
+def state_schema() -> dict[str, Any]:
+    """JSON Schema of the ``data`` of ``svc:*`` and ``fleet`` records (format 2)."""
+    schema = CODEC.schema({"service": ServiceState, "fleet": FleetState})
+    schema["$id"] = "https://rollguard.dev/schemas/state-v2.schema.json"
+    return schema
 
 
 def state_secret(app_id: str, material: bytes) -> bytes:

@@ -156,6 +156,18 @@ class StateCodec:
         except (TypeError, ValueError, KeyError, AttributeError) as err:
             raise StateDecodeError(f"{type(err).__name__}: {err}") from None
 
+    def schema(self, roots: dict[str, Any]) -> dict[str, Any]:
+        """A JSON Schema (draft 2020-12) of the trees of ``roots`` (name -> type), one
+        ``$defs`` entry per class: what ``decode`` accepts, from the same annotations."""
+        defs: dict[str, Any] = {}
+        writer = _SchemaWriter(self, defs)
+        props = {name: writer.of(tp) for name, tp in roots.items()}
+        for cls in list(self._named.values()):  # also those only tagged where it says Any
+            writer.of(cls)
+        return {"$schema": "https://json-schema.org/draft/2020-12/schema",
+                "oneOf": [{"title": name, **ref} for name, ref in props.items()],
+                "$defs": dict(sorted(defs.items()))}
+
     def allowed_names(self) -> list[str]:
         """Names of the classes that may appear, tagged, where an annotation says ``Any``."""
         return sorted(self._named)
@@ -547,3 +559,91 @@ class StateCodec:
             raise _fail("a [key, value] pair", item)
         return item[0], item[1]
 
+
+
+class _SchemaWriter:
+    """JSON Schema of the codec's trees, type by type (mirrors ``StateCodec._build``)."""
+
+    def __init__(self, codec: StateCodec, defs: dict[str, Any]) -> None:
+        self.codec = codec
+        self.defs = defs
+
+    def _ref(self, cls: type, build: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+        name = cls.__name__
+        if name not in self.defs:
+            self.defs[name] = {}  # recursion guard
+            self.defs[name] = build()
+        return {"$ref": f"#/$defs/{name}"}
+
+    def of(self, tp: Any) -> dict[str, Any]:  # noqa: C901 - one branch per allowed kind
+        if tp is Any or tp is object:
+            tagged = {"type": "object", "required": [TAG], "properties": {
+                TAG: {"enum": ["float", "tuple", "set", "frozenset", "deque", "dict",
+                               *self.codec.allowed_names()]}}}
+            return {"description": "a JSON value; other values tagged by type", "anyOf": [
+                {"type": ["null", "boolean", "integer", "number", "string", "array"]},
+                {"type": "object"}, tagged]}
+        if tp is None or tp is type(None):
+            return {"type": "null"}
+        if tp is float:
+            return {"anyOf": [{"type": "number"}, {"enum": sorted(_NONFINITE)}]}
+        if tp in _SCALARS:
+            return {"type": {str: "string", int: "integer", bool: "boolean"}[tp]}
+        origin, args = get_origin(tp), get_args(tp)
+        if origin is Literal:
+            return {"enum": list(args)}
+        if origin is Union or origin is types.UnionType:
+            return {"anyOf": [self.of(a) for a in args]}
+        if origin in (list, Sequence, MutableSequence):
+            return {"type": "array", "items": self.of(args[0] if args else Any)}
+        if origin is tuple:
+            if not args or (len(args) == 2 and args[1] is Ellipsis):
+                return {"type": "array", "items": self.of(args[0] if args else Any)}
+            return {"type": "array", "prefixItems": [self.of(a) for a in args],
+                    "items": False}
+        if origin is collections.deque:
+            items = {"type": "array", "items": self.of(args[0] if args else Any)}
+            return {"anyOf": [items, {"type": "object", "required": ["maxlen", "items"],
+                                      "properties": {"maxlen": {"type": "integer"},
+                                                     "items": items},
+                                      "additionalProperties": False}]}
+        if origin in (set, frozenset, AbstractSet):
+            return {"type": "array", "items": self.of(args[0] if args else Any)}
+        if origin in (dict, Mapping, MutableMapping):
+            key, value = args if args else (Any, Any)
+            if key is str:
+                return {"type": "object", "additionalProperties": self.of(value)}
+            return {"type": "array", "items": {"type": "array", "prefixItems": [
+                self.of(key), self.of(value)], "items": False}}
+        if isinstance(tp, type):
+            if issubclass(tp, enum.Enum):
+                return self._ref(tp, lambda: {"enum": [m.value for m in tp]})
+            if issubclass(tp, float):
+                return self._ref(tp, lambda: self.of(float))
+            if issubclass(tp, BaseModel):
+                return self._ref(tp, lambda: self._model(tp))
+            if dataclasses.is_dataclass(tp):
+                return self._ref(tp, lambda: self._dataclass(tp))
+            if getattr(tp, "_is_protocol", False):
+                return {"type": "object", "required": ["kind", "version", "params", "state"],
+                        "properties": {"kind": {"enum": sorted(self.codec._detectors)}},
+                        "description": "a detector's own to_state()"}
+        raise TypeError(f"type {tp!r} is not allowed in the state")
+
+    def _model(self, tp: type[BaseModel]) -> dict[str, Any]:
+        schema = tp.model_json_schema(mode="serialization", ref_template="#/$defs/{model}")
+        for name, sub in schema.pop("$defs", {}).items():
+            self.defs.setdefault(name, sub)
+        return schema
+
+    def _dataclass(self, tp: type) -> dict[str, Any]:
+        hints = get_type_hints(tp)
+        fields = dataclasses.fields(tp)
+        return {
+            "type": "object",
+            "description": (tp.__doc__ or "").strip().split("\n")[0],
+            "properties": {f.name: self.of(hints[f.name]) for f in fields},
+            "required": [f.name for f in fields if f.default is dataclasses.MISSING
+                         and f.default_factory is dataclasses.MISSING],
+            "additionalProperties": False,
+        }

@@ -25,6 +25,7 @@ from streams.checkpoint import (
     StateRefused,
     restore,
     seal,
+    state_schema,
     state_secret,
 )
 from streams.pipeline import Pipeline
@@ -328,3 +329,20 @@ def test_the_codec_builds_only_allowed_types() -> None:
             [1.0, 0, "x", [], 1, 0.0, "deploy", {"$": "Popen", "v": {}}]]})
     with pytest.raises(ValueError):
         CODEC.decode(type(Pipeline(POLICY).state.fleet), tree)
+
+
+def test_the_state_schema_describes_what_is_written() -> None:
+    schema = state_schema()
+    defs = schema["$defs"]
+    assert {"ServiceState", "FleetState", "Deployment", "WindowSummary", "MetricStats",
+            "DeployEvent", "ApprovalResponse"} <= set(defs)
+    lines, _ = _scenario("bad-deploy")
+    pipeline = Pipeline(POLICY)
+    for line in lines[:1200]:
+        _process(pipeline, line)
+    svc = next(iter(pipeline.state.services.values()))
+    assert svc.deployment is not None
+    tree = orjson.loads(orjson.dumps(CODEC.encode(ServiceState, svc)))
+    assert set(tree) == set(defs["ServiceState"]["properties"])
+    assert set(tree["deployment"]) == set(defs["Deployment"]["properties"])
+    assert set(tree["ring"]["items"][0]) == set(defs["WindowSummary"]["properties"])
