@@ -89,6 +89,11 @@ def _dec_none(v: Any) -> Any:
     return None
 
 
+def _plain_kind(tp: Any) -> type | None:
+    """The type whose values decode as themselves (str, int, bool), else None."""
+    return tp if tp in _SCALARS else None
+
+
 def _identity(v: Any) -> Any:
     return v
 
@@ -460,15 +465,22 @@ class StateCodec:
                 for (name, how, enc), x in zip(plan, getter(v), strict=True)
             }
 
+        scalar = {id(_enc_float): float}
+        checks = [(name, scalar.get(id(enc)) or _plain_kind(hints[name]), dec, default)
+                  for name, enc, dec, default in fields]
+
         def dec_dc(v: Any) -> Any:
             if type(v) is not dict:
                 raise _fail(f"{tp.__name__} (an object)", v)
             if not names.issuperset(v):
                 raise StateDecodeError(f"{tp.__name__} has no field {sorted(set(v) - names)}")
             obj: Any = new(tp)
-            for name, _, dec, default in fields:
+            for name, kind, dec, default in checks:
                 if name in v:
-                    value = dec(v[name])
+                    value = v[name]
+                    # str, int, bool and finite floats are checked here, the rest by ``dec``.
+                    if kind is None or type(value) is not kind:
+                        value = dec(value)
                 elif default is not None:
                     value = default()
                 else:
