@@ -116,6 +116,7 @@ def step(
         svc = state.services.get(sample.service)
         if svc is None:
             svc = _new_service(state, policy, sample.service)
+        state.touched.add(sample.service)
         ts = sample.ts
         k = window_index(ts, svc.width)
         acc = svc.open.get(k)
@@ -126,12 +127,14 @@ def step(
     elif isinstance(event, Alert):
         alert = event
         svc = state.services.get(alert.service) or _new_service(state, policy, alert.service)
+        state.touched.add(svc.name)
         k = window_index(alert.ts, svc.width)
         acc = svc.open.get(k) or _open_window(state, svc, k)
         if acc is not None:
             acc.alerts.append(alert)
     elif isinstance(event, DeployEvent):
         svc = state.services.get(event.service) or _new_service(state, policy, event.service)
+        state.touched.add(svc.name)
         schedule(state, svc, event.ts, DeployControl(event))
     elif isinstance(event, ApprovalResponse):
         response = event
@@ -140,6 +143,8 @@ def step(
         owner = state.services.get(name) if name else None
         if owner is None and name:
             owner = _new_service(state, policy, name)
+        if owner is not None:
+            state.touched.add(owner.name)
         schedule(state, owner, response.ts, ApprovalControl(response, approval_check))
     else:
         raise TypeError(f"not an input event: {type(event).__name__}")
@@ -239,8 +244,11 @@ def _run_due(state: EngineState, policy: Policy) -> list[CoreOutput]:
                 batch.close(svc, k)
     _queue_control(state, batch)
     heap = batch.heap
+    touched = state.touched
     while heap:
         due = heapq.heappop(heap)
+        if due.service:
+            touched.add(due.service)
         match due:
             case Due(phase=Phase.CLOSE):
                 _close_window(state, policy, services[due.service], due.k, batch)

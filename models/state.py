@@ -229,6 +229,9 @@ class EngineState:
     fleet: FleetState = field(default_factory=FleetState)
     kit: DetectorKit | None = None
     """How to make anomaly detectors (None: ``models.anomaly``, resolved when first needed)."""
+    touched: set[str] = field(default_factory=set)
+    """Services whose state changed since the shell last emptied this set (its checkpoints
+    write only those); not itself part of the state."""
 
 
 def new_state(detectors: DetectorKit | None = None) -> EngineState:

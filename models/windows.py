@@ -96,6 +96,7 @@ def percentile95(ordered: Sequence[float]) -> float:
     return ordered[max(rank, 1) - 1]
 
 
+@dataclass(slots=True)
 class WindowAccumulator:
     """What one open window of one service has collected so far: raw values and alerts.
 
@@ -103,11 +104,8 @@ class WindowAccumulator:
     slot 0 lets staleness be judged exactly without a second dict.
     """
 
-    __slots__ = ("samples", "alerts")
-
-    def __init__(self) -> None:
-        self.samples: dict[StreamKey, list[float]] = {}
-        self.alerts: list[Alert] = []
+    samples: dict[StreamKey, list[float]] = field(default_factory=dict)
+    alerts: list[Alert] = field(default_factory=list)
 
     def add_sample(
         self, name: str, source: str, instance: str | None, ts: float, value: float
@@ -121,12 +119,6 @@ class WindowAccumulator:
             entry.append(value)
             if ts > entry[0]:
                 entry[0] = ts
-
-    def __getstate__(self) -> tuple[dict[StreamKey, list[float]], list[Alert]]:
-        return (self.samples, self.alerts)
-
-    def __setstate__(self, state: tuple[dict[StreamKey, list[float]], list[Alert]]) -> None:
-        self.samples, self.alerts = state
 
 
 @dataclass(slots=True)
