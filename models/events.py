@@ -355,10 +355,13 @@ class DeadLetter(_Record):
 OutputRecord = RollbackCommand | ApprovalRequest | Decision | ReleaseVerdict | DeadLetter
 
 
-def stable_id(prefix: str, deployment_id: str) -> str:
-    """A stable id derived from a deployment id: one command and one request per deployment.
+def stable_id(prefix: str, service: str, deployment_id: str) -> str:
+    """A stable id of one deployment, scoped by its service (DESIGN §6): one command and one
+    request per (service, deployment_id), so two services that reuse a deployment id never
+    share one. The service is length-prefixed, so no pair of names can collide by spelling.
 
-    >>> stable_id("cmd", "dep-42")
-    'cmd-a34fe5ffff4e5568'
+    >>> stable_id("cmd", "checkout", "dep-42")
+    'cmd-ec281ebdde41dd56'
     """
-    return f"{prefix}-{hashlib.sha256(deployment_id.encode('utf-8')).hexdigest()[:16]}"
+    scoped = f"{len(service)}:{service}:{deployment_id}"
+    return f"{prefix}-{hashlib.sha256(scoped.encode('utf-8')).hexdigest()[:16]}"

@@ -105,8 +105,8 @@ def check_command(
         return f"out of scope: service {service!r} is not in this executor's scope {list(scope)}"
     if data["from_version"] == data["to_version"]:
         return "out of scope: from_version equals to_version"
-    if data["command_id"] != stable_id("cmd", str(data["deployment_id"])):
-        return "out of scope: command_id is not the one of its deployment"
+    if data["command_id"] != stable_id("cmd", service, str(data["deployment_id"])):
+        return "out of scope: command_id is not the one of its (service, deployment)"
     return None
 
 

@@ -37,7 +37,7 @@ from tests.unit.core_factories import (
 POLICY = load_policy()
 D = T0 + 1500.0
 END = D + 800.0
-REQ = request_id("dep-1")
+REQ = request_id("search", "dep-1")
 
 
 def recording(
@@ -85,8 +85,8 @@ def test_bad_release_gets_exactly_one_command() -> None:
     ]
     (command,) = of_type(outputs, "rollback_command")
     assert isinstance(command, RollbackCommand)
-    digest = hashlib.sha256(b"dep-1").hexdigest()[:16]
-    assert command.command_id == command_id("dep-1") == f"cmd-{digest}"
+    digest = hashlib.sha256(b"6:search:dep-1").hexdigest()[:16]
+    assert command.command_id == command_id("search", "dep-1") == f"cmd-{digest}"
     assert (command.from_version, command.to_version, command.authority) == ("v2", "v1", "auto")
     assert command.issued_by == "svc:rollguard" and command.signature == ""
     assert command.issued_at == D + 90  # windows [D+30, D+60) and [D+60, D+90) breached

@@ -25,7 +25,8 @@ def keys(tmp_path: Path) -> tuple[Any, Any]:
 
 def make_command(private: Any, **changes: Any) -> dict[str, Any]:
     fields: dict[str, Any] = dict(
-        command_id=stable_id("cmd", "dep-1"), deployment_id="dep-1", service="checkout",
+        command_id=stable_id("cmd", "checkout", "dep-1"), deployment_id="dep-1",
+        service="checkout",
         from_version="v2", to_version="v1", authority="auto", issued_by="svc:rollguard",
         issued_at=NOW, expires_at=NOW + 300, reasons=("THRESHOLD_BREACH",), evidence={},
         policy_version="p",
