@@ -182,6 +182,7 @@ def _reject(
         "approver": response.approver,
         "decision": response.decision,
         "cause": cause,
+        "signed_at": At(response.ts),
         "late_events": svc.late_events if svc is not None else 0,
     }
     if svc is not None:
@@ -193,7 +194,7 @@ def _reject(
             service,
             "none",
             (ReasonCode.APPROVAL_REJECTED,),
-            response.ts,
+            response.arrival,
             evidence,
             policy.version,
         )
@@ -216,6 +217,8 @@ def _approval_problem(
         return f"request already {record.status}"
     if dep is None or dep.facts.deployment_id != record.deployment_id:
         return "the deployment is no longer open"
+    if response.service is not None and response.service != record.service:
+        return f"the request is of service {record.service}, not {response.service}"
     if check is None:
         return "signature missing or invalid (the response was not verified)"
     if not check.approver_known:
@@ -226,8 +229,12 @@ def _approval_problem(
         return f"{response.approver} lacks role {record.required_role}"
     if response.approver == record.deploy_actor:
         return f"self-approval: {response.approver} deployed this release"
-    if response.ts > record.expires_at:
-        return "the request had expired when the response was given"
+    skew = abs(response.ts - response.arrival)
+    if skew > check.max_clock_skew_seconds:
+        return (f"signed ts is {skew:.0f} s from its arrival "
+                f"(max_clock_skew_seconds={check.max_clock_skew_seconds:g})")
+    if response.arrival > record.expires_at:
+        return "the request had expired when the response arrived"
     return None
 
 
@@ -249,11 +256,12 @@ def _apply_approval(
     assert record is not None and svc is not None and dep is not None
     sp = policy.for_service(service)
     facts = dep.facts
-    ts = response.ts
+    ts = response.arrival
     answer = {
         "request_id": record.request_id,
         "approver": response.approver,
         "decision": response.decision,
+        "signed_at": At(response.ts),
         "comment": response.comment,
         "request_reasons": list(dep.request_reasons),
     }

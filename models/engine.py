@@ -141,12 +141,15 @@ def step(
         if owner is None and name:
             owner = _new_service(state, policy, name)
         answer = (response.request_id, response.model_dump_json())
-        schedule(state, owner, response.ts, "approval", answer, (response, approval_check))
+        # Arrival order (DESIGN §6): the broker's time, not the time the approver signed.
+        schedule(state, owner, response.arrival, "approval", answer, (response, approval_check))
+        ts = response.arrival
     else:
         raise TypeError(f"not an input event: {kind.__name__}")
 
     fleet = state.fleet
-    ts = event.ts
+    if kind is not ApprovalResponse:
+        ts = event.ts
     if ts > fleet.clock:
         fleet.clock = ts
     if fleet.clock >= fleet.next_due:

@@ -262,6 +262,15 @@ class ApprovalResponse(_Record):
     # The service is the Kafka key of every topic; approval responses carry it so that they
     # land in the partition of the deployment they answer.
     service: NonEmpty | None = None
+    # When the broker appended the response (its LogAppendTime), set by the worker and carried
+    # by `rollguard export` into replay files; never signed and never the approver's to set
+    # (the worker overwrites it). The core orders and times a response by it (DESIGN §6).
+    received_at: EventTime | None = None
+
+    @property
+    def arrival(self) -> float:
+        """The response's time in the core: its arrival at the broker if known, else ``ts``."""
+        return self.received_at if self.received_at is not None else self.ts
 
 
 InputEvent = Annotated[

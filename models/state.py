@@ -55,6 +55,8 @@ class ApprovalCheck:
     signature_valid: bool
     approver_known: bool
     approver_roles: frozenset[str] = frozenset()
+    max_clock_skew_seconds: float = float("inf")
+    """How far the signed ``ts`` may be from the arrival time (the shell's setting)."""
 
 
 @dataclass(slots=True)

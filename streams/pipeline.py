@@ -28,8 +28,10 @@ class Pipeline:
         approvers: ApproverDirectory | None = None,
         signing_key: Any = None,
         state: EngineState | None = None,
+        max_clock_skew_seconds: float = float("inf"),
     ) -> None:
         self.policy = policy
+        self.max_clock_skew_seconds = max_clock_skew_seconds
         self.approvers = approvers if approvers is not None else ApproverDirectory({})
         self.signing_key = signing_key
         self.state = state if state is not None else new_state()
@@ -40,7 +42,7 @@ class Pipeline:
         self._counts[(getattr(record, "service", None) or "(none)", record.type)] += 1
         check = None
         if isinstance(record, ApprovalResponse):
-            check = approval_check(raw, record, self.approvers)
+            check = approval_check(raw, record, self.approvers, self.max_clock_skew_seconds)
         outputs = step(self.state, record, self.policy, approval_check=check)
         return self._signed(outputs) if outputs else outputs
 

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from models.engine import ApprovalCheck, new_state, step
-from models.events import ApprovalRequest, Decision, RollbackCommand
+from models.events import ApprovalRequest, ApprovalResponse, Decision, RollbackCommand
 from models.records import command_id, request_id
 from tests.unit.core_factories import (
     GOOD,
@@ -226,6 +226,51 @@ def test_second_answer_to_a_decided_request_is_rejected() -> None:
     assert last.reasons == ("APPROVAL_REJECTED",)
     assert last.evidence["cause"] == "request already approved"
     assert last.deployment_id == "dep-1"
+
+
+def _arrived(response: Any, received_at: float) -> Any:
+    return response.model_copy(update={"received_at": received_at})
+
+
+def _by_arrival(*responses: Any, end: float = END) -> list[Any]:
+    """The recording with ``responses`` where the worker would read them: at their arrival."""
+    events = [*recording(BAD, end=end, data_writes=True), *responses]
+    return sorted(events, key=lambda e: e.arrival if isinstance(e, ApprovalResponse) else e.ts)
+
+
+def test_a_backdated_approve_published_after_a_deny_issues_no_command() -> None:
+    deny = _arrived(approval(WHEN, REQ, decision="deny"), WHEN)
+    backdated = _arrived(approval(WHEN - 1, REQ), WHEN + 2)  # signed "earlier", arrived later
+    outputs = run(_by_arrival(deny, backdated), POLICY)
+    assert not of_type(outputs, "rollback_command")
+    assert ("none", ("DENIED",)) in actions(outputs)
+    last = decisions(outputs)[-1]
+    assert last.reasons == ("APPROVAL_REJECTED",)
+    assert last.evidence["cause"] == "request already denied"
+    assert last.ts == WHEN + 2  # the broker's time, not the signed one
+
+
+@pytest.mark.parametrize(
+    ("response", "cause"),
+    [
+        # signed 1,000 s before it reached the broker (limit 300 s)
+        (_arrived(approval(WHEN - 1000, REQ), WHEN), "from its arrival"),
+        # signed 1,000 s after it reached the broker
+        (_arrived(approval(WHEN + 1000, REQ), WHEN), "from its arrival"),
+        # signed in time, but arrived after the request expired (D + 90 + 1800)
+        (_arrived(approval(D + 90 + 1700, REQ), D + 90 + 1801), "expired"),
+        # the right request id, named under another service
+        (approval(WHEN, REQ, service="checkout"), "the request is of service search"),
+    ],
+    ids=["backdated", "postdated", "late-arrival", "other-service"],
+)
+def test_arrival_rejections(response: Any, cause: str) -> None:
+    check = ApprovalCheck(True, True, frozenset({"sre-oncall"}), max_clock_skew_seconds=300)
+    end = max(END, response.arrival + 60)
+    outputs = run(_by_arrival(response, end=end), POLICY, checks={response.approver: check})
+    rejected = [d for d in decisions(outputs) if d.reasons == ("APPROVAL_REJECTED",)]
+    assert len(rejected) == 1 and cause in rejected[0].evidence["cause"], rejected
+    assert not of_type(outputs, "rollback_command")
 
 
 def test_unanswered_request_expires() -> None:
