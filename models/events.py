@@ -311,6 +311,8 @@ class RollbackCommand(_Record):
     reasons: tuple[str, ...]
     evidence: dict[str, Any]
     policy_version: str
+    key_id: str = ""
+    """Id of the gate key that signed it (a verifier looks it up in its keyring)."""
     signature: str = ""
 
 
@@ -328,6 +330,9 @@ class ApprovalRequest(_Record):
     runbook: str | None = None
     deploy_actor: str | None = None
     policy_version: str = ""
+    key_id: str = ""
+    signature: str = ""
+    """Signed by the gate like a command, so approvers can tell a genuine request."""
 
 
 class Decision(_Record):

@@ -90,7 +90,7 @@ def approval_check(
     """What the shell verifies of an approval response before the core judges it.
 
     The signature is checked over the message *as received* (its JSON object minus
-    ``signature`` and ``received_at``, the broker's time that export adds), so approvers'
+    ``signature`` and ``received_at``, the broker's time: streams/signing.py), so approvers'
     tools need not serialise exactly as rollguard does.
     """
     approver = directory.get(response.approver)
@@ -98,8 +98,6 @@ def approval_check(
         data = orjson.loads(raw)
     except orjson.JSONDecodeError:
         data = None
-    if isinstance(data, dict):
-        data.pop("received_at", None)
     valid = (
         approver is not None
         and isinstance(data, dict)

@@ -10,10 +10,10 @@ from collections import Counter, defaultdict
 from typing import Any
 
 from models.engine import EngineState, advance, last_bake_end, new_state, step
-from models.events import ApprovalResponse, RollbackCommand
+from models.events import ApprovalRequest, ApprovalResponse, RollbackCommand
 from models.policy import Policy
 from streams.approvers import ApproverDirectory, approval_check
-from streams.signing import sign_record
+from streams.signing import key_id_of, sign_record
 
 __all__ = ["Pipeline"]
 
@@ -34,6 +34,7 @@ class Pipeline:
         self.max_clock_skew_seconds = max_clock_skew_seconds
         self.approvers = approvers if approvers is not None else ApproverDirectory({})
         self.signing_key = signing_key
+        self._key_id: str | None = None
         self.state = state if state is not None else new_state()
         self._counts: Counter[tuple[str, str]] = Counter()
 
@@ -63,10 +64,13 @@ class Pipeline:
         return self.advance(target)
 
     def _signed(self, outputs: list[Any]) -> list[Any]:
+        """Commands and approval requests signed by the gate's key, with its key id."""
         if self.signing_key is None:
             return outputs
-        return [sign_record(o, self.signing_key) if isinstance(o, RollbackCommand) else o
-                for o in outputs]
+        if self._key_id is None:
+            self._key_id = key_id_of(self.signing_key.public_key())
+        return [sign_record(o, self.signing_key, self._key_id)
+                if isinstance(o, RollbackCommand | ApprovalRequest) else o for o in outputs]
 
     def counts_by_service(self) -> dict[str, dict[str, int]]:
         by_service: defaultdict[str, dict[str, int]] = defaultdict(dict)
