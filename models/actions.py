@@ -182,6 +182,7 @@ def _reject(
         "approver": response.approver,
         "decision": response.decision,
         "cause": cause,
+        "comment": response.comment,
         "signed_at": At(response.ts),
         "late_events": svc.late_events if svc is not None else 0,
     }
