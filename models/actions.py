@@ -231,9 +231,9 @@ def _approval_problem(
     if response.approver == record.deploy_actor:
         return f"self-approval: {response.approver} deployed this release"
     skew = abs(response.ts - response.arrival)
-    if skew > check.max_clock_skew_seconds:
-        return (f"signed ts is {skew:.0f} s from its arrival "
-                f"(max_clock_skew_seconds={check.max_clock_skew_seconds:g})")
+    limit = check.max_clock_skew_seconds
+    if limit is not None and skew > limit:
+        return f"signed ts is {skew:.0f} s from its arrival (max_clock_skew_seconds={limit:g})"
     if response.arrival > record.expires_at:
         return "the request had expired when the response arrived"
     return None

@@ -85,7 +85,7 @@ def approval_check(
     raw: bytes,
     response: ApprovalResponse,
     directory: ApproverDirectory,
-    max_clock_skew_seconds: float = float("inf"),
+    max_clock_skew_seconds: float | None = None,
 ) -> ApprovalCheck:
     """What the shell verifies of an approval response before the core judges it.
 

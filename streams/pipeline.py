@@ -28,7 +28,7 @@ class Pipeline:
         approvers: ApproverDirectory | None = None,
         signing_key: Any = None,
         state: EngineState | None = None,
-        max_clock_skew_seconds: float = float("inf"),
+        max_clock_skew_seconds: float | None = None,
     ) -> None:
         self.policy = policy
         self.max_clock_skew_seconds = max_clock_skew_seconds

@@ -568,3 +568,30 @@ def test_a_keyring_file_is_what_rotation_writes(tmp_path: Path) -> None:
     write_keyring(tmp_path / "k.yaml", Keyring.of(keys["gate"].public_key()))
     assert list(load_keyring(tmp_path / "k.yaml").keys) == [
         key_id_of(keys["gate"].public_key())]
+
+
+# ============================================================================== arrival time
+
+
+async def test_topics_create_makes_approval_responses_arrival_ordered(kafka_bootstrap: str,
+                                                                     run_id: str) -> None:
+    """A responses topic made before arrival order was required (CreateTime: the sender's
+    clock) is switched to LogAppendTime by `rollguard topics create`."""
+    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+    from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+
+    topic = run_id + "rollback.approval-responses"
+    admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(topic, 1, 1, topic_configs={
+            "message.timestamp.type": "CreateTime"})])
+        created = await asyncio.to_thread(
+            _rollguard, _env(kafka_bootstrap, run_id), "topics", "create")
+        assert created.returncode == 0, created.stderr
+        (response,) = await admin.describe_configs(
+            [ConfigResource(ConfigResourceType.TOPIC, topic)])
+        configs = {entry[0]: entry[1] for entry in response.resources[0][4]}
+    finally:
+        await admin.close()
+    assert configs["message.timestamp.type"] == "LogAppendTime"

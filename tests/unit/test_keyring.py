@@ -111,3 +111,23 @@ def test_a_bad_keyring_file_is_refused_with_its_name(tmp_path: Path, text: str) 
     path.write_text(text)
     with pytest.raises(KeyError_, match="keyring.yaml"):
         load_keyring(path)
+
+
+def test_the_worker_refuses_a_response_the_broker_did_not_stamp() -> None:
+    """On a CreateTime topic the timestamp is the sender's claim: a dead letter, not a time."""
+    from types import SimpleNamespace
+
+    from streams.arrival import CREATE_TIME_ERROR
+    from streams.worker import _arrived
+
+    response = ApprovalResponse(request_id="apr-1", approver="user:alice", decision="approve",
+                                ts=NOW, service="checkout", received_at=NOW - 100)
+    message = SimpleNamespace(topic="rollback.approval-responses", partition=0, offset=7,
+                              key=b"checkout", value=b"{}", timestamp=int(NOW * 1000) + 500,
+                              timestamp_type=0)
+    record, letter = _arrived(response, message, NOW)
+    assert record is None and letter is not None and letter.error == CREATE_TIME_ERROR
+    stamped, none = _arrived(response, SimpleNamespace(**{**vars(message),
+                                                          "timestamp_type": 1}), NOW)
+    assert none is None and stamped.received_at == NOW + 0.5  # the sender's value replaced
+    assert stamped.arrival == NOW + 0.5
