@@ -229,6 +229,8 @@ def _reject(
         "approver": response.approver,
         "decision": response.decision,
         "cause": cause,
+        "comment": response.comment,
+        "signed_at": At(response.ts),
         "late_events": take_late_events(svc) if svc is not None else 0,
     }
     record = state.fleet.requests.get(response.request_id)
@@ -238,7 +240,7 @@ def _reject(
             service,
             "none",
             (ReasonCode.APPROVAL_REJECTED,),
-            response.ts,
+            response.arrival,
             evidence,
             policy.version,
             deployment_id=record.deployment_id if record is not None else None,
@@ -259,6 +261,8 @@ def _approval_problem(
         return f"request already {record.status}"
     if dep is None or dep.facts.deployment_id != record.deployment_id:
         return "the deployment is no longer open"
+    if response.service is not None and response.service != record.service:
+        return f"the request is of service {record.service}, not {response.service}"
     if check is None:
         return "signature missing or invalid (the response was not verified)"
     if not check.approver_known:
@@ -269,8 +273,12 @@ def _approval_problem(
         return f"{response.approver} lacks role {record.required_role}"
     if response.approver == record.deploy_actor:
         return f"self-approval: {response.approver} deployed this release"
-    if response.ts > record.expires_at:
-        return "the request had expired when the response was given"
+    skew = abs(response.ts - response.arrival)
+    limit = check.max_clock_skew_seconds
+    if limit is not None and skew > limit:
+        return f"signed ts is {skew:.0f} s from its arrival (max_clock_skew_seconds={limit:g})"
+    if response.arrival > record.expires_at:
+        return "the request had expired when the response arrived"
     return None
 
 
@@ -292,11 +300,12 @@ def _apply_approval(
     assert record is not None and svc is not None and dep is not None
     sp = policy.for_service(service)
     facts = dep.facts
-    ts = response.ts
+    ts = response.arrival
     answer = {
         "request_id": record.request_id,
         "approver": response.approver,
         "decision": response.decision,
+        "signed_at": At(response.ts),
         "comment": response.comment,
         "request_reasons": list(dep.request_reasons),
     }

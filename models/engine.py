@@ -145,12 +145,13 @@ def step(
             owner = _new_service(state, policy, name)
         if owner is not None:
             state.touched.add(owner.name)
-        schedule(state, owner, response.ts, ApprovalControl(response, approval_check))
+        # Arrival order (DESIGN §6): the broker's time, not the time the approver signed.
+        schedule(state, owner, response.arrival, ApprovalControl(response, approval_check))
     else:
         raise TypeError(f"not an input event: {type(event).__name__}")
 
     fleet = state.fleet
-    ts = event.ts
+    ts = event.arrival if isinstance(event, ApprovalResponse) else event.ts
     if ts > fleet.clock:
         fleet.clock = ts
     if fleet.clock >= fleet.next_due:

@@ -265,6 +265,15 @@ class ApprovalResponse(_Record):
     # The service is the Kafka key of every topic; approval responses carry it so that they
     # land in the partition of the deployment they answer.
     service: NonEmpty | None = None
+    # When the broker appended the response (its LogAppendTime), set by the worker and carried
+    # by `rollguard export` into replay files; never signed and never the approver's to set
+    # (the worker overwrites it). The core orders and times a response by it (DESIGN §6).
+    received_at: EventTime | None = None
+
+    @property
+    def arrival(self) -> float:
+        """The response's time in the core: its arrival at the broker if known, else ``ts``."""
+        return self.received_at if self.received_at is not None else self.ts
 
 
 InputEvent = Annotated[
@@ -305,6 +314,8 @@ class RollbackCommand(_Record):
     reasons: tuple[str, ...]
     evidence: dict[str, Any]
     policy_version: str
+    key_id: str = ""
+    """Id of the gate key that signed it (a verifier looks it up in its keyring)."""
     signature: str = ""
 
 
@@ -322,6 +333,9 @@ class ApprovalRequest(_Record):
     runbook: str | None = None
     deploy_actor: str | None = None
     policy_version: str = ""
+    key_id: str = ""
+    signature: str = ""
+    """Signed by the gate like a command, so approvers can tell a genuine request."""
 
 
 DecisionAction = Literal["none", "watch", "auto_rollback", "request_approval", "pass"]
@@ -366,10 +380,13 @@ CoreOutput = RollbackCommand | ApprovalRequest | Decision | ReleaseVerdict
 OutputRecord = CoreOutput | DeadLetter
 
 
-def stable_id(prefix: str, deployment_id: str) -> str:
-    """A stable id derived from a deployment id: one command and one request per deployment.
+def stable_id(prefix: str, service: str, deployment_id: str) -> str:
+    """A stable id of one deployment, scoped by its service (DESIGN §6): one command and one
+    request per (service, deployment_id), so two services that reuse a deployment id never
+    share one. The service is length-prefixed, so no pair of names can collide by spelling.
 
-    >>> stable_id("cmd", "dep-42")
-    'cmd-a34fe5ffff4e5568'
+    >>> stable_id("cmd", "checkout", "dep-42")
+    'cmd-ec281ebdde41dd56'
     """
-    return f"{prefix}-{hashlib.sha256(deployment_id.encode('utf-8')).hexdigest()[:16]}"
+    scoped = f"{len(service)}:{service}:{deployment_id}"
+    return f"{prefix}-{hashlib.sha256(scoped.encode('utf-8')).hexdigest()[:16]}"

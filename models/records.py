@@ -3,8 +3,8 @@
 Every float in evidence is rounded to 6 significant digits and every mapping is emitted with its
 keys in a fixed order, so that the same input gives byte-identical output.
 
->>> command_id("dep-42")
-'cmd-a34fe5ffff4e5568'
+>>> command_id("checkout", "dep-42")
+'cmd-ec281ebdde41dd56'
 >>> rounded({"b": 0.1234567891, "a": [1.0 / 3.0, None, float("inf")]})
 {'b': 0.123457, 'a': [0.333333, None, None]}
 >>> rounded({"at": At(1795593630.25)})
@@ -13,7 +13,6 @@ keys in a fixed order, so that the same input gives byte-identical output.
 
 from __future__ import annotations
 
-import hashlib
 import math
 from collections.abc import Mapping
 from typing import Any
@@ -29,6 +28,7 @@ from models.events import (
     RollbackCommand,
     VerdictOutcome,
     format_ts,
+    stable_id,
 )
 from models.policy import ServicePolicy
 
@@ -48,18 +48,14 @@ __all__ = [
 ISSUER = "svc:rollguard"
 
 
-def _digest(deployment_id: str) -> str:
-    return hashlib.sha256(deployment_id.encode("utf-8")).hexdigest()[:16]
+def command_id(service: str, deployment_id: str) -> str:
+    """The one command id a deployment (of this service) can ever have."""
+    return stable_id("cmd", service, deployment_id)
 
 
-def command_id(deployment_id: str) -> str:
-    """The one command id a deployment can ever have."""
-    return "cmd-" + _digest(deployment_id)
-
-
-def request_id(deployment_id: str) -> str:
-    """The one approval request id a deployment can ever have."""
-    return "apr-" + _digest(deployment_id)
+def request_id(service: str, deployment_id: str) -> str:
+    """The one approval request id a deployment (of this service) can ever have."""
+    return stable_id("apr", service, deployment_id)
 
 
 class At(float):
@@ -149,7 +145,7 @@ def rollback_command(
     """The (unsigned) rollback command of a deployment; the shell signs it."""
     assert facts.rollback_target is not None
     return RollbackCommand(
-        command_id=command_id(facts.deployment_id),
+        command_id=command_id(facts.service, facts.deployment_id),
         deployment_id=facts.deployment_id,
         service=facts.service,
         from_version=facts.version,
@@ -175,7 +171,7 @@ def approval_request(
 ) -> ApprovalRequest:
     """The approval request of a deployment, naming every reason with its numbers."""
     return ApprovalRequest(
-        request_id=request_id(facts.deployment_id),
+        request_id=request_id(facts.service, facts.deployment_id),
         deployment_id=facts.deployment_id,
         service=facts.service,
         to_version=facts.rollback_target,

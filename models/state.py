@@ -80,6 +80,9 @@ class ApprovalCheck:
     signature_valid: bool
     approver_known: bool
     approver_roles: frozenset[str] = frozenset()
+    max_clock_skew_seconds: float | None = None
+    """How far the signed ``ts`` may be from the arrival time (the shell's setting; None: no
+    limit). Plain data: the check waits on the timeline, so it is part of the state."""
 
 
 @dataclass(slots=True)

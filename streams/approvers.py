@@ -82,12 +82,16 @@ def load_approvers(path: Path) -> ApproverDirectory:
 
 
 def approval_check(
-    raw: bytes, response: ApprovalResponse, directory: ApproverDirectory
+    raw: bytes,
+    response: ApprovalResponse,
+    directory: ApproverDirectory,
+    max_clock_skew_seconds: float | None = None,
 ) -> ApprovalCheck:
     """What the shell verifies of an approval response before the core judges it.
 
     The signature is checked over the message *as received* (its JSON object minus
-    ``signature``), so approvers' tools need not serialise exactly as rollguard does.
+    ``signature`` and ``received_at``, the broker's time: streams/signing.py), so approvers'
+    tools need not serialise exactly as rollguard does.
     """
     approver = directory.get(response.approver)
     try:
@@ -103,4 +107,5 @@ def approval_check(
         signature_valid=valid,
         approver_known=approver is not None,
         approver_roles=approver.roles if approver is not None else frozenset(),
+        max_clock_skew_seconds=max_clock_skew_seconds,
     )

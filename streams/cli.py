@@ -182,6 +182,31 @@ def keys_generate(name: str, directory: str) -> None:
     click.echo(f"public key:  {public}")
 
 
+@keys.command("rotate")
+@click.argument("name")
+@click.option("--dir", "directory", default="keys", show_default=True, type=click.Path())
+@click.option("--keyring", "keyring_file", required=True, type=click.Path(dir_okay=False),
+              envvar="ROLLGUARD_KEYRING", help="The keyring file to update (made if missing).")
+@click.option("--overlap", default=3600.0, show_default=True, type=click.FloatRange(min=0),
+              help="Seconds the old key stays accepted by verifiers.")
+def keys_rotate(name: str, directory: str, keyring_file: str, overlap: float) -> None:
+    """Retire NAME.key, make a new one, and write the keyring with both (docs/security.md)."""
+    import time
+
+    from streams.keyring import rotate
+    from streams.signing import KeyError_
+
+    try:
+        new, old = rotate(Path(directory), name, Path(keyring_file), overlap, time.time())
+    except KeyError_ as err:
+        _fail_config(err)
+    click.echo(f"new key {new}: {Path(directory) / (name + '.key')}")
+    if old is not None:
+        click.echo(f"old key {old}: accepted for {overlap:g} s more, then refused")
+    click.echo(f"keyring: {keyring_file} — give it to executors and approvers, then restart "
+               "the gate with the new key")
+
+
 # --------------------------------------------------------------------------------------------
 # simulate / replay / score-series
 # --------------------------------------------------------------------------------------------
@@ -506,9 +531,12 @@ def worker(bootstrap_servers: str | None, policy_path: str) -> None:
 @click.option("--exec", "exec_template", required=True,
               help="Command to run, e.g. 'deploy-tool rollback {service} {to_version}'. Fields: "
                    "service, to_version, from_version, deployment_id, command_id.")
-@click.option("--verify-key", type=click.Path(exists=True, dir_okay=False),
-              envvar="ROLLGUARD_VERIFY_KEY", required=True,
-              help="The gate's Ed25519 public key (PEM).")
+@click.option("--verify-key", "verify_keys", multiple=True,
+              type=click.Path(exists=True, dir_okay=False), envvar="ROLLGUARD_VERIFY_KEY",
+              help="A gate Ed25519 public key (PEM); repeatable.")
+@click.option("--keyring", "keyring_file", type=click.Path(exists=True, dir_okay=False),
+              envvar="ROLLGUARD_KEYRING",
+              help="The gate's keyring (keys with their rotation overlap; docs/security.md).")
 @click.option("--scope", multiple=True, default=("*",), show_default=True,
               help="Service name pattern this executor may act on (repeatable).")
 @click.option("--ledger", default="var/executor/ledger.sqlite3", show_default=True,
@@ -516,23 +544,20 @@ def worker(bootstrap_servers: str | None, policy_path: str) -> None:
 @click.option("--group", default=None, help="Consumer group [default: <app id>-executor].")
 @click.option("--timeout", default=600.0, show_default=True, type=float)
 @BOOTSTRAP_OPTION
-def executor(exec_template: str, verify_key: str, scope: tuple[str, ...], ledger: str,
-             group: str | None, timeout: float, bootstrap_servers: str | None) -> None:
+def executor(exec_template: str, verify_keys: tuple[str, ...], keyring_file: str | None,
+             scope: tuple[str, ...], ledger: str, group: str | None, timeout: float,
+             bootstrap_servers: str | None) -> None:
     """Reference executor: verify and run rollback commands, each at most once."""
     import asyncio
     import logging
 
     from streams.executor import ExecutorConfig, run_executor
-    from streams.signing import KeyError_, load_public_key
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     settings = _settings(bootstrap_servers)
-    try:
-        key = load_public_key(Path(verify_key))
-    except KeyError_ as err:
-        _fail_config(err)
+    keyring = _keyring(verify_keys, keyring_file)
     config = ExecutorConfig(
-        exec_template=exec_template, verify_key=key, ledger_path=Path(ledger),
+        exec_template=exec_template, keyring=keyring, ledger_path=Path(ledger),
         scope=tuple(scope), group_id=group or f"{settings.app_id}-executor",
         timeout_seconds=timeout,
     )
@@ -543,17 +568,18 @@ def executor(exec_template: str, verify_key: str, scope: tuple[str, ...], ledger
 
 
 def _respond(decision: Literal["approve", "deny"], request_id: str, identity: str,
-             key_file: str, comment: str, service: str | None,
-             bootstrap_servers: str | None) -> None:
+             key_file: str, comment: str, service: str | None, verify_keys: tuple[str, ...],
+             keyring_file: str | None, bootstrap_servers: str | None) -> None:
     import asyncio
 
     from streams.approval_client import publish_response
 
     settings = _settings(bootstrap_servers)
     key = _private_key(key_file)
+    keyring = _keyring(verify_keys, keyring_file)
     try:
         found = asyncio.run(publish_response(settings, request_id, identity, decision, comment,
-                                             key, service))
+                                             key, service, keyring))
     except LookupError as err:
         raise Failure(str(err)) from None
     click.echo(f"{decision} {request_id} as {identity} for {found} → "
@@ -568,24 +594,35 @@ def _response_options(func: Any) -> Any:
                         help="Your Ed25519 private key.")(func)
     func = click.option("--comment", default="", help="Why.")(func)
     func = click.option("--service", default=None,
-                        help="The request's service (skips looking the request up).")(func)
+                        help="The request's service (checked against the request).")(func)
+    func = click.option("--verify-key", "verify_keys", multiple=True,
+                        type=click.Path(exists=True, dir_okay=False),
+                        envvar="ROLLGUARD_VERIFY_KEY",
+                        help="A gate public key to verify the request with; repeatable.")(func)
+    func = click.option("--keyring", "keyring_file",
+                        type=click.Path(exists=True, dir_okay=False), envvar="ROLLGUARD_KEYRING",
+                        help="The gate's keyring to verify the request with.")(func)
     return BOOTSTRAP_OPTION(func)
 
 
 @cli.command()
 @_response_options
 def approve(request_id: str, identity: str, key_file: str, comment: str, service: str | None,
+            verify_keys: tuple[str, ...], keyring_file: str | None,
             bootstrap_servers: str | None) -> None:
     """Sign and publish an approval of REQUEST_ID."""
-    _respond("approve", request_id, identity, key_file, comment, service, bootstrap_servers)
+    _respond("approve", request_id, identity, key_file, comment, service, verify_keys,
+             keyring_file, bootstrap_servers)
 
 
 @cli.command()
 @_response_options
 def deny(request_id: str, identity: str, key_file: str, comment: str, service: str | None,
+         verify_keys: tuple[str, ...], keyring_file: str | None,
          bootstrap_servers: str | None) -> None:
     """Sign and publish a denial of REQUEST_ID."""
-    _respond("deny", request_id, identity, key_file, comment, service, bootstrap_servers)
+    _respond("deny", request_id, identity, key_file, comment, service, verify_keys,
+             keyring_file, bootstrap_servers)
 
 
 # --------------------------------------------------------------------------------------------
@@ -606,6 +643,20 @@ def _approvers(settings: Any) -> Any:
     try:
         return load_approvers(Path(settings.approvers))
     except ConfigError as err:
+        _fail_config(err)
+
+
+def _keyring(verify_keys: tuple[str, ...], keyring_file: str | None) -> Any:
+    """The gate keys a verifier trusts; bad usage (exit 2) if none is given."""
+    from streams.keyring import load_verifiers
+    from streams.signing import KeyError_
+
+    if not verify_keys and not keyring_file:
+        raise click.UsageError("give the gate's public key: --verify-key FILE or --keyring FILE "
+                               "(env ROLLGUARD_VERIFY_KEY / ROLLGUARD_KEYRING)")
+    try:
+        return load_verifiers(verify_keys, keyring_file)
+    except KeyError_ as err:
         _fail_config(err)
 
 

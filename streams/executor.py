@@ -1,6 +1,8 @@
 """The reference remediation executor: verifies rollback commands and runs each at most once.
 
-It holds only the gate's *public* key. A command runs only if it is signed by that key,
+It holds only the gate's *public* keys (a keyring: streams/keyring.py, so the gate key can
+rotate). A command runs only if it is signed by the key its ``key_id`` names, that key is in
+the keyring and not retired,
 untampered, unexpired, inside the executor's scope, internally consistent, and was never run
 before — a durable ledger (SQLite, fsync'd before the command starts) makes "at most once" hold
 across restarts. Every execution and every rejection is reported on ``rollback.results`` and in
@@ -22,11 +24,10 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from models.events import format_ts, parse_ts, stable_id
+from streams.keyring import Keyring
 from streams.settings import Settings
-from streams.signing import verify_mapping
 
 __all__ = ["ExecutorConfig", "Ledger", "check_command", "run_executor", "render_command"]
 
@@ -39,7 +40,7 @@ _REQUIRED = ("command_id", "deployment_id", "service", "from_version", "to_versi
 @dataclass(frozen=True)
 class ExecutorConfig:
     exec_template: str
-    verify_key: Ed25519PublicKey
+    keyring: Keyring
     ledger_path: Path
     scope: tuple[str, ...] = ("*",)  # service name patterns this executor may act on
     group_id: str = "rollguard-executor"
@@ -82,7 +83,7 @@ class Ledger:
 
 
 def check_command(
-    data: Any, key: Ed25519PublicKey, now: float, scope: Sequence[str]
+    data: Any, keyring: Keyring, now: float, scope: Sequence[str]
 ) -> str | None:
     """Why this command must not run, or None if it may. Pure except for the signature math."""
     if not isinstance(data, dict) or data.get("type") != "rollback_command":
@@ -90,10 +91,9 @@ def check_command(
     missing = [field for field in _REQUIRED if not data.get(field)]
     if missing:
         return f"malformed: missing {', '.join(missing)}"
-    if not data.get("signature"):
-        return "unsigned: no signature"
-    if not verify_mapping(data, key):
-        return "bad signature: tampered, or signed by another key"
+    unverified = keyring.problem(data, now)
+    if unverified is not None:
+        return unverified
     try:
         expires_at = parse_ts(data["expires_at"])
     except ValueError as err:
@@ -105,8 +105,8 @@ def check_command(
         return f"out of scope: service {service!r} is not in this executor's scope {list(scope)}"
     if data["from_version"] == data["to_version"]:
         return "out of scope: from_version equals to_version"
-    if data["command_id"] != stable_id("cmd", str(data["deployment_id"])):
-        return "out of scope: command_id is not the one of its deployment"
+    if data["command_id"] != stable_id("cmd", service, str(data["deployment_id"])):
+        return "out of scope: command_id is not the one of its (service, deployment)"
     return None
 
 
@@ -142,7 +142,7 @@ async def handle_command(raw: bytes, config: ExecutorConfig, ledger: Ledger) -> 
     except orjson.JSONDecodeError as err:
         return _result(None, "rejected", f"malformed: not JSON ({err})", config)
     now = time.time()
-    reason = check_command(data, config.verify_key, now, config.scope)
+    reason = check_command(data, config.keyring, now, config.scope)
     if reason is not None:
         return _result(data, "rejected", reason, config)
     if not ledger.claim(data["command_id"], now):

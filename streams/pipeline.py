@@ -11,11 +11,11 @@ from collections import Counter, defaultdict
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from models.engine import ApprovalCheck, EngineState, advance, last_bake_end, new_state, step
-from models.events import ApprovalResponse, CoreOutput, RollbackCommand
+from models.events import ApprovalRequest, ApprovalResponse, CoreOutput, RollbackCommand
 from models.policy import Policy
 from streams.approvers import ApproverDirectory, approval_check
 from streams.serde import InputRecord
-from streams.signing import sign_record
+from streams.signing import key_id_of, sign_record
 
 __all__ = ["Pipeline"]
 
@@ -30,10 +30,13 @@ class Pipeline:
         approvers: ApproverDirectory | None = None,
         signing_key: Ed25519PrivateKey | None = None,
         state: EngineState | None = None,
+        max_clock_skew_seconds: float | None = None,
     ) -> None:
         self.policy = policy
+        self.max_clock_skew_seconds = max_clock_skew_seconds
         self.approvers = approvers if approvers is not None else ApproverDirectory({})
         self.signing_key = signing_key
+        self._key_id: str | None = None
         self.state = state if state is not None else new_state()
         self._counts: Counter[tuple[str, str]] = Counter()
 
@@ -42,7 +45,7 @@ class Pipeline:
         self._counts[(record.service or "(none)", record.type)] += 1
         check: ApprovalCheck | None = None
         if isinstance(record, ApprovalResponse):
-            check = approval_check(raw, record, self.approvers)
+            check = approval_check(raw, record, self.approvers, self.max_clock_skew_seconds)
         outputs = step(self.state, record, self.policy, approval_check=check)
         return self._signed(outputs) if outputs else outputs
 
@@ -63,10 +66,14 @@ class Pipeline:
         return self.advance(target)
 
     def _signed(self, outputs: list[CoreOutput]) -> list[CoreOutput]:
+        """Commands and approval requests signed by the gate's key, with its key id."""
         key = self.signing_key
         if key is None:
             return outputs
-        return [sign_record(o, key) if isinstance(o, RollbackCommand) else o for o in outputs]
+        if self._key_id is None:
+            self._key_id = key_id_of(key.public_key())
+        return [sign_record(o, key, self._key_id)
+                if isinstance(o, RollbackCommand | ApprovalRequest) else o for o in outputs]
 
     def counts_by_service(self) -> dict[str, dict[str, int]]:
         by_service: defaultdict[str, dict[str, int]] = defaultdict(dict)

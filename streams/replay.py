@@ -46,7 +46,8 @@ def replay_lines(
     flush: bool = True,
 ) -> Iterator[Any]:
     """Yield every output record (and dead letter) the worker would emit for ``lines``."""
-    pipeline = pipeline or Pipeline(policy, approvers=approvers, signing_key=signing_key)
+    pipeline = pipeline or Pipeline(policy, approvers=approvers, signing_key=signing_key,
+                                    max_clock_skew_seconds=max_clock_skew_seconds)
     stats = stats if stats is not None else ReplayStats()
     newest: float | None = None
     refused_ahead: float | None = None

@@ -1,14 +1,16 @@
 """Ed25519 signatures over canonical JSON (DESIGN §6).
 
 The canonical form of a record is its JSON with sorted keys and without its ``signature`` field,
-as orjson writes it (no whitespace, UTF-8). Commands are signed by the gate's private key;
-approval responses by the approver's. Private keys are read from files with owner-only
-permissions and are never logged or written to any topic.
+as orjson writes it (no whitespace, UTF-8). Commands and approval requests are signed by the
+gate's private key, with the ``key_id`` of its public key among the signed fields (verifiers
+hold a keyring: streams/keyring.py); approval responses by the approver's. Private keys are
+read from files with owner-only permissions and are never logged or written to any topic.
 """
 
 from __future__ import annotations
 
 import base64
+import hashlib
 import os
 import stat
 from pathlib import Path
@@ -27,6 +29,7 @@ __all__ = [
     "KeyError_",
     "canonical_bytes",
     "generate_key_pair",
+    "key_id_of",
     "load_private_key",
     "load_public_key",
     "public_key_from_text",
@@ -40,17 +43,33 @@ class KeyError_(Exception):  # noqa: N801 - avoid shadowing the builtin KeyError
     """A key file that is missing, unreadable, of the wrong kind or too widely readable."""
 
 
+_UNSIGNED = frozenset({"signature", "received_at"})
+"""Never signed: the signature itself, and an approval's arrival time (the broker's)."""
+
+
 def canonical_bytes(data: dict[str, Any]) -> bytes:
-    """The bytes that are signed: sorted-key JSON of every field except ``signature``."""
-    return dumps({k: v for k, v in data.items() if k != "signature"}, sort_keys=True)
+    """The bytes that are signed: sorted-key JSON of every field except ``signature`` and
+    ``received_at``."""
+    return dumps({k: v for k, v in data.items() if k not in _UNSIGNED}, sort_keys=True)
 
 
 def signature_of(data: dict[str, Any], key: Ed25519PrivateKey) -> str:
     return base64.b64encode(key.sign(canonical_bytes(data))).decode("ascii")
 
 
-def sign_record(record: _Signed, key: Ed25519PrivateKey) -> _Signed:
-    """A copy of a frozen record with its ``signature`` filled in."""
+def key_id_of(key: Ed25519PublicKey) -> str:
+    """The id of a public key: ``ed25519-`` and the first 16 hex digits of the sha256 of its
+    32 raw bytes."""
+    raw = key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    return "ed25519-" + hashlib.sha256(raw).hexdigest()[:16]
+
+
+def sign_record(record: _Signed, key: Ed25519PrivateKey, key_id: str | None = None) -> _Signed:
+    """A copy of a frozen record with its ``signature`` filled in; a record with a ``key_id``
+    field gets the signing key's id first (``key_id`` saves computing it per record)."""
+    if "key_id" in type(record).model_fields:
+        kid = key_id or key_id_of(key.public_key())
+        record = record.model_copy(update={"key_id": kid})
     return record.model_copy(update={"signature": signature_of(record_to_dict(record), key)})
 
 

@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+import logging
+
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
 from streams.settings import Settings
 
-__all__ = ["all_topics", "create_topics", "internal_topics"]
+__all__ = ["ARRIVAL_ORDERED", "all_topics", "create_topics", "internal_topics"]
+
+log = logging.getLogger("rollguard.topics")
+
+ARRIVAL_ORDERED = {"message.timestamp.type": "LogAppendTime"}
+"""Approval responses take the broker's time (DESIGN §6): their order and time are their
+arrival, never what the approver's client claims (docs/security.md)."""
 
 
 def all_topics(settings: Settings) -> list[str]:
@@ -39,6 +48,8 @@ async def create_topics(settings: Settings) -> tuple[list[str], list[str]]:
         existing = set(await admin.list_topics())
         public = {"max.message.bytes": str(max(1048576, settings.max_message_bytes * 4))}
         wanted = {name: (settings.partitions, public) for name in all_topics(settings)}
+        responses = settings.topic("approval_responses")
+        wanted[responses] = (settings.partitions, {**public, **ARRIVAL_ORDERED})
         wanted.update(internal_topics(settings))
         missing = [name for name in wanted if name not in existing]
         if missing:
@@ -53,6 +64,25 @@ async def create_topics(settings: Settings) -> tuple[list[str], list[str]]:
                     for name in missing
                 ]
             )
+        if responses in existing:
+            await _ensure_configs(admin, responses, wanted[responses][1])
         return missing, [name for name in wanted if name in existing]
     finally:
         await admin.close()
+
+
+async def _ensure_configs(admin: AIOKafkaAdminClient, topic: str, configs: dict[str, str]) -> None:
+    """Give an existing topic ``configs`` (an approval-responses topic made before arrival
+    order was required gets LogAppendTime). A client not allowed to alter it logs why."""
+    resource = ConfigResource(ConfigResourceType.TOPIC, topic)
+    try:
+        (response,) = await admin.describe_configs([resource])
+        current = {entry[0]: entry[1] for entry in response.resources[0][4]}
+        if all(current.get(name) == value for name, value in configs.items()):
+            return
+        await admin.alter_configs([ConfigResource(ConfigResourceType.TOPIC, topic,
+                                                  configs=configs)])
+        log.info("set %s on %s", configs, topic)
+    except Exception as err:  # noqa: BLE001 - the worker refuses CreateTime approvals anyway
+        log.warning("could not set %s on %s (%s); approval responses on it are dead-lettered "
+                    "until it is set", ARRIVAL_ORDERED, topic, err)

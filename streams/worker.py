@@ -28,6 +28,7 @@ consumed offsets. Here state, outputs and positions commit together, once per ba
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import gc
 import logging
@@ -40,10 +41,11 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from mode import Service
 
-from models.events import OutputRecord
+from models.events import DeadLetter, OutputRecord
 from models.policy import Policy
 from models.state import watermark
 from streams.approvers import ApproverDirectory
+from streams.arrival import CREATE_TIME_ERROR, arrival_of
 from streams.checkpoint import (
     Positions,
     Restored,
@@ -107,7 +109,8 @@ class DecisionEngine(Service):
         self.approvers = approvers
         self.signing_key = signing_key
         self.lease = Lease(settings)
-        self.pipeline = Pipeline(policy, approvers=approvers, signing_key=signing_key)
+        self.pipeline = Pipeline(policy, approvers=approvers, signing_key=signing_key,
+                                 max_clock_skew_seconds=settings.max_clock_skew_seconds)
         self.state_secrets = _state_secrets(settings, signing_key)
         self.role = "starting"
         self.last_error: str | None = None
@@ -295,7 +298,8 @@ class DecisionEngine(Service):
             log.error("%s; the record was not used and is replaced by the next checkpoint",
                       refusal, extra={"offset": refusal.offset, "error": refusal.reason})
         self.pipeline = Pipeline(self.policy, approvers=self.approvers,
-                                 signing_key=self.signing_key, state=restored.state)
+                                 signing_key=self.signing_key, state=restored.state,
+                                 max_clock_skew_seconds=settings.max_clock_skew_seconds)
         return restored
 
 
@@ -445,6 +449,7 @@ class _Leading:
             for key, messages, expected, lag, chunk in work:
                 topic, partition = key
                 skip = positions.skip.get(key)  # Positions.seen, hoisted out of the loop
+                stamp = expected == "approval_response"  # timed by the broker (DESIGN §6)
                 times: list[float] = []
                 items: list[tuple[Any, bytes, tuple[str, int], int]] = []
                 for message in messages[start:start + chunk]:
@@ -459,8 +464,10 @@ class _Leading:
                         max_clock_skew_seconds=skew, max_message_bytes=max_bytes,
                     )
                     record = decoded.record
+                    letter = decoded.dead_letter
+                    if stamp and record is not None:
+                        record, letter = _arrived(record, message, reference)
                     if record is None:
-                        letter = decoded.dead_letter
                         assert letter is not None
                         self.metrics.dead_letter(topic)
                         log.warning(
@@ -471,7 +478,7 @@ class _Leading:
                         self._emit(letter, message.key)
                         positions.done(key, offset)
                         continue
-                    times.append(record.ts)
+                    times.append(record.arrival if stamp else record.ts)
                     items.append((record, value, key, offset))
                 if items:
                     merger.add_many(key, times, items, now)
@@ -657,6 +664,22 @@ def _state_secrets(settings: Settings, signing_key: Any) -> list[bytes]:
                     "topic can alter decisions; nothing is ever executed from it)")
         materials.append(b"")
     return [state_secret(settings.app_id, material) for material in materials]
+
+
+def _arrived(record: Any, message: Any, reference: float) -> tuple[Any, DeadLetter | None]:
+    """An approval response with the broker's arrival time, or a dead letter if the broker
+    did not stamp it (streams/arrival.py). Whatever ``received_at`` the sender wrote is
+    replaced."""
+    received_at = arrival_of(message.timestamp, message.timestamp_type)
+    if received_at is None:
+        letter = DeadLetter(
+            topic=message.topic, partition=message.partition, offset=message.offset,
+            key_b64=None if message.key is None else base64.b64encode(message.key).decode(),
+            value_b64=base64.b64encode(message.value).decode(), error=CREATE_TIME_ERROR,
+            ts=reference,
+        )
+        return None, letter
+    return record.model_copy(update={"received_at": received_at}), None
 
 
 def _cancelling() -> bool:

@@ -15,6 +15,10 @@ decoded with ``streams.serde.decode`` exactly as the worker does (key = service,
 per topic, size limit); what fails becomes a ``DeadLetter`` placed at its Kafka timestamp. The
 clock-skew check is left to replay, which applies it to the merged lines as it does to a file.
 
+Approval responses are the exception (DESIGN §6): they are merged by their arrival time (the
+broker's LogAppendTime), which is added to the line as ``received_at``, as the worker hands it
+to the core; one on a CreateTime topic becomes a dead letter, as in the worker.
+
 Valid records are yielded as the producer's own bytes (one line; compacted only if the JSON
 spans several lines): approval signatures are checked on those bytes, and re-encoding through
 the model would drop unknown fields and change how ``ts`` is written.
@@ -23,6 +27,7 @@ the model would drop unknown fields and change how ``ts`` is written.
 from __future__ import annotations
 
 import asyncio
+import base64
 import heapq
 import math
 import time
@@ -35,6 +40,7 @@ import orjson
 
 from models.events import DeadLetter
 from streams.analysis.progress import ProgressReporter
+from streams.arrival import CREATE_TIME_ERROR, arrival_of, with_arrival
 from streams.serde import decode
 from streams.settings import Settings
 
@@ -189,9 +195,27 @@ class _PartitionReader:
             return (kafka_ts, *position), letter
         assert decoded.record is not None
         value: bytes = record.value
+        event_time = decoded.record.ts
+        if self.expected_type == "approval_response":
+            # Timed and ordered by its arrival, as the worker does (streams/arrival.py).
+            received_at = arrival_of(record.timestamp, record.timestamp_type)
+            if received_at is None:
+                self.stats.dead_letters += 1
+                self.stats.first_error = self.stats.first_error or CREATE_TIME_ERROR
+                return (record.timestamp / 1000.0, *position), _letter(record, CREATE_TIME_ERROR)
+            return (received_at, *position), with_arrival(value, received_at)
         if b"\n" in value or b"\r" in value:
             value = orjson.dumps(orjson.loads(value))  # one line; same fields, same order
-        return (decoded.record.ts, *position), value
+        return (event_time, *position), value
+
+
+def _letter(record: Any, error: str) -> DeadLetter:
+    return DeadLetter(
+        topic=record.topic, partition=record.partition, offset=record.offset,
+        key_b64=None if record.key is None else base64.b64encode(record.key).decode(),
+        value_b64=base64.b64encode(record.value).decode(), error=error,
+        ts=record.timestamp / 1000.0,
+    )
 
 
 class _RangeReader:

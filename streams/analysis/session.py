@@ -82,12 +82,14 @@ def run_replay(
     """Replay ``items``; write every output line to ``sink`` (if any); keep the decisions."""
     result = RunResult(ReplayStats())
     pipeline: Pipeline
+    skew = options.get("max_clock_skew_seconds", 300.0)
     if collect_timeline:
         result.timeline = TimelineCollector(policy)
         pipeline = _TappedPipeline(policy, result.timeline.add, approvers=approvers,
-                                   signing_key=signing_key)
+                                   signing_key=signing_key, max_clock_skew_seconds=skew)
     else:
-        pipeline = Pipeline(policy, approvers=approvers, signing_key=signing_key)
+        pipeline = Pipeline(policy, approvers=approvers, signing_key=signing_key,
+                            max_clock_skew_seconds=skew)
     for output in replay_items(items, policy, stats=result.stats, pipeline=pipeline,
                                **options):
         if sink is not None:

@@ -86,6 +86,7 @@ async def test_approval_round_trips(worker_run: WorkerRun, producer: AIOKafkaPro
     keys = people["keys"]
     worker_run.env.update(ROLLGUARD_APPROVERS=str(people["approvers"]),
                           ROLLGUARD_SIGNING_KEY=str(keys / "gate.key"),
+                          ROLLGUARD_VERIFY_KEY=str(keys / "gate.pub"),
                           ROLLGUARD_POLICY=str(tmp_path / "policy.yaml"),
                           ROLLGUARD_IDLE_ADVANCE_SECONDS="2")
     worker_run.start()

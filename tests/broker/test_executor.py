@@ -30,8 +30,10 @@ pytestmark = [pytest.mark.broker, pytest.mark.timeout(240)]
 
 def _command(key: Any, deployment: str, **changes: Any) -> dict[str, Any]:
     now = time.time()
+    service = changes.get("service", "checkout")
     fields: dict[str, Any] = dict(
-        command_id=stable_id("cmd", deployment), deployment_id=deployment, service="checkout",
+        command_id=stable_id("cmd", service, deployment), deployment_id=deployment,
+        service=service,
         from_version="v2.4.1", to_version="v2.4.0", authority="auto",
         issued_by="svc:rollguard", issued_at=now, expires_at=now + 300,
         reasons=("THRESHOLD_BREACH",), evidence={}, policy_version="test",

@@ -45,7 +45,7 @@ def _response(
 ) -> Event:
     body: Event = {
         "type": "approval_response",
-        "request_id": request_id(deploy["deployment_id"]),
+        "request_id": request_id(deploy["service"], deploy["deployment_id"]),
         "approver": approver,
         "decision": decision,
         "ts": ts,

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from models.engine import ApprovalCheck, new_state, step
-from models.events import ApprovalRequest, Decision, RollbackCommand
+from models.events import ApprovalRequest, ApprovalResponse, Decision, RollbackCommand
 from models.records import command_id, request_id
 from tests.unit.core_factories import (
     GOOD,
@@ -37,7 +37,7 @@ from tests.unit.core_factories import (
 POLICY = load_policy()
 D = T0 + 1500.0
 END = D + 800.0
-REQ = request_id("dep-1")
+REQ = request_id("search", "dep-1")
 
 
 def recording(
@@ -85,8 +85,8 @@ def test_bad_release_gets_exactly_one_command() -> None:
     ]
     (command,) = of_type(outputs, "rollback_command")
     assert isinstance(command, RollbackCommand)
-    digest = hashlib.sha256(b"dep-1").hexdigest()[:16]
-    assert command.command_id == command_id("dep-1") == f"cmd-{digest}"
+    digest = hashlib.sha256(b"6:search:dep-1").hexdigest()[:16]
+    assert command.command_id == command_id("search", "dep-1") == f"cmd-{digest}"
     assert (command.from_version, command.to_version, command.authority) == ("v2", "v1", "auto")
     assert command.issued_by == "svc:rollguard" and command.signature == ""
     assert command.issued_at == D + 90  # windows [D+30, D+60) and [D+60, D+90) breached
@@ -228,6 +228,51 @@ def test_second_answer_to_a_decided_request_is_rejected() -> None:
     assert last.deployment_id == "dep-1"
 
 
+def _arrived(response: Any, received_at: float) -> Any:
+    return response.model_copy(update={"received_at": received_at})
+
+
+def _by_arrival(*responses: Any, end: float = END) -> list[Any]:
+    """The recording with ``responses`` where the worker would read them: at their arrival."""
+    events = [*recording(BAD, end=end, data_writes=True), *responses]
+    return sorted(events, key=lambda e: e.arrival if isinstance(e, ApprovalResponse) else e.ts)
+
+
+def test_a_backdated_approve_published_after_a_deny_issues_no_command() -> None:
+    deny = _arrived(approval(WHEN, REQ, decision="deny"), WHEN)
+    backdated = _arrived(approval(WHEN - 1, REQ), WHEN + 2)  # signed "earlier", arrived later
+    outputs = run(_by_arrival(deny, backdated), POLICY)
+    assert not of_type(outputs, "rollback_command")
+    assert ("none", ("DENIED",)) in actions(outputs)
+    last = decisions(outputs)[-1]
+    assert last.reasons == ("APPROVAL_REJECTED",)
+    assert last.evidence["cause"] == "request already denied"
+    assert last.ts == WHEN + 2  # the broker's time, not the signed one
+
+
+@pytest.mark.parametrize(
+    ("response", "cause"),
+    [
+        # signed 1,000 s before it reached the broker (limit 300 s)
+        (_arrived(approval(WHEN - 1000, REQ), WHEN), "from its arrival"),
+        # signed 1,000 s after it reached the broker
+        (_arrived(approval(WHEN + 1000, REQ), WHEN), "from its arrival"),
+        # signed in time, but arrived after the request expired (D + 90 + 1800)
+        (_arrived(approval(D + 90 + 1700, REQ), D + 90 + 1801), "expired"),
+        # the right request id, named under another service
+        (approval(WHEN, REQ, service="checkout"), "the request is of service search"),
+    ],
+    ids=["backdated", "postdated", "late-arrival", "other-service"],
+)
+def test_arrival_rejections(response: Any, cause: str) -> None:
+    check = ApprovalCheck(True, True, frozenset({"sre-oncall"}), max_clock_skew_seconds=300)
+    end = max(END, response.arrival + 60)
+    outputs = run(_by_arrival(response, end=end), POLICY, checks={response.approver: check})
+    rejected = [d for d in decisions(outputs) if d.reasons == ("APPROVAL_REJECTED",)]
+    assert len(rejected) == 1 and cause in rejected[0].evidence["cause"], rejected
+    assert not of_type(outputs, "rollback_command")
+
+
 def test_unanswered_request_expires() -> None:
     end = D + 90 + 1800 + 60
     outputs = run(recording(BAD, end=end, data_writes=True), POLICY)
@@ -356,8 +401,7 @@ def test_state_pickles_and_resumes_exactly() -> None:
     state = new_state(KIT)
     half = len(events) // 2
     first = [o.model_dump_json() for o in run(events[:half], POLICY, state=state, flush=False)]
-    clone = pickle.loads(pickle.dumps(state))
-    assert pickle.dumps(clone) == pickle.dumps(state)
+    clone = pickle.loads(pickle.dumps(state))  # a deep copy; the changelog codec has its own tests
     rest = [o.model_dump_json() for o in run(events[half:], POLICY, state=clone)]
     assert first + rest == whole
 

@@ -11,6 +11,7 @@ import pytest
 
 from models.events import RollbackCommand, stable_id
 from streams.executor import ExecutorConfig, Ledger, check_command, handle_command, render_command
+from streams.keyring import Keyring
 from streams.serde import record_to_dict
 from streams.signing import generate_key_pair, load_private_key, load_public_key, sign_record
 
@@ -20,12 +21,13 @@ NOW = 1795593600.0
 @pytest.fixture
 def keys(tmp_path: Path) -> tuple[Any, Any]:
     private, public = generate_key_pair(tmp_path / "keys", "gate")
-    return load_private_key(private), load_public_key(public)
+    return load_private_key(private), Keyring.of(load_public_key(public))
 
 
 def make_command(private: Any, **changes: Any) -> dict[str, Any]:
     fields: dict[str, Any] = dict(
-        command_id=stable_id("cmd", "dep-1"), deployment_id="dep-1", service="checkout",
+        command_id=stable_id("cmd", "checkout", "dep-1"), deployment_id="dep-1",
+        service="checkout",
         from_version="v2", to_version="v1", authority="auto", issued_by="svc:rollguard",
         issued_at=NOW, expires_at=NOW + 300, reasons=("THRESHOLD_BREACH",), evidence={},
         policy_version="p",
@@ -92,7 +94,7 @@ async def test_a_valid_command_runs_exactly_once(keys: Any, tmp_path: Path,
     config = ExecutorConfig(
         exec_template=f"{sys.executable} -c \"import sys; open(sys.argv[1], 'a').write("
                       f"sys.argv[2] + chr(10))\" {marker} {{service}}",
-        verify_key=public, ledger_path=tmp_path / "ledger.sqlite3",
+        keyring=public, ledger_path=tmp_path / "ledger.sqlite3",
     )
     ledger = Ledger(config.ledger_path)
     raw = orjson.dumps(make_command(private))

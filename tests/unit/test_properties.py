@@ -236,7 +236,7 @@ def recording(kind: str) -> list[Any]:
         levels["latency_p99_ms"] = lambda t: None if D <= t < D + 200 else 200.0
     if kind == "approved":
         deploy_kw["data_writes"] = True
-        extra.append(approval(D + 200, request_id("dep-1")))
+        extra.append(approval(D + 200, request_id("search", "dep-1")))
     return in_time_order(
         telemetry("search", T0, END, levels),
         telemetry("other", T0, END, phase=7.0),
