@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import logging
+from dataclasses import dataclass, field
+
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import for_code
 
 from streams.settings import Settings
 
-__all__ = ["all_topics", "create_topics", "internal_topics"]
+__all__ = ["TopicReport", "all_topics", "create_topics", "ensure_topics", "internal_topics"]
+
+log = logging.getLogger(__name__)
+
+TOPIC_ALREADY_EXISTS = 36
 
 
 def all_topics(settings: Settings) -> list[str]:
@@ -29,8 +37,29 @@ def internal_topics(settings: Settings) -> dict[str, tuple[int, dict[str, str]]]
     return {settings.state_topic: (1, state_configs), settings.leader_topic: (1, {})}
 
 
+@dataclass(frozen=True)
+class TopicReport:
+    """What ``ensure_topics`` did: created, already there, refused by the broker (name → why)."""
+
+    created: list[str]
+    existing: list[str]
+    refused: dict[str, str] = field(default_factory=dict)
+
+
 async def create_topics(settings: Settings) -> tuple[list[str], list[str]]:
-    """Create the missing topics; return (created, already existing)."""
+    """Create the missing topics; return (created, already existing).
+
+    A topic the broker refuses to create is logged, not raised: on a secured cluster the worker
+    may not create topics (nor see the ones it has no ACL on); the administrator creates them.
+    """
+    report = await ensure_topics(settings)
+    for name, error in report.refused.items():
+        log.warning("cannot create topic %s: %s", name, error)
+    return report.created, report.existing
+
+
+async def ensure_topics(settings: Settings) -> TopicReport:
+    """Create the missing topics and report per topic what the broker answered."""
     admin = AIOKafkaAdminClient(
         bootstrap_servers=settings.bootstrap_servers, **settings.kafka_client_options()
     )
@@ -41,8 +70,9 @@ async def create_topics(settings: Settings) -> tuple[list[str], list[str]]:
         wanted = {name: (settings.partitions, public) for name in all_topics(settings)}
         wanted.update(internal_topics(settings))
         missing = [name for name in wanted if name not in existing]
+        refused: dict[str, str] = {}
         if missing:
-            await admin.create_topics(
+            response = await admin.create_topics(
                 [
                     NewTopic(
                         name=name,
@@ -53,6 +83,12 @@ async def create_topics(settings: Settings) -> tuple[list[str], list[str]]:
                     for name in missing
                 ]
             )
-        return missing, [name for name in wanted if name in existing]
+            for name, code, *_ in response.topic_errors:
+                if code == TOPIC_ALREADY_EXISTS:  # created meanwhile, or not visible to us
+                    existing.add(name)
+                elif code != 0:
+                    refused[name] = for_code(code).__name__
+        created = [name for name in missing if name not in existing and name not in refused]
+        return TopicReport(created, [name for name in wanted if name in existing], refused)
     finally:
         await admin.close()
