@@ -223,8 +223,9 @@ class AclReport:
     created: list[AclEntry]
     present: list[AclEntry]
     extra: list[str]
-    """Bindings of the mapped principals outside the set (deleted when pruning)."""
-    pruned: bool
+    """Other ALLOW bindings that reach rollguard's resources (any principal, any pattern)."""
+    pruned: list[str]
+    """The extra bindings deleted: those named exactly like one of the set's resources."""
 
 
 def admin_config(settings: Settings) -> dict[str, str | int | float | bool]:
@@ -259,31 +260,38 @@ def _described(binding: Any) -> str:
             f"host={binding.host}")
 
 
-def apply_acls(settings: Settings, entries: list[AclEntry], principals: PrincipalMap, *,
-               prune: bool = False, timeout: float = 30.0) -> AclReport:
-    """Create the missing bindings (idempotent); list — or with ``prune`` delete — any other
-    binding of the mapped principals. Needs a principal allowed to alter ACLs (a super user)."""
+def apply_acls(settings: Settings, entries: list[AclEntry], *, prune: bool = False,
+               timeout: float = 30.0) -> AclReport:
+    """Create the missing bindings (idempotent) and report every other ALLOW binding that
+    reaches a resource of the set, whoever holds it (a wildcard or prefixed one included).
+
+    With ``prune`` the extra bindings named exactly like a resource of the set are deleted;
+    wildcard ones and shorter prefixes also reach resources outside this installation, so they
+    are only listed.
+    Needs a principal allowed to alter ACLs (a super user).
+    """
     from confluent_kafka.admin import AclBindingFilter, AdminClient
 
     admin = AdminClient(admin_config(settings))
     wanted = {_binding(e): e for e in entries}
-    existing: list[Any] = []
-    for role in ROLES:
-        for principal in principals.principals(role):
-            found = admin.describe_acls(
-                AclBindingFilter("ANY", None, "ANY", principal, None, "ANY", "ANY"),
-                request_timeout=timeout).result()
-            existing.extend(found)
-    present = [wanted[b] for b in existing if b in wanted]
-    extra = [b for b in existing if b not in wanted]
-    missing = [b for b in wanted if b not in set(existing)]
+    resources = sorted({(e.resource_type, e.name) for e in entries})
+    futures = [admin.describe_acls(AclBindingFilter(kind, name, "MATCH", None, None, "ANY",
+                                                    "ALLOW"), request_timeout=timeout)
+               for kind, name in resources]
+    existing = {binding for future in futures for binding in future.result()}
+    missing = [b for b in wanted if b not in existing]
+    extra = sorted((b for b in existing if b not in wanted), key=_described)
     if missing:
         for future in admin.create_acls(missing, request_timeout=timeout).values():
             future.result()
-    if prune and extra:
+    # Named exactly like a resource of the set: this installation's to delete.
+    owned = [b for b in extra if (b.restype.name, b.name) in set(resources)]
+    if prune and owned:
         filters = [AclBindingFilter(b.restype, b.name, b.resource_pattern_type, b.principal,
-                                    b.host, b.operation, b.permission_type) for b in extra]
+                                    b.host, b.operation, b.permission_type) for b in owned]
         for future in admin.delete_acls(filters, request_timeout=timeout).values():
             future.result()
-    return AclReport(created=sorted(wanted[b] for b in missing), present=sorted(present),
-                     extra=sorted(_described(b) for b in extra), pruned=prune)
+    return AclReport(created=sorted(wanted[b] for b in missing),
+                     present=sorted(wanted[b] for b in wanted if b in existing),
+                     extra=[_described(b) for b in extra],
+                     pruned=[_described(b) for b in owned] if prune else [])

@@ -27,7 +27,7 @@ class _BadConfig(click.ClickException):
 @click.option("--apply", "apply_", is_flag=True,
               help="Create the missing ACLs on the cluster (needs an admin principal).")
 @click.option("--prune", is_flag=True,
-              help="With --apply: delete other ACLs of the mapped principals.")
+              help="With --apply: delete other literal ALLOW ACLs on these resources.")
 @click.option("--bootstrap-servers", envvar="ROLLGUARD_BOOTSTRAP_SERVERS", default=None,
               help="Kafka bootstrap servers [default: 127.0.0.1:9092].")
 def acls(principals_path: str, output: Literal["table", "json", "kafka-acls"], apply_: bool,
@@ -50,15 +50,19 @@ def acls(principals_path: str, output: Literal["table", "json", "kafka-acls"], a
     if not apply_:
         return
     try:
-        report = apply_acls(settings, entries, principals, prune=prune)
+        report = apply_acls(settings, entries, prune=prune)
     except Exception as err:  # noqa: BLE001 - one line, exit 1
         raise click.ClickException(
             f"cannot apply ACLs on {settings.bootstrap_servers}: {err}") from None
     for line in report.extra:
-        click.echo(f"{'deleted' if report.pruned else 'not in the set (--prune deletes)'}: "
-                   f"{line}", err=True)
+        if line in report.pruned:
+            verdict = "deleted"
+        elif prune:
+            verdict = "kept (it reaches resources beyond this installation; delete it by hand)"
+        else:
+            verdict = "also allowed (--prune deletes it)"
+        click.echo(f"{verdict}: {line}", err=True)
     click.echo(f"applied to {settings.bootstrap_servers}: {len(report.created)} created, "
-               f"{len(report.present)} already present, {len(report.extra)} other ACLs of these "
-               f"principals{' deleted' if report.pruned and report.extra else ''}",
-               err=True)
+               f"{len(report.present)} already present, {len(report.extra)} other ALLOW ACLs "
+               f"on these resources ({len(report.pruned)} deleted)", err=True)
     sys.stdout.flush()

@@ -271,3 +271,39 @@ async def test_only_the_gate_joins_the_leader_group(secured: Secured, role: str)
             await consumer.getmany(timeout_ms=10_000)
     finally:
         await consumer.stop()
+
+
+def test_apply_reports_other_grants_and_prunes_its_own(secured: Secured) -> None:
+    from confluent_kafka.admin import AclBinding, AclBindingFilter, AdminClient
+
+    admin = AdminClient({"bootstrap.servers": secured.broker.bootstrap,
+                         "security.protocol": "sasl_plaintext",
+                         "sasl.mechanism": secured.broker.mechanism, "sasl.username": "admin",
+                         "sasl.password": secured.broker.passwords["admin"]})
+    commands = secured.name("rollback.commands")
+    # A grant by hand on one of rollguard's topics, and a broad one that reaches all of them.
+    rogue = AclBinding("TOPIC", commands, "LITERAL", "User:mallory", "*", "WRITE", "ALLOW")
+    broad = AclBinding("TOPIC", secured.prefix, "PREFIXED", "User:analyst", "*", "WRITE", "ALLOW")
+    for future in admin.create_acls([rogue, broad]).values():
+        future.result()
+    try:
+        listed = secured.rollguard("admin", "acls", "--apply")
+        assert listed.returncode == 0, listed.stderr
+        assert f"also allowed (--prune deletes it): User:mallory  ALLOW  WRITE  TOPIC  LITERAL  " \
+            f"{commands}" in listed.stderr
+        assert "0 created, 34 already present, 2 other ALLOW ACLs" in listed.stderr
+        pruned = secured.rollguard("admin", "acls", "--apply", "--prune")
+        assert pruned.returncode == 0, pruned.stderr
+        assert f"deleted: User:mallory  ALLOW  WRITE  TOPIC  LITERAL  {commands}" \
+            in pruned.stderr, pruned.stderr
+        assert f"kept (it reaches resources beyond this installation; delete it by hand): " \
+            f"User:analyst  ALLOW  WRITE  TOPIC  PREFIXED  {secured.prefix}" in pruned.stderr
+        left = admin.describe_acls(AclBindingFilter("TOPIC", commands, "LITERAL", None, None,
+                                                    "ANY", "ANY")).result()
+        assert {(b.principal, b.operation.name) for b in left} == {
+            ("User:gate", "WRITE"), ("User:executor", "READ"), ("User:analyst", "READ")}
+    finally:
+        for future in admin.delete_acls([AclBindingFilter(
+                "TOPIC", secured.prefix, "PREFIXED", "User:analyst", "*", "WRITE", "ALLOW")
+        ]).values():
+            future.result()
