@@ -54,7 +54,8 @@ async def create_topics(settings: Settings) -> tuple[list[str], list[str]]:
     """
     report = await ensure_topics(settings)
     for name, error in report.refused.items():
-        log.warning("cannot create topic %s: %s", name, error)
+        log.warning("cannot create topic %s: %s (on a secured cluster an administrator "
+                    "creates the topics; see docs/security.md)", name, error)
     return report.created, report.existing
 
 
