@@ -5,7 +5,8 @@ principal mapping. Then every role does its job in the demo flow, each as its ow
 the producer publishes a deploy that needs a human, the gate (the worker) asks for approval,
 the approver answers with `rollguard approve`, the gate signs the command, the executor runs it
 and reports, the analyst exports. And every write a role has no business doing is refused by
-the broker with its authorization error, with nothing appended to the topic.
+the broker with its authorization error, with nothing appended to the topic; so is every read
+outside the role, the gate's transactional id and its leader group.
 """
 
 from __future__ import annotations
@@ -55,8 +56,18 @@ MAY_WRITE = {
     "producer": {"deploys", "telemetry.metrics", "telemetry.alerts"},
     "analyst": set(),
 }
+MAY_READ = {
+    "gate": {"deploys", "telemetry.metrics", "telemetry.alerts", "rollback.approval-responses",
+             STATE, LEADER},
+    "executor": {"rollback.commands"},
+    "approver": {"rollback.approvals"},
+    "producer": set(),
+    "analyst": set(PUBLIC),
+}
 FORBIDDEN = [(role, topic) for role in ROLES for topic in (*PUBLIC, STATE, LEADER)
              if topic not in MAY_WRITE[role]]
+FORBIDDEN_READS = [(role, topic) for role in ROLES for topic in (*PUBLIC, STATE, LEADER)
+                   if topic not in MAY_READ[role]]
 # Writes the tests make themselves (the gate's are made by the worker in the demo flow).
 ALLOWED = [(role, topic) for role in ROLES if role != "gate" for topic in sorted(MAY_WRITE[role])]
 
@@ -245,6 +256,21 @@ async def test_allowed_write_lands(secured: Secured, producers: dict[str, Any], 
     before = sum((await offsets(topic)).values())
     await producers[role].send_and_wait(secured.name(topic), b"{}", key=b"acl-control")
     assert sum((await offsets(topic)).values()) == before + 1
+
+
+@pytest.mark.parametrize(("role", "topic"), FORBIDDEN_READS,
+                         ids=[f"{r}<-{t}" for r, t in FORBIDDEN_READS])
+async def test_forbidden_read_is_refused(secured: Secured, role: str, topic: str) -> None:
+    # The allowed reads are the demo flow's (each role reads as itself there).
+    consumer = AIOKafkaConsumer(secured.name(topic), group_id=None,
+                                auto_offset_reset="earliest",
+                                **secured.broker.client_options(role))
+    try:
+        with pytest.raises(TopicAuthorizationFailedError):
+            await consumer.start()
+            await consumer.getmany(timeout_ms=10_000)
+    finally:
+        await consumer.stop()
 
 
 @pytest.mark.parametrize("role", [r for r in ROLES if r != "gate"])
