@@ -28,6 +28,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import (
     GroupAuthorizationFailedError,
+    KafkaConnectionError,
     TopicAuthorizationFailedError,
     TransactionalIdAuthorizationFailed,
 )
@@ -271,6 +272,33 @@ async def test_forbidden_read_is_refused(secured: Secured, role: str, topic: str
             await consumer.getmany(timeout_ms=10_000)
     finally:
         await consumer.stop()
+
+
+@pytest.mark.parametrize(
+    ("port_offset", "user", "password"),
+    [
+        (0, None, None),  # no SASL on the client port
+        (0, "gate", "not-the-password"),  # a wrong password
+        (1, None, None),  # the controller port: no SASL
+        (1, "gate", None),  # ... and only the admin's static PLAIN entry
+    ],
+)
+async def test_unauthenticated_clients_are_refused(secured: Secured, port_offset: int,
+                                                   user: str | None,
+                                                   password: str | None) -> None:
+    host, _, port = secured.broker.bootstrap.rpartition(":")
+    options: dict[str, Any] = {}
+    if user is not None:
+        options = {"security_protocol": "SASL_PLAINTEXT", "sasl_plain_username": user,
+                   "sasl_mechanism": secured.broker.mechanism if port_offset == 0 else "PLAIN",
+                   "sasl_plain_password": password or secured.broker.passwords[user]}
+    admin = AIOKafkaAdminClient(bootstrap_servers=f"{host}:{int(port) + port_offset}",
+                                request_timeout_ms=5000, **options)
+    try:
+        with pytest.raises(KafkaConnectionError):
+            await admin.start()
+    finally:
+        await admin.close()
 
 
 @pytest.mark.parametrize("role", [r for r in ROLES if r != "gate"])
