@@ -79,8 +79,8 @@ use_secure_broker() {
     VERSION_FILE="$RUN_DIR/data.version"
 }
 
-CREDENTIALS_FILE() { echo "$RUN_DIR/credentials.json"; }
-SECURE_PROPS() { echo "$RUN_DIR/server.properties"; }
+credentials_file() { echo "$RUN_DIR/credentials.json"; }
+secure_props() { echo "$RUN_DIR/server.properties"; }
 
 log() { echo "kafka.sh: $*" >&2; }
 die() {
@@ -299,7 +299,7 @@ format_storage() {
 
 user_password() {
     local file
-    file="$(CREDENTIALS_FILE)"
+    file="$(credentials_file)"
     [[ -f "$file" ]] || return 0
     sed -n "s/^ *\"$1\": \"\([0-9a-f]*\)\".*/\1/p" "$file"
 }
@@ -308,7 +308,7 @@ user_password() {
 # per user with the ROLLGUARD_* settings of a client (for `set -a; . env/gate.env; set +a`).
 write_credentials() {
     local file user password first=1
-    file="$(CREDENTIALS_FILE)"
+    file="$(credentials_file)"
     (
         umask 077
         mkdir -p "$RUN_DIR/env"
@@ -345,7 +345,7 @@ write_credentials() {
 write_secure_props() {
     local admin
     admin="$(user_password admin)"
-    [[ -n "$admin" ]] || die "no admin password in $(CREDENTIALS_FILE)"
+    [[ -n "$admin" ]] || die "no admin password in $(credentials_file)"
     (
         umask 077
         {
@@ -369,14 +369,14 @@ write_secure_props() {
             echo "authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer"
             echo "allow.everyone.if.no.acl.found=false"
             echo "super.users=User:admin"
-        } >"$(SECURE_PROPS)"
+        } >"$(secure_props)"
     )
 }
 
 # SCRAM users exist only if they were added when the data dir was formatted: a data dir without
 # its credentials file (or the reverse) is wiped and formatted anew with new passwords.
 format_secure_storage() {
-    if [[ ! -f "$(CREDENTIALS_FILE)" || ! -f "$DATA_DIR/meta.properties" ]]; then
+    if [[ ! -f "$(credentials_file)" || ! -f "$DATA_DIR/meta.properties" ]]; then
         rm -rf "$DATA_DIR"
         mkdir -p "$DATA_DIR"
         write_credentials
@@ -391,7 +391,7 @@ format_secure_storage() {
     done
     # The passwords are on this short-lived command line only (a local, throwaway test broker).
     if ! java "${jopts[@]}" -cp "$LIBS_DIR/*" kafka.tools.StorageTool format \
-        -t "$CLUSTER_ID" -c "$(SECURE_PROPS)" "${scram[@]}" >"$RUN_DIR/format.log" 2>&1; then
+        -t "$CLUSTER_ID" -c "$(secure_props)" "${scram[@]}" >"$RUN_DIR/format.log" 2>&1; then
         cat "$RUN_DIR/format.log" >&2
         die "StorageTool format failed"
     fi
@@ -449,7 +449,7 @@ cmd_start() {
     if ((SECURE)); then
         # Everything is in the run dir's properties; log.dirs stays on the command line for
         # running_pid.
-        config="$(SECURE_PROPS)"
+        config="$(secure_props)"
         ovr=(--override "log.dirs=$DATA_DIR")
     fi
     nohup setsid java "${jopts[@]}" -cp "$LIBS_DIR/*" kafka.Kafka \
@@ -517,7 +517,7 @@ cmd_status() {
         exit 3
     fi
     if probe; then
-        echo "kafka: running and answering on 127.0.0.1:$KAFKA_PORT (pid $pid, version $(cat "$VERSION_FILE" 2>/dev/null || echo '?'))$( ((SECURE)) && echo "; secured, credentials in $(CREDENTIALS_FILE)")"
+        echo "kafka: running and answering on 127.0.0.1:$KAFKA_PORT (pid $pid, version $(cat "$VERSION_FILE" 2>/dev/null || echo '?'))$( ((SECURE)) && echo "; secured, credentials in $(credentials_file)")"
         exit 0
     fi
     echo "kafka: pid $pid running but not answering on 127.0.0.1:$KAFKA_PORT"
