@@ -8,12 +8,20 @@
 #   scripts/kafka.sh status           exit 0 if running and answering, 3 otherwise
 #   scripts/kafka.sh logs [-f] [N]    last N (default 100) lines of the broker log
 #
+#   --secure (with start, stop, status, logs): a second, secured broker beside the plain one, on
+#   KAFKA_SECURE_PORT (default KAFKA_PORT+4, i.e. 9096; controller = that port+1), data in
+#   <home>/run-secure-<port>: SASL/SCRAM-SHA-512 users admin (the one super user), gate,
+#   executor, approver, producer and analyst, created at format time with generated passwords
+#   written to <run dir>/credentials.json and <run dir>/env/<user>.env (mode 0600);
+#   StandardAuthorizer with allow.everyone.if.no.acl.found=false. See docs/security.md.
+#
 # Environment:
 #   KAFKA_VERSION         broker version (default below)
 #   ROLLGUARD_KAFKA_HOME  cache dir (default <repo>/.cache/kafka): jars in <home>/<version>/libs
 #   KAFKA_PORT            client port (default 9092); controller port = KAFKA_PORT+1.
 #                         Runtime files: <home>/run (port 9092) or <home>/run-<port> (others),
 #                         so a second broker on another port does not share data.
+#   KAFKA_SECURE_PORT     client port of the --secure broker (default KAFKA_PORT+4)
 #   KAFKA_START_TIMEOUT   seconds to wait for readiness (default 90)
 #   KAFKA_HEAP_OPTS       default "-Xms128m -Xmx512m"
 #   KAFKA_JVM_OPTS        default "-XX:+UseSerialGC -XX:TieredStopAtLevel=1 ..."
@@ -50,6 +58,29 @@ DATA_DIR="$RUN_DIR/data"
 LOG_FILE="$RUN_DIR/broker.log"
 PID_FILE="$RUN_DIR/broker.pid"
 VERSION_FILE="$RUN_DIR/data.version"
+
+SECURE=0
+SECURE_USERS=(admin gate executor approver producer analyst)
+SCRAM_MECHANISM=SCRAM-SHA-512
+
+# --secure: switch every path and port above to the secured broker's.
+use_secure_broker() {
+    SECURE=1
+    KAFKA_PORT="${KAFKA_SECURE_PORT:-$((KAFKA_PORT + 4))}"
+    if ! [[ "$KAFKA_PORT" =~ ^[0-9]+$ ]] || ((KAFKA_PORT < 1 || KAFKA_PORT > 65534)); then
+        echo "kafka.sh: invalid KAFKA_SECURE_PORT=$KAFKA_PORT" >&2
+        exit 2
+    fi
+    CONTROLLER_PORT=$((KAFKA_PORT + 1))
+    RUN_DIR="$KAFKA_HOME_DIR/run-secure-$KAFKA_PORT"
+    DATA_DIR="$RUN_DIR/data"
+    LOG_FILE="$RUN_DIR/broker.log"
+    PID_FILE="$RUN_DIR/broker.pid"
+    VERSION_FILE="$RUN_DIR/data.version"
+}
+
+credentials_file() { echo "$RUN_DIR/credentials.json"; }
+secure_props() { echo "$RUN_DIR/server.properties"; }
 
 log() { echo "kafka.sh: $*" >&2; }
 die() {
@@ -145,10 +176,18 @@ probe() {
     local py
     py="$(python_bin)"
     [[ -n "$py" ]] || die "python3 not found (needed for the readiness probe)"
-    "$py" - "127.0.0.1" "$KAFKA_PORT" <<'PY' >/dev/null 2>&1
-import asyncio, socket, struct, sys
+    local password=""
+    if ((SECURE)); then password="$(user_password admin)"; fi
+    PROBE_SASL_PASSWORD="$password" PROBE_SASL_MECHANISM="$SCRAM_MECHANISM" \
+        "$py" - "127.0.0.1" "$KAFKA_PORT" <<'PY' >/dev/null 2>&1
+import asyncio, os, socket, struct, sys
 
 host, port = sys.argv[1], int(sys.argv[2])
+# The secured broker: authenticate as its super user (the password is not on the command line).
+SASL = {"security_protocol": "SASL_PLAINTEXT", "sasl_plain_username": "admin",
+        "sasl_mechanism": os.environ["PROBE_SASL_MECHANISM"],
+        "sasl_plain_password": os.environ["PROBE_SASL_PASSWORD"]} \
+    if os.environ.get("PROBE_SASL_PASSWORD") else {}
 
 def raw_metadata():
     with socket.create_connection((host, port), timeout=3) as s:
@@ -177,7 +216,8 @@ def raw_metadata():
 
 async def admin_metadata():
     from aiokafka.admin import AIOKafkaAdminClient
-    admin = AIOKafkaAdminClient(bootstrap_servers=f"{host}:{port}", request_timeout_ms=5000)
+    admin = AIOKafkaAdminClient(bootstrap_servers=f"{host}:{port}", request_timeout_ms=5000,
+                                **SASL)
     await admin.start()
     try:
         await admin.list_topics()
@@ -187,6 +227,8 @@ async def admin_metadata():
 try:
     import aiokafka  # noqa: F401
 except ImportError:
+    if SASL:
+        raise SystemExit(1)  # the raw probe cannot authenticate: make install first
     raw_metadata()
 else:
     asyncio.run(asyncio.wait_for(admin_metadata(), 10))
@@ -227,6 +269,10 @@ overrides() {
 }
 
 format_storage() {
+    if ((SECURE)); then
+        format_secure_storage
+        return
+    fi
     # StorageTool has no --override: give it a copy of server.properties with our overrides.
     local props="$RUN_DIR/format.properties"
     {
@@ -244,6 +290,108 @@ format_storage() {
     # --standalone nor --initial-controllers.
     if ! java "${jopts[@]}" -cp "$LIBS_DIR/*" kafka.tools.StorageTool format \
         -t "$CLUSTER_ID" -c "$props" -g >"$RUN_DIR/format.log" 2>&1; then
+        cat "$RUN_DIR/format.log" >&2
+        die "StorageTool format failed"
+    fi
+}
+
+# ------------------------------------------------------------------------------------ --secure
+
+user_password() {
+    local file
+    file="$(credentials_file)"
+    [[ -f "$file" ]] || return 0
+    sed -n "s/^ *\"$1\": \"\([0-9a-f]*\)\".*/\1/p" "$file"
+}
+
+# New random passwords for every user: credentials.json (for tests and tools) and one env file
+# per user with the ROLLGUARD_* settings of a client (for `set -a; . env/gate.env; set +a`).
+write_credentials() {
+    local file user password first=1
+    file="$(credentials_file)"
+    (
+        umask 077
+        mkdir -p "$RUN_DIR/env"
+        {
+            echo "{"
+            echo "  \"bootstrap_servers\": \"127.0.0.1:$KAFKA_PORT\","
+            echo "  \"security_protocol\": \"SASL_PLAINTEXT\","
+            echo "  \"sasl_mechanism\": \"$SCRAM_MECHANISM\","
+            echo "  \"users\": {"
+            for user in "${SECURE_USERS[@]}"; do
+                password="$(od -An -tx1 -N18 /dev/urandom | tr -d ' \n')"
+                ((first)) || echo ","
+                first=0
+                printf '    "%s": "%s"' "$user" "$password"
+                printf '%s\n' \
+                    "ROLLGUARD_BOOTSTRAP_SERVERS=127.0.0.1:$KAFKA_PORT" \
+                    "ROLLGUARD_SECURITY_PROTOCOL=SASL_PLAINTEXT" \
+                    "ROLLGUARD_SASL_MECHANISM=$SCRAM_MECHANISM" \
+                    "ROLLGUARD_SASL_USERNAME=$user" \
+                    "ROLLGUARD_SASL_PASSWORD=$password" >"$RUN_DIR/env/$user.env"
+            done
+            echo
+            echo "  }"
+            echo "}"
+        } >"$file.tmp"
+        mv -f "$file.tmp" "$file"
+    )
+}
+
+# The secured broker's configuration (passwords included, so mode 0600 and never on a command
+# line): server.properties, then SASL listeners and the authorizer. Clients use SCRAM-SHA-512
+# on SASL_PLAINTEXT; the controller listener uses PLAIN with the admin's static credentials,
+# because SCRAM credentials live in the metadata log the controller itself serves.
+write_secure_props() {
+    local admin
+    admin="$(user_password admin)"
+    [[ -n "$admin" ]] || die "no admin password in $(credentials_file)"
+    (
+        umask 077
+        {
+            cat "$CONF_DIR/server.properties"
+            echo
+            echo "# --- scripts/kafka.sh --secure ---"
+            echo "log.dirs=$DATA_DIR"
+            echo "listeners=SASL_PLAINTEXT://127.0.0.1:$KAFKA_PORT,CONTROLLER://127.0.0.1:$CONTROLLER_PORT"
+            echo "advertised.listeners=SASL_PLAINTEXT://127.0.0.1:$KAFKA_PORT"
+            echo "controller.quorum.voters=1@127.0.0.1:$CONTROLLER_PORT"
+            echo "listener.security.protocol.map=SASL_PLAINTEXT:SASL_PLAINTEXT,CONTROLLER:SASL_PLAINTEXT"
+            echo "inter.broker.listener.name=SASL_PLAINTEXT"
+            echo "controller.listener.names=CONTROLLER"
+            echo "sasl.enabled.mechanisms=$SCRAM_MECHANISM"
+            echo "sasl.mechanism.inter.broker.protocol=$SCRAM_MECHANISM"
+            echo "sasl.mechanism.controller.protocol=PLAIN"
+            echo "listener.name.sasl_plaintext.sasl.enabled.mechanisms=$SCRAM_MECHANISM"
+            echo "listener.name.sasl_plaintext.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required username=\"admin\" password=\"$admin\";"
+            echo "listener.name.controller.sasl.enabled.mechanisms=PLAIN"
+            echo "listener.name.controller.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required username=\"admin\" password=\"$admin\" user_admin=\"$admin\";"
+            echo "authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer"
+            echo "allow.everyone.if.no.acl.found=false"
+            echo "super.users=User:admin"
+        } >"$(secure_props)"
+    )
+}
+
+# SCRAM users exist only if they were added when the data dir was formatted: a data dir without
+# its credentials file (or the reverse) is wiped and formatted anew with new passwords.
+format_secure_storage() {
+    if [[ ! -f "$(credentials_file)" || ! -f "$DATA_DIR/meta.properties" ]]; then
+        rm -rf "$DATA_DIR"
+        mkdir -p "$DATA_DIR"
+        write_credentials
+    fi
+    write_secure_props
+    [[ -f "$DATA_DIR/meta.properties" ]] && return 0
+    local -a jopts scram=()
+    mapfile -t jopts < <(java_opts)
+    local user
+    for user in "${SECURE_USERS[@]}"; do
+        scram+=(--add-scram "$SCRAM_MECHANISM=[name=$user,password=$(user_password "$user")]")
+    done
+    # The passwords are on this short-lived command line only (a local, throwaway test broker).
+    if ! java "${jopts[@]}" -cp "$LIBS_DIR/*" kafka.tools.StorageTool format \
+        -t "$CLUSTER_ID" -c "$(secure_props)" "${scram[@]}" >"$RUN_DIR/format.log" 2>&1; then
         cat "$RUN_DIR/format.log" >&2
         die "StorageTool format failed"
     fi
@@ -293,12 +441,19 @@ cmd_start() {
     local -a jopts ovr
     mapfile -t jopts < <(java_opts)
     mapfile -t ovr < <(overrides)
-    log "starting Kafka $KAFKA_VERSION on 127.0.0.1:$KAFKA_PORT (controller $CONTROLLER_PORT)"
+    log "starting$( ((SECURE)) && echo " secured") Kafka $KAFKA_VERSION on 127.0.0.1:$KAFKA_PORT (controller $CONTROLLER_PORT)"
     START_T0=$(date +%s.%N)
     # setsid: own session, so the broker outlives the calling shell and its Ctrl-C. Both nohup
     # and setsid exec (no fork), so $! is the java pid.
+    local config="$CONF_DIR/server.properties"
+    if ((SECURE)); then
+        # Everything is in the run dir's properties; log.dirs stays on the command line for
+        # running_pid.
+        config="$(secure_props)"
+        ovr=(--override "log.dirs=$DATA_DIR")
+    fi
     nohup setsid java "${jopts[@]}" -cp "$LIBS_DIR/*" kafka.Kafka \
-        "$CONF_DIR/server.properties" "${ovr[@]}" >"$LOG_FILE" 2>&1 </dev/null &
+        "$config" "${ovr[@]}" >"$LOG_FILE" 2>&1 </dev/null &
     pid=$!
     echo "$pid" >"$PID_FILE"
     wait_ready "$pid"
@@ -362,7 +517,7 @@ cmd_status() {
         exit 3
     fi
     if probe; then
-        echo "kafka: running and answering on 127.0.0.1:$KAFKA_PORT (pid $pid, version $(cat "$VERSION_FILE" 2>/dev/null || echo '?'))"
+        echo "kafka: running and answering on 127.0.0.1:$KAFKA_PORT (pid $pid, version $(cat "$VERSION_FILE" 2>/dev/null || echo '?'))$( ((SECURE)) && echo "; secured, credentials in $(credentials_file)")"
         exit 0
     fi
     echo "kafka: pid $pid running but not answering on 127.0.0.1:$KAFKA_PORT"
@@ -392,6 +547,16 @@ usage() {
 main() {
     local cmd="${1:-}"
     [[ $# -gt 0 ]] && shift
+    local -a args=()
+    local arg
+    for arg in "$@"; do
+        if [[ "$arg" == --secure && "$cmd" =~ ^(start|stop|status|logs)$ ]]; then
+            use_secure_broker
+        else
+            args+=("$arg")
+        fi
+    done
+    set -- "${args[@]}"
     case "$cmd" in
         fetch) cmd_fetch "$@" ;;
         start) cmd_start "$@" ;;

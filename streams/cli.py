@@ -17,6 +17,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
+from streams.acls_command import acls
 from streams.settings import ConfigError, load_policy, load_settings
 
 __all__ = ["main", "cli"]
@@ -499,17 +500,20 @@ def topics_create(bootstrap_servers: str | None) -> None:
     """Create every topic of DESIGN §2 with the configured partitions (idempotent)."""
     import asyncio
 
-    from streams.topics import create_topics
+    from streams.topics import ensure_topics
 
     settings = _settings(bootstrap_servers)
     try:
-        created, existing = asyncio.run(create_topics(settings))
+        report = asyncio.run(ensure_topics(settings))
     except Exception as err:  # noqa: BLE001 - reported as one line
         raise Failure(f"cannot create topics on {settings.bootstrap_servers}: {err}") from None
-    for name in created:
+    for name in report.created:
         click.echo(f"created  {name}")
-    for name in existing:
+    for name in report.existing:
         click.echo(f"exists   {name}")
+    if report.refused:
+        raise Failure("the broker refused to create " + ", ".join(
+            f"{name} ({error})" for name, error in report.refused.items()))
 
 
 @cli.command()
@@ -667,6 +671,9 @@ def _private_key(path: str) -> Any:
         return load_private_key(Path(path))
     except KeyError_ as err:
         _fail_config(err)
+
+
+cli.add_command(acls)
 
 
 def main() -> None:

@@ -3,15 +3,26 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass, field
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+from aiokafka.errors import for_code
 
 from streams.settings import Settings
 
-__all__ = ["ARRIVAL_ORDERED", "all_topics", "create_topics", "internal_topics"]
+__all__ = [
+    "ARRIVAL_ORDERED",
+    "TopicReport",
+    "all_topics",
+    "create_topics",
+    "ensure_topics",
+    "internal_topics",
+]
 
 log = logging.getLogger("rollguard.topics")
+
+TOPIC_ALREADY_EXISTS = 36
 
 ARRIVAL_ORDERED = {"message.timestamp.type": "LogAppendTime"}
 """Approval responses take the broker's time (DESIGN §6): their order and time are their
@@ -38,8 +49,30 @@ def internal_topics(settings: Settings) -> dict[str, tuple[int, dict[str, str]]]
     return {settings.state_topic: (1, state_configs), settings.leader_topic: (1, {})}
 
 
+@dataclass(frozen=True)
+class TopicReport:
+    """What ``ensure_topics`` did: created, already there, refused by the broker (name → why)."""
+
+    created: list[str]
+    existing: list[str]
+    refused: dict[str, str] = field(default_factory=dict)
+
+
 async def create_topics(settings: Settings) -> tuple[list[str], list[str]]:
-    """Create the missing topics; return (created, already existing)."""
+    """Create the missing topics; return (created, already existing).
+
+    A topic the broker refuses to create is logged, not raised: on a secured cluster the worker
+    may not create topics (nor see the ones it has no ACL on); the administrator creates them.
+    """
+    report = await ensure_topics(settings)
+    for name, error in report.refused.items():
+        log.warning("cannot create topic %s: %s (on a secured cluster an administrator "
+                    "creates the topics; see docs/security.md)", name, error)
+    return report.created, report.existing
+
+
+async def ensure_topics(settings: Settings) -> TopicReport:
+    """Create the missing topics and report per topic what the broker answered."""
     admin = AIOKafkaAdminClient(
         bootstrap_servers=settings.bootstrap_servers, **settings.kafka_client_options()
     )
@@ -52,8 +85,9 @@ async def create_topics(settings: Settings) -> tuple[list[str], list[str]]:
         wanted[responses] = (settings.partitions, {**public, **ARRIVAL_ORDERED})
         wanted.update(internal_topics(settings))
         missing = [name for name in wanted if name not in existing]
+        refused: dict[str, str] = {}
         if missing:
-            await admin.create_topics(
+            response = await admin.create_topics(
                 [
                     NewTopic(
                         name=name,
@@ -64,9 +98,15 @@ async def create_topics(settings: Settings) -> tuple[list[str], list[str]]:
                     for name in missing
                 ]
             )
+            for name, code, *_ in response.topic_errors:
+                if code == TOPIC_ALREADY_EXISTS:  # created meanwhile, or not visible to us
+                    existing.add(name)
+                elif code != 0:
+                    refused[name] = for_code(code).__name__
         if responses in existing:
             await _ensure_configs(admin, responses, wanted[responses][1])
-        return missing, [name for name in wanted if name in existing]
+        created = [name for name in missing if name not in existing and name not in refused]
+        return TopicReport(created, [name for name in wanted if name in existing], refused)
     finally:
         await admin.close()
 

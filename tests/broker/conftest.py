@@ -20,6 +20,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from streams.settings import Settings, load_settings
+from tests.broker.secure import SecureBroker, secure_broker_session
 
 REPO = Path(__file__).resolve().parents[2]
 ROLLGUARD = str(Path(sys.executable).with_name("rollguard"))
@@ -171,3 +172,9 @@ async def eventually(predicate: Any, timeout: float = 60.0, interval: float = 0.
             return
         await asyncio.sleep(interval)
     assert predicate()
+
+
+@pytest.fixture(scope="session")
+def secure_broker() -> Iterator[SecureBroker]:
+    """The secured broker (SASL/SCRAM, ACLs enforced), started for the session if needed."""
+    yield from secure_broker_session()
