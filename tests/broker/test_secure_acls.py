@@ -178,7 +178,8 @@ async def test_every_role_does_its_job(secured: Secured, tmp_path: Path) -> None
         assert requests, worker.log_tail()
         request_id = requests[0]["request_id"]
         approved = secured.rollguard("approver", "approve", request_id, "--as", "user:alice",
-                                     "--key", str(keys / "alice.key"))
+                                     "--key", str(keys / "alice.key"),
+                                     "--verify-key", str(keys / "gate.pub"))
         assert approved.returncode == 0, approved.stderr
 
         # The gate signs the command; the executor runs it and reports; the analyst sees both.
