@@ -57,6 +57,7 @@ from models.state import (
     RequestStatus,
     Scheduled,
     ServiceState,
+    WindowConfig,
     new_state,
     schedule,
     watermark,
@@ -205,14 +206,15 @@ def _new_service(state: EngineState, policy: Policy, name: str) -> ServiceState:
     state.services[name] = svc
     fleet = state.fleet
     insort(fleet.order, name)
-    config = (svc.width, svc.lateness)
+    config = WindowConfig(svc.width, svc.lateness)
     fleet.configs[config] = fleet.configs.get(config, 0) + 1
-    fleet.next_due = min(fleet.next_due, _config_due(fleet, *config))
+    fleet.next_due = min(fleet.next_due, _config_due(fleet, config))
     return svc
 
 
-def _config_due(fleet: FleetState, width: int, lateness: float) -> float:
+def _config_due(fleet: FleetState, config: WindowConfig) -> float:
     """Clock value at which the next window end of this configuration becomes due."""
+    width, lateness = config.width, config.lateness
     return window_end(window_index(watermark(fleet, lateness), width), width) + lateness
 
 
@@ -261,7 +263,7 @@ def _run_due(state: EngineState, policy: Policy) -> list[CoreOutput]:
             _queue_control(state, batch)
     _prune(state, policy)
     fleet.next_due = min(
-        [_config_due(fleet, w, lat) for (w, lat) in fleet.configs]
+        [_config_due(fleet, config) for config in fleet.configs]
         + [entry.ts + entry.lateness for entry in fleet.timeline]
     )
     return batch.out
@@ -379,7 +381,7 @@ def _fleet_facts(
     for bucket in windows_overlapping(start, end, bucket_width):
         breaching |= fleet.breaches.get(bucket, set())
     since = end - _HOUR
-    recent = [s for ts, s in fleet.rollbacks if ts > since]
+    recent = [r.service for r in fleet.rollbacks if r.ts > since]
     return FleetFacts(
         breaching_services=tuple(sorted(breaching)),
         service_rollbacks=sum(1 for s in recent if s == service),
@@ -419,7 +421,7 @@ def _prune(state: EngineState, policy: Policy) -> None:
     bucket_floor = window_index(horizon, policy.defaults.window_seconds)
     for bucket in [b for b in fleet.breaches if b < bucket_floor]:
         del fleet.breaches[bucket]
-    while fleet.rollbacks and fleet.rollbacks[0][0] <= horizon:
+    while fleet.rollbacks and fleet.rollbacks[0].ts <= horizon:
         fleet.rollbacks.popleft()
     forget = fleet.clock - 24 * _HOUR
     for rid in [

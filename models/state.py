@@ -19,7 +19,7 @@ from bisect import insort
 from collections import deque
 from dataclasses import dataclass, field
 from enum import IntEnum, StrEnum
-from typing import Any
+from typing import Any, NamedTuple
 
 from models.alerts import AlertBook
 from models.events import ApprovalResponse, CoreOutput, DeployEvent, DeployStatus
@@ -43,8 +43,10 @@ __all__ = [
     "Phase",
     "RequestRecord",
     "RequestStatus",
+    "Rollback",
     "Scheduled",
     "ServiceState",
+    "WindowConfig",
     "close_deployment",
     "decision_evidence",
     "new_state",
@@ -163,9 +165,9 @@ class Scheduled:
     control: Control = field(compare=False)
 
 
-@dataclass(frozen=True, slots=True, order=True)
-class Due:
-    """One piece of work a watermark advance made due."""
+class Due(NamedTuple):
+    """One piece of work a watermark advance made due (a named tuple: the batch heap compares
+    thousands of them, and tuples compare in C)."""
 
     t: float
     phase: Phase
@@ -174,6 +176,20 @@ class Due:
     """The window to close or judge."""
     scheduled: Scheduled | None = None
     """The control event to apply (phase CONTROL)."""
+
+
+class WindowConfig(NamedTuple):
+    """The window parameters a service was first seen with."""
+
+    width: int
+    lateness: float
+
+
+class Rollback(NamedTuple):
+    """A rollback command, counted against the hourly budgets."""
+
+    ts: float
+    service: str
 
 
 class RequestStatus(StrEnum):
@@ -211,7 +227,7 @@ class FleetState:
     """Watermark forced by ``advance``."""
     next_due: float = float("inf")
     """Clock value at which the next window end or control event becomes due."""
-    configs: dict[tuple[int, float], int] = field(default_factory=dict)
+    configs: dict[WindowConfig, int] = field(default_factory=dict)
     """(window_seconds, allowed_lateness_seconds) of the services -> how many use it."""
     order: list[str] = field(default_factory=list)
     """Service names, sorted."""
@@ -220,7 +236,7 @@ class FleetState:
     sequence: int = 0
     breaches: dict[int, set[str]] = field(default_factory=dict)
     """Fleet bucket index (default window width) -> services with a breaching metric."""
-    rollbacks: deque[tuple[float, str]] = field(default_factory=deque)
+    rollbacks: deque[Rollback] = field(default_factory=deque)
     requests: dict[str, RequestRecord] = field(default_factory=dict)
 
 
@@ -306,4 +322,4 @@ def close_deployment(svc: ServiceState, dep: Deployment) -> None:
 
 def record_rollback(state: EngineState, ts: float, service: str) -> None:
     """Count a rollback command against the hourly budgets."""
-    state.fleet.rollbacks.append((ts, service))
+    state.fleet.rollbacks.append(Rollback(ts, service))
