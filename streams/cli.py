@@ -565,8 +565,8 @@ def _respond(decision: Literal["approve", "deny"], request_id: str, identity: st
     from streams.approval_client import publish_response
 
     settings = _settings(bootstrap_servers)
-    key = _private_key(key_file)
     keyring = _keyring(verify_keys, keyring_file)
+    key = _private_key(key_file)
     try:
         found = asyncio.run(publish_response(settings, request_id, identity, decision, comment,
                                              key, service, keyring))
