@@ -131,3 +131,13 @@ def test_the_worker_refuses_a_response_the_broker_did_not_stamp() -> None:
                                                           "timestamp_type": 1}), NOW)
     assert none is None and stamped.received_at == NOW + 0.5  # the sender's value replaced
     assert stamped.arrival == NOW + 0.5
+
+
+def test_only_an_approval_responses_received_at_is_unsigned(tmp_path: Path) -> None:
+    """A field added to a signed command — received_at included — breaks its signature."""
+    private_path, public_path = generate_key_pair(tmp_path, "gate")
+    signed = record_to_dict(sign_record(_command(), load_private_key(private_path)))
+    ring = Keyring.of(load_public_key(public_path))
+    assert ring.problem(signed, NOW) is None
+    for extra in ({"received_at": NOW}, {"exec": "rm -rf /"}):
+        assert "bad signature" in (ring.problem({**signed, **extra}, NOW) or "")
