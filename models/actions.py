@@ -8,25 +8,40 @@ the command, approval request and verdict it implies) and the state changes that
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from models.decide import DeploymentFacts, Ruling, Stage
-from models.events import ApprovalResponse, DeployEvent, DeployStatus, ReasonCode
+from models.events import (
+    ApprovalResponse,
+    CoreOutput,
+    DecisionAction,
+    DeployEvent,
+    DeployStatus,
+    ReasonCode,
+)
 from models.policy import Policy
 from models.records import At, approval_request, decision, rollback_command, verdict
 from models.state import (
     ApprovalCheck,
+    ApprovalControl,
     Batch,
+    Control,
+    DeployControl,
     EngineState,
+    ExpiryControl,
     RequestRecord,
+    RequestStatus,
     ServiceState,
     close_deployment,
     decision_evidence,
     record_rollback,
     schedule,
+    take_late_events,
     watermark,
 )
 from models.trial import Deployment
+from models.windows import window_index
 
 __all__ = ["apply_control", "carry_out"]
 
@@ -42,81 +57,114 @@ def carry_out(
     batch: Batch,
 ) -> None:
     """Turn a ruling into output records and the state changes it implies."""
-    sp = policy.for_service(svc.name)
-    facts = dep.facts
-    out = batch.out
     details = {code.value: text for code, text in ruling.details.items()}
     evidence = decision_evidence(
-        svc, facts, ts, trial_evidence, dict(ruling.evidence), {"details": details}
+        dep.facts,
+        ts,
+        take_late_events(svc),
+        trial_evidence,
+        dict(ruling.evidence),
+        {"details": details},
     )
-    version = policy.version
-    action = ruling.action
-    if action == "watch":
-        out.append(decision(facts, svc.name, "watch", ruling.reasons, ts, evidence, version))
-        dep.stage = Stage.WATCHING
-        return
-    if action == "auto_rollback":
-        assert ruling.authority is not None
-        evidence["authority"] = ruling.authority
-        out.append(
-            decision(facts, svc.name, "auto_rollback", ruling.reasons, ts, evidence, version)
+    act = _Act(state, policy, svc, dep, ruling, ts, evidence, batch.out)
+    match ruling.action:
+        case "watch":
+            act.record("watch")
+            dep.stage = Stage.WATCHING
+        case "auto_rollback":
+            _roll_back(act)
+        case "request_approval":
+            _request_approval(act)
+        case "pass":
+            act.record("pass")
+            act.out.append(verdict(dep.facts, "pass", ts, ruling.reasons))
+            close_deployment(svc, dep)
+        case "withdraw":
+            # DESIGN §3 has no "withdraw" action: a withdrawal is a Decision with action
+            # "none" and reason APPROVAL_WITHDRAWN, and an inconclusive verdict.
+            act.record("none")
+            act.out.append(verdict(dep.facts, "inconclusive", ts, ruling.reasons))
+            _settle(state, dep, RequestStatus.WITHDRAWN)
+            close_deployment(svc, dep)
+
+
+@dataclass(frozen=True, slots=True)
+class _Act:
+    """One ruling being carried out: where its records go and what they say."""
+
+    state: EngineState
+    policy: Policy
+    svc: ServiceState
+    dep: Deployment
+    ruling: Ruling
+    ts: float
+    evidence: dict[str, Any]
+    out: list[CoreOutput]
+
+    def record(self, action: DecisionAction) -> None:
+        """Emit the Decision of this ruling with ``action``."""
+        self.out.append(
+            decision(
+                self.dep.facts, self.svc.name, action, self.ruling.reasons, self.ts,
+                self.evidence, self.policy.version,
+            )
         )
-        out.append(
-            rollback_command(facts, ruling.authority, ruling.reasons, ts, evidence, sp, version)
-        )
-        out.append(verdict(facts, "rolled_back", ts, ruling.reasons))
-        record_rollback(state, ts, svc.name)
-        if dep.request_id is not None:
-            state.fleet.requests[dep.request_id].status = "superseded"
-        close_deployment(svc, dep)
-        return
-    if action == "request_approval":
-        request = approval_request(facts, ruling, ts, evidence, sp, version)
-        out.append(
-            decision(facts, svc.name, "request_approval", ruling.reasons, ts, evidence, version)
-        )
-        out.append(request)
-        outcome = ruling.verdict or "pending_approval"
-        out.append(verdict(facts, outcome, ts, ruling.reasons))
-        dep.stage = Stage.INCONCLUSIVE if outcome == "inconclusive" else Stage.PENDING
-        dep.request_id = request.request_id
-        dep.request_expires_at = request.expires_at
-        dep.request_reasons = tuple(c.value for c in ruling.reasons)
-        state.fleet.requests[request.request_id] = RequestRecord(
-            request_id=request.request_id,
-            deployment_id=facts.deployment_id,
-            service=svc.name,
-            expires_at=request.expires_at,
-            required_role=request.required_role,
-            deploy_actor=facts.actor,
-        )
-        schedule(
-            state, svc, request.expires_at, "expiry", (request.request_id,), request.request_id
-        )
-        return
-    if action == "pass":
-        out.append(decision(facts, svc.name, "pass", ruling.reasons, ts, evidence, version))
-        out.append(verdict(facts, "pass", ts, ruling.reasons))
-        close_deployment(svc, dep)
-        return
-    # withdraw
-    out.append(decision(facts, svc.name, "none", ruling.reasons, ts, evidence, version))
-    out.append(verdict(facts, "inconclusive", ts, ruling.reasons))
+
+
+def _settle(state: EngineState, dep: Deployment, status: RequestStatus) -> None:
+    """Mark the deployment's request (if any) with what became of it."""
     if dep.request_id is not None:
-        state.fleet.requests[dep.request_id].status = "withdrawn"
-    close_deployment(svc, dep)
+        state.fleet.requests[dep.request_id].status = status
 
 
-def apply_control(state: EngineState, policy: Policy, payload: Any, batch: Batch) -> None:
+def _roll_back(act: _Act) -> None:
+    ruling, facts = act.ruling, act.dep.facts
+    assert ruling.authority is not None
+    act.evidence["authority"] = ruling.authority
+    sp = act.policy.for_service(act.svc.name)
+    act.record("auto_rollback")
+    act.out.append(
+        rollback_command(
+            facts, ruling.authority, ruling.reasons, act.ts, act.evidence, sp, act.policy.version
+        )
+    )
+    act.out.append(verdict(facts, "rolled_back", act.ts, ruling.reasons))
+    record_rollback(act.state, act.ts, act.svc.name)
+    _settle(act.state, act.dep, RequestStatus.SUPERSEDED)
+    close_deployment(act.svc, act.dep)
+
+
+def _request_approval(act: _Act) -> None:
+    ruling, dep, facts, ts = act.ruling, act.dep, act.dep.facts, act.ts
+    sp = act.policy.for_service(act.svc.name)
+    request = approval_request(facts, ruling, ts, act.evidence, sp, act.policy.version)
+    act.record("request_approval")
+    act.out.append(request)
+    outcome = ruling.verdict or "pending_approval"
+    act.out.append(verdict(facts, outcome, ts, ruling.reasons))
+    dep.stage = Stage.INCONCLUSIVE if outcome == "inconclusive" else Stage.PENDING
+    dep.request_id = request.request_id
+    dep.request_reasons = tuple(c.value for c in ruling.reasons)
+    act.state.fleet.requests[request.request_id] = RequestRecord(
+        request_id=request.request_id,
+        deployment_id=facts.deployment_id,
+        service=act.svc.name,
+        expires_at=request.expires_at,
+        required_role=request.required_role,
+        deploy_actor=facts.actor,
+    )
+    schedule(act.state, act.svc, request.expires_at, ExpiryControl(request.request_id))
+
+
+def apply_control(state: EngineState, policy: Policy, control: Control, batch: Batch) -> None:
     """Apply one control event from the timeline: a deploy, an approval response, an expiry."""
-    kind, body = payload
-    if kind == "deploy":
-        _apply_deploy(state, policy, body, batch)
-    elif kind == "approval":
-        response, check = body
-        _apply_approval(state, policy, response, check, batch)
-    else:
-        _apply_expiry(state, policy, body, batch)
+    match control:
+        case DeployControl(event=event):
+            _apply_deploy(state, policy, event, batch)
+        case ApprovalControl(response=response, check=check):
+            _apply_approval(state, policy, response, check, batch)
+        case ExpiryControl(request_id=rid):
+            _apply_expiry(state, policy, rid, batch)
 
 
 def _apply_deploy(state: EngineState, policy: Policy, event: DeployEvent, batch: Batch) -> None:
@@ -127,8 +175,7 @@ def _apply_deploy(state: EngineState, policy: Policy, event: DeployEvent, batch:
     if dep is not None and dep.facts.deployment_id == ident:
         if ending:
             # The deployment is over; nothing more is decided about it (DESIGN: no decisions).
-            if dep.request_id is not None:
-                state.fleet.requests[dep.request_id].status = "closed"
+            _settle(state, dep, RequestStatus.CLOSED)
             close_deployment(svc, dep)
         return
     if ending or ident in svc.closed_deployments:
@@ -136,12 +183,12 @@ def _apply_deploy(state: EngineState, policy: Policy, event: DeployEvent, batch:
     if dep is not None:
         reasons: tuple[ReasonCode, ...] = ()
         if dep.request_id is not None:
-            state.fleet.requests[dep.request_id].status = "withdrawn"
+            _settle(state, dep, RequestStatus.WITHDRAWN)
             reasons = (ReasonCode.APPROVAL_WITHDRAWN,)
         evidence = decision_evidence(
-            svc,
             dep.facts,
             event.ts,
+            take_late_events(svc),
             {"closed_by": {"deployment_id": ident, "status": event.status.value}},
         )
         batch.out.append(
@@ -161,11 +208,11 @@ def _apply_deploy(state: EngineState, policy: Policy, event: DeployEvent, batch:
     dep = svc.deployment = Deployment.open(facts, sp)
     svc.trial_from = max(svc.trial_from, facts.deployed_at)
     svc.trial_until = max(svc.trial_until, dep.bake_until)
-    straddle = int(facts.deployed_at // svc.width)
+    straddle = window_index(facts.deployed_at, svc.width)
     svc.next_k = straddle if svc.next_k is None else max(svc.next_k, straddle)
-    limit = int(watermark(state.fleet, svc.lateness) // svc.width)
+    limit = window_index(watermark(state.fleet, svc.lateness), svc.width)
     for k in range(svc.next_k, limit):
-        batch.close(float((k + 1) * svc.width), svc, k)
+        batch.close(svc, k)
 
 
 def _reject(
@@ -184,10 +231,8 @@ def _reject(
         "cause": cause,
         "comment": response.comment,
         "signed_at": At(response.ts),
-        "late_events": svc.late_events if svc is not None else 0,
+        "late_events": take_late_events(svc) if svc is not None else 0,
     }
-    if svc is not None:
-        svc.late_events = 0
     record = state.fleet.requests.get(response.request_id)
     batch.out.append(
         decision(
@@ -198,11 +243,9 @@ def _reject(
             response.arrival,
             evidence,
             policy.version,
+            deployment_id=record.deployment_id if record is not None else None,
         )
     )
-    if record is not None:
-        last = batch.out[-1]
-        batch.out[-1] = last.model_copy(update={"deployment_id": record.deployment_id})
 
 
 def _approval_problem(
@@ -214,7 +257,7 @@ def _approval_problem(
     """Why an approval response does not count (DESIGN §6), or None if it does."""
     if record is None:
         return "no such approval request"
-    if record.status != "pending":
+    if record.status is not RequestStatus.PENDING:
         return f"request already {record.status}"
     if dep is None or dep.facts.deployment_id != record.deployment_id:
         return "the deployment is no longer open"
@@ -266,17 +309,17 @@ def _apply_approval(
         "comment": response.comment,
         "request_reasons": list(dep.request_reasons),
     }
-    evidence = decision_evidence(svc, facts, ts, {"approval": answer})
+    evidence = decision_evidence(facts, ts, take_late_events(svc), {"approval": answer})
     version = policy.version
     out = batch.out
     if response.decision == "deny":
-        record.status = "denied"
+        record.status = RequestStatus.DENIED
         reasons: tuple[ReasonCode, ...] = (ReasonCode.DENIED,)
         out.append(decision(facts, service, "none", reasons, ts, evidence, version))
         out.append(verdict(facts, "pass", ts, reasons))
         close_deployment(svc, dep)
         return
-    record.status = "approved"
+    record.status = RequestStatus.APPROVED
     if facts.rollback_target is None:
         reasons = (ReasonCode.NO_ROLLBACK_TARGET, ReasonCode.APPROVED)
         out.append(decision(facts, service, "none", reasons, ts, evidence, version))
@@ -295,16 +338,18 @@ def _apply_approval(
 
 def _apply_expiry(state: EngineState, policy: Policy, rid: str, batch: Batch) -> None:
     record = state.fleet.requests.get(rid)
-    if record is None or record.status != "pending":
+    if record is None or record.status is not RequestStatus.PENDING:
         return
-    record.status = "expired"
+    record.status = RequestStatus.EXPIRED
     svc = state.services[record.service]
     dep = svc.deployment
     if dep is None or dep.facts.deployment_id != record.deployment_id:
         return
     ts = record.expires_at
     reasons = (ReasonCode.APPROVAL_EXPIRED,)
-    evidence = decision_evidence(svc, dep.facts, ts, {"request_id": rid, "expired_at": At(ts)})
+    evidence = decision_evidence(
+        dep.facts, ts, take_late_events(svc), {"request_id": rid, "expired_at": At(ts)}
+    )
     batch.out.append(decision(dep.facts, svc.name, "none", reasons, ts, evidence, policy.version))
     batch.out.append(verdict(dep.facts, "inconclusive", ts, reasons))
     close_deployment(svc, dep)

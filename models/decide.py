@@ -27,11 +27,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from enum import StrEnum
 from typing import Any, Literal
 
-from models.events import BLOCKERS, TRIGGERS, ChangeSet, ReasonCode
+from models.events import BLOCKERS, TRIGGERS, ReasonCode, VerdictOutcome
+from models.facts import BakeEvidence, DeploymentFacts, Findings, FleetFacts, Stage
 from models.policy import Policy, PreAuthorization, ServicePolicy
+from models.rules import deployment_blockers, unconfirmed_fallback
 
 __all__ = [
     "BakeEvidence",
@@ -63,77 +64,8 @@ def ordered(codes: Mapping[ReasonCode, Any] | set[ReasonCode]) -> tuple[ReasonCo
     return tuple(sorted(codes, key=_ORDER.__getitem__))
 
 
-class Stage(StrEnum):
-    """Where a deployment's trial stands."""
-
-    OBSERVING = "observing"
-    """Nothing said yet."""
-    WATCHING = "watching"
-    """A ``watch`` decision was emitted for a trigger episode."""
-    PENDING = "pending"
-    """A trigger-based approval request awaits an answer; triggers are still watched."""
-    INCONCLUSIVE = "inconclusive"
-    """An inconclusive bake's request awaits an answer; nothing more is judged."""
-
-
-@dataclass(frozen=True, slots=True)
-class DeploymentFacts:
-    """What the deploy event says about the release under trial."""
-
-    deployment_id: str
-    service: str
-    version: str
-    rollback_target: str | None
-    actor: str
-    deployed_at: float
-    change: ChangeSet = ChangeSet()
-
-
-@dataclass(frozen=True, slots=True)
-class BakeEvidence:
-    """How well the bake was covered by telemetry (judged when it ends)."""
-
-    coverage: Mapping[str, float]
-    """Per threshold metric: samples over the bake / samples expected."""
-    traffic_mean: Mapping[str, float | None]
-    """Per traffic metric: mean over the bake (None: no sample)."""
-    samples: int
-    """Samples of any metric after the deploy."""
-
-
-@dataclass(frozen=True, slots=True)
-class Findings:
-    """What one window close showed about a deployment under trial."""
-
-    triggers: Mapping[ReasonCode, str] = field(default_factory=dict)
-    """Actionable triggers (THRESHOLD_BREACH, ANOMALY, CRITICAL_ALERT) with their details."""
-    confirmed: bool = False
-    """A THRESHOLD_BREACH whose metric's model agreed in every breaching window."""
-    blockers: Mapping[ReasonCode, str] = field(default_factory=dict)
-    """Signal-quality blockers (and BREACH_UNCONFIRMED) with their details."""
-    episode: Mapping[ReasonCode, str] = field(default_factory=dict)
-    """Would-be triggers under way but not yet actionable (e.g. one breaching window)."""
-    clear_windows: int = 0
-    """Consecutive windows with nothing breaching, anomalous or critical."""
-    trigger_windows: int = 0
-    """Observation windows so far with an actionable trigger (this one included)."""
-    bake_over: bool = False
-    bake: BakeEvidence | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class FleetFacts:
-    """The fleet around the deployment: concurrent breaches and spent rollback budget."""
-
-    breaching_services: tuple[str, ...] = ()
-    service_rollbacks: int = 0
-    """Rollback commands for this service in the last hour of event time."""
-    fleet_rollbacks: int = 0
-    """Rollback commands fleet-wide in the last hour of event time."""
-
-
 Action = Literal["watch", "auto_rollback", "request_approval", "pass", "withdraw"]
-Verdict = Literal["pass", "rolled_back", "pending_approval", "inconclusive"]
+Verdict = VerdictOutcome
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,69 +79,6 @@ class Ruling:
     authority: str | None = None
     """For ``auto_rollback``: ``auto`` or ``preauthorized:<rule id>``."""
     evidence: Mapping[str, Any] = field(default_factory=dict)
-
-
-def deployment_blockers(
-    deployment: DeploymentFacts, policy: Policy, fleet: FleetFacts
-) -> dict[ReasonCode, str]:
-    """Blockers that follow from the deploy event, the service's policy and the fleet."""
-    sp = policy.for_service(deployment.service)
-    change = deployment.change
-    out: dict[ReasonCode, str] = {}
-    if deployment.rollback_target is None:
-        out[ReasonCode.NO_ROLLBACK_TARGET] = "the deploy event names no rollback_target"
-    if change.shared_infra:
-        out[ReasonCode.SHARED_INFRA] = "depends on shared infra: " + ", ".join(
-            sorted(change.shared_infra)
-        )
-    for code, flag, text in (
-        (ReasonCode.DATA_WRITES, change.data_writes, "the release writes data"),
-        (ReasonCode.SCHEMA_MIGRATION, change.schema_migration, "the release migrates a schema"),
-        (
-            ReasonCode.CREDENTIAL_ROTATION,
-            change.credential_rotation,
-            "the release rotates credentials",
-        ),
-        (
-            ReasonCode.SESSION_INVALIDATION,
-            change.session_invalidation,
-            "the release invalidates sessions",
-        ),
-        (
-            ReasonCode.CROSS_DOMAIN_SECRETS,
-            change.cross_domain_secrets,
-            "the release touches cross-domain secrets",
-        ),
-    ):
-        if flag:
-            out[code] = text
-    if sp.tier == "shared":
-        out[ReasonCode.BLAST_RADIUS] = f"{deployment.service} is tier 'shared' in the policy"
-    if not sp.auto_rollback:
-        out[ReasonCode.POLICY_REQUIRES_APPROVAL] = (
-            f"auto_rollback is false for {deployment.service} in the policy"
-        )
-    if deployment.actor in policy.rollback_authorities:
-        out[ReasonCode.SAME_IDENTITY] = (
-            f"deployed by {deployment.actor}, which is a rollback authority"
-        )
-    limits = policy.fleet
-    if fleet.service_rollbacks >= limits.max_auto_rollbacks_per_service_per_hour:
-        out[ReasonCode.RATE_LIMITED] = (
-            f"{fleet.service_rollbacks} rollbacks of {deployment.service} in the last hour "
-            f"(limit {limits.max_auto_rollbacks_per_service_per_hour})"
-        )
-    elif fleet.fleet_rollbacks >= limits.max_auto_rollbacks_per_hour:
-        out[ReasonCode.RATE_LIMITED] = (
-            f"{fleet.fleet_rollbacks} rollbacks fleet-wide in the last hour "
-            f"(limit {limits.max_auto_rollbacks_per_hour})"
-        )
-    if len(fleet.breaching_services) >= limits.fleet_anomaly_limit:
-        out[ReasonCode.FLEET_WIDE_ANOMALY] = (
-            f"{len(fleet.breaching_services)} services breaching in the same window "
-            f"(limit {limits.fleet_anomaly_limit}): {', '.join(fleet.breaching_services)}"
-        )
-    return out
 
 
 def match_preauthorization(
@@ -274,14 +143,9 @@ def _automation(
     breach = ReasonCode.THRESHOLD_BREACH in findings.triggers
     # DESIGN §1.2 ("the threshold is explicit") is a condition like the others: when it fails,
     # it is named, even if the caller did not say why.
-    if not breach:
-        blockers.setdefault(
-            ReasonCode.BREACH_UNCONFIRMED, "no written threshold crossed: a trigger alone"
-        )
-    elif not findings.confirmed and ReasonCode.MODEL_COLD not in blockers:
-        blockers.setdefault(
-            ReasonCode.BREACH_UNCONFIRMED, "the anomaly model did not confirm the breach"
-        )
+    fallback = unconfirmed_fallback(breach, findings.confirmed, blockers)
+    if fallback is not None:
+        blockers.setdefault(ReasonCode.BREACH_UNCONFIRMED, fallback)
     # Without a predefined target there is nothing to roll back to, whatever a rule allows.
     allowed = breach and findings.confirmed and deployment.rollback_target is not None
     if not blockers:
@@ -375,52 +239,76 @@ def decide(
     if stage is Stage.INCONCLUSIVE:
         return None
     if stage is Stage.PENDING:
-        if triggers:
-            blockers, authority, evidence = _automation(deployment, findings, fleet, policy, ts)
-            if authority is None:
-                return None
-            details = {**triggers, **blockers}
-            details[ReasonCode.APPROVAL_SUPERSEDED] = (
-                "the breach still holds and automation is now allowed"
-            )
-            return Ruling(
-                "auto_rollback", ordered(details), details, "rolled_back", authority, evidence
-            )
-        if findings.clear_windows >= sp.consecutive_breach_windows:
-            details = {
-                ReasonCode.APPROVAL_WITHDRAWN: (
-                    f"nothing breached for {findings.clear_windows} consecutive windows"
-                )
-            }
-            return Ruling("withdraw", ordered(details), details, "inconclusive")
-        return None
-
+        return _while_pending(deployment, findings, triggers, fleet, policy, ts)
     if triggers:
-        blockers, authority, evidence = _automation(deployment, findings, fleet, policy, ts)
-        details = {**triggers, **blockers}
-        evidence["blockers"] = dict(blockers)
-        if authority is not None:
-            return Ruling(
-                "auto_rollback", ordered(details), details, "rolled_back", authority, evidence
-            )
-        # A request waits (at most consecutive_breach_windows - 1 windows) while another
-        # trigger is still building, so that it names the whole picture; a rollback never waits.
-        if findings.episode and findings.trigger_windows < sp.consecutive_breach_windows:
-            if stage is Stage.OBSERVING:
-                watched = {**findings.episode, **triggers}
-                return Ruling("watch", ordered(watched), watched)
-            return None
-        return Ruling(
-            "request_approval", ordered(details), details, "pending_approval", None, evidence
-        )
-
+        return _on_triggers(deployment, stage, findings, triggers, fleet, policy, ts)
     if findings.episode and stage is Stage.OBSERVING and not findings.bake_over:
         details = dict(findings.episode)
         return Ruling("watch", ordered(details), details)
-
     if findings.bake_over:
         gaps, evidence = _bake_end(findings, sp)
         if not gaps:
             return Ruling("pass", (), {}, "pass", None, evidence)
         return Ruling("request_approval", ordered(gaps), gaps, "inconclusive", None, evidence)
     return None
+
+
+def _while_pending(
+    deployment: DeploymentFacts,
+    findings: Findings,
+    triggers: dict[ReasonCode, str],
+    fleet: FleetFacts,
+    policy: Policy,
+    ts: float,
+) -> Ruling | None:
+    """Rule 1: supersede a pending request by a rollback, or withdraw it."""
+    sp = policy.for_service(deployment.service)
+    if triggers:
+        blockers, authority, evidence = _automation(deployment, findings, fleet, policy, ts)
+        if authority is None:
+            return None
+        details = {**triggers, **blockers}
+        details[ReasonCode.APPROVAL_SUPERSEDED] = (
+            "the breach still holds and automation is now allowed"
+        )
+        return Ruling(
+            "auto_rollback", ordered(details), details, "rolled_back", authority, evidence
+        )
+    if findings.clear_windows >= sp.consecutive_breach_windows:
+        details = {
+            ReasonCode.APPROVAL_WITHDRAWN: (
+                f"nothing breached for {findings.clear_windows} consecutive windows"
+            )
+        }
+        return Ruling("withdraw", ordered(details), details, "inconclusive")
+    return None
+
+
+def _on_triggers(
+    deployment: DeploymentFacts,
+    stage: Stage,
+    findings: Findings,
+    triggers: dict[ReasonCode, str],
+    fleet: FleetFacts,
+    policy: Policy,
+    ts: float,
+) -> Ruling | None:
+    """Rules 2 and 3: roll back, or request approval (or wait while a trigger builds)."""
+    sp = policy.for_service(deployment.service)
+    blockers, authority, evidence = _automation(deployment, findings, fleet, policy, ts)
+    details = {**triggers, **blockers}
+    evidence["blockers"] = dict(blockers)
+    if authority is not None:
+        return Ruling(
+            "auto_rollback", ordered(details), details, "rolled_back", authority, evidence
+        )
+    # A request waits (at most consecutive_breach_windows - 1 windows) while another
+    # trigger is still building, so that it names the whole picture; a rollback never waits.
+    if findings.episode and findings.trigger_windows < sp.consecutive_breach_windows:
+        if stage is Stage.OBSERVING:
+            watched = {**findings.episode, **triggers}
+            return Ruling("watch", ordered(watched), watched)
+        return None
+    return Ruling(
+        "request_approval", ordered(details), details, "pending_approval", None, evidence
+    )

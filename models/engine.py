@@ -29,47 +29,57 @@ from __future__ import annotations
 import heapq
 from bisect import insort
 from collections import deque
-from typing import Any
+from collections.abc import Mapping
 
 from models.actions import apply_control, carry_out
 from models.decide import FleetFacts, Stage, decide
 from models.events import (
     Alert,
     ApprovalResponse,
+    CoreOutput,
     DeployEvent,
     DeployStatus,
     MetricSample,
-    OutputRecord,
 )
-from models.policy import Policy
+from models.evidence import trial_evidence
+from models.policy import Policy, ServicePolicy
 from models.scoring import DetectorKit, default_kit
 from models.state import (
-    CLOSE,
-    CONTROL,
-    JUDGE,
     ApprovalCheck,
+    ApprovalControl,
     Batch,
+    DeployControl,
+    Due,
     EngineState,
     FleetState,
+    Phase,
     RequestRecord,
+    RequestStatus,
+    Scheduled,
     ServiceState,
     new_state,
     schedule,
     watermark,
 )
-from models.trial import (
+from models.thresholds import (
     ThresholdCheck,
+    ThresholdRule,
     check_thresholds,
     exceeds,
     threshold_rules,
 )
 from models.windows import (
+    MetricStats,
     WindowAccumulator,
     WindowSummary,
     build_baseline,
     fold_metrics,
     ordered_alerts,
     stat_of,
+    window_bounds,
+    window_end,
+    window_index,
+    windows_overlapping,
 )
 
 __all__ = [
@@ -99,57 +109,49 @@ def step(
     policy: Policy,
     *,
     approval_check: ApprovalCheck | None = None,
-) -> list[OutputRecord]:
+) -> list[CoreOutput]:
     """Fold one input event into ``state``; return the records to emit, in order."""
-    kind = type(event)
-    if kind is MetricSample:
-        sample: MetricSample = event  # type: ignore[assignment]
+    if isinstance(event, MetricSample):
+        sample = event
         svc = state.services.get(sample.service)
         if svc is None:
             svc = _new_service(state, policy, sample.service)
+        state.touched.add(sample.service)
         ts = sample.ts
-        k = int(ts // svc.width)
+        k = window_index(ts, svc.width)
         acc = svc.open.get(k)
         if acc is None:
             acc = _open_window(state, svc, k)
         if acc is not None:
-            key = (sample.name, sample.source, sample.instance)
-            entry = acc.samples.get(key)
-            if entry is None:
-                acc.samples[key] = [ts, sample.value]
-            else:
-                entry.append(sample.value)
-                if ts > entry[0]:
-                    entry[0] = ts
-    elif kind is Alert:
-        alert: Alert = event  # type: ignore[assignment]
+            acc.add_sample(sample.name, sample.source, sample.instance, ts, sample.value)
+    elif isinstance(event, Alert):
+        alert = event
         svc = state.services.get(alert.service) or _new_service(state, policy, alert.service)
-        k = int(alert.ts // svc.width)
+        state.touched.add(svc.name)
+        k = window_index(alert.ts, svc.width)
         acc = svc.open.get(k) or _open_window(state, svc, k)
         if acc is not None:
             acc.alerts.append(alert)
-    elif kind is DeployEvent:
-        deploy: DeployEvent = event  # type: ignore[assignment]
-        svc = state.services.get(deploy.service) or _new_service(state, policy, deploy.service)
-        order = (deploy.deployment_id, _STATUS_RANK[deploy.status], deploy.model_dump_json())
-        schedule(state, svc, deploy.ts, "deploy", order, deploy)
-    elif kind is ApprovalResponse:
-        response: ApprovalResponse = event  # type: ignore[assignment]
+    elif isinstance(event, DeployEvent):
+        svc = state.services.get(event.service) or _new_service(state, policy, event.service)
+        state.touched.add(svc.name)
+        schedule(state, svc, event.ts, DeployControl(event))
+    elif isinstance(event, ApprovalResponse):
+        response = event
         record = state.fleet.requests.get(response.request_id)
         name = record.service if record is not None else response.service
         owner = state.services.get(name) if name else None
         if owner is None and name:
             owner = _new_service(state, policy, name)
-        answer = (response.request_id, response.model_dump_json())
+        if owner is not None:
+            state.touched.add(owner.name)
         # Arrival order (DESIGN §6): the broker's time, not the time the approver signed.
-        schedule(state, owner, response.arrival, "approval", answer, (response, approval_check))
-        ts = response.arrival
+        schedule(state, owner, response.arrival, ApprovalControl(response, approval_check))
     else:
-        raise TypeError(f"not an input event: {kind.__name__}")
+        raise TypeError(f"not an input event: {type(event).__name__}")
 
     fleet = state.fleet
-    if kind is not ApprovalResponse:
-        ts = event.ts
+    ts = event.arrival if isinstance(event, ApprovalResponse) else event.ts
     if ts > fleet.clock:
         fleet.clock = ts
     if fleet.clock >= fleet.next_due:
@@ -157,7 +159,7 @@ def step(
     return []
 
 
-def advance(state: EngineState, policy: Policy, event_time: float) -> list[OutputRecord]:
+def advance(state: EngineState, policy: Policy, event_time: float) -> list[CoreOutput]:
     """Move every watermark to at least ``event_time`` and emit what that decides."""
     fleet = state.fleet
     if event_time > fleet.floor:
@@ -177,11 +179,13 @@ def last_bake_end(state: EngineState, policy: Policy) -> float:
         if dep is not None:
             end = max(end, dep.bake_until + svc.width + svc.lateness)
     for entry in state.fleet.timeline:
-        ts, kind, payload = entry[0], entry[-2], entry[-1]
-        if kind == "deploy":
-            rules = policy.for_service(payload.service)
-            end = max(end, ts + rules.bake_seconds + rules.window_seconds
-                      + rules.allowed_lateness_seconds)
+        match entry.control:
+            case DeployControl(event=deploy):
+                rules = policy.for_service(deploy.service)
+                end = max(end, entry.ts + rules.bake_seconds + rules.window_seconds
+                          + rules.allowed_lateness_seconds)
+            case _:
+                pass
     return end
 
 
@@ -209,14 +213,13 @@ def _new_service(state: EngineState, policy: Policy, name: str) -> ServiceState:
 
 def _config_due(fleet: FleetState, width: int, lateness: float) -> float:
     """Clock value at which the next window end of this configuration becomes due."""
-    limit = int(watermark(fleet, lateness) // width)
-    return (limit + 1) * width + lateness
+    return window_end(window_index(watermark(fleet, lateness), width), width) + lateness
 
 
 def _open_window(state: EngineState, svc: ServiceState, k: int) -> WindowAccumulator | None:
     """A new accumulator for window ``k``, or None (and a late count) if it already closed."""
     wm = watermark(state.fleet, svc.lateness)
-    if k < int(wm // svc.width) or (svc.next_k is not None and k < svc.next_k):
+    if k < window_index(wm, svc.width) or (svc.next_k is not None and k < svc.next_k):
         svc.late_events += 1
         svc.late_total += 1
         return None
@@ -224,7 +227,7 @@ def _open_window(state: EngineState, svc: ServiceState, k: int) -> WindowAccumul
     return acc
 
 
-def _run_due(state: EngineState, policy: Policy) -> list[OutputRecord]:
+def _run_due(state: EngineState, policy: Policy) -> list[CoreOutput]:
     fleet = state.fleet
     batch = Batch()
     services = state.services
@@ -233,29 +236,33 @@ def _run_due(state: EngineState, policy: Policy) -> list[OutputRecord]:
         if not svc.open and svc.deployment is None:
             continue
         width = svc.width
-        limit = int(watermark(fleet, svc.lateness) // width)
+        limit = window_index(watermark(fleet, svc.lateness), width)
         for k in svc.open:
             if k < limit:
-                batch.close(float((k + 1) * width), svc, k)
+                batch.close(svc, k)
         if svc.deployment is not None and svc.next_k is not None:
             for k in range(svc.next_k, limit):
-                batch.close(float((k + 1) * width), svc, k)
+                batch.close(svc, k)
     _queue_control(state, batch)
     heap = batch.heap
+    touched = state.touched
     while heap:
-        t, phase, name, k, payload = heapq.heappop(heap)
-        if phase == CLOSE:
-            _close_window(state, policy, services[name], k, batch)
-        elif phase == JUDGE:
-            _judge(state, policy, services[name], k, batch)
-        else:
-            apply_control(state, policy, payload, batch)
+        due = heapq.heappop(heap)
+        if due.service:
+            touched.add(due.service)
+        match due:
+            case Due(phase=Phase.CLOSE):
+                _close_window(state, policy, services[due.service], due.k, batch)
+            case Due(phase=Phase.JUDGE):
+                _judge(state, policy, services[due.service], due.k, batch)
+            case Due(scheduled=Scheduled(control=control)):
+                apply_control(state, policy, control, batch)
         if not heap:
             _queue_control(state, batch)
     _prune(state, policy)
     fleet.next_due = min(
         [_config_due(fleet, w, lat) for (w, lat) in fleet.configs]
-        + [entry[0] + entry[5] for entry in fleet.timeline]
+        + [entry.ts + entry.lateness for entry in fleet.timeline]
     )
     return batch.out
 
@@ -263,11 +270,10 @@ def _run_due(state: EngineState, policy: Policy) -> list[OutputRecord]:
 def _queue_control(state: EngineState, batch: Batch) -> None:
     """Move control events whose time the watermark has reached into the batch."""
     fleet = state.fleet
-    keep: list[tuple[Any, ...]] = []
+    keep: list[Scheduled] = []
     for entry in fleet.timeline:
-        ts, rank, name, tiebreak, seq, lateness, kind, payload = entry
-        if ts <= watermark(fleet, lateness):
-            heapq.heappush(batch.heap, (ts, CONTROL, name, (rank, tiebreak, seq), (kind, payload)))
+        if entry.ts <= watermark(fleet, entry.lateness):
+            heapq.heappush(batch.heap, Due(entry.ts, Phase.CONTROL, entry.service, 0, entry))
         else:
             keep.append(entry)
     fleet.timeline = keep
@@ -278,7 +284,7 @@ def _close_window(
 ) -> None:
     sp = policy.for_service(svc.name)
     width = svc.width
-    start, end = float(k * width), float((k + 1) * width)
+    start, end = window_bounds(k, width)
     acc = svc.open.pop(k, None)
     if svc.next_k is None or k + 1 > svc.next_k:
         svc.next_k = k + 1
@@ -297,32 +303,14 @@ def _close_window(
     rules = batch.rules.get(id(sp))
     if rules is None:
         rules = batch.rules[id(sp)] = threshold_rules(sp)
-    rolling = svc.rolling
-    checks: dict[str, ThresholdCheck] = {}
-    breaching: list[str] = []
-    if dep is not None and metrics:
-        # Under trial: judged against the frozen baseline, with the details kept for evidence.
-        checks = check_thresholds(metrics, sp, dep.baseline_values(sp))
-        breaching = [name for name, check in checks.items() if check.breach]
-        values = {name: check.value for name, check in checks.items()}
-    else:
-        # Idle: against the rolling baseline, with no more work than the comparison.
-        values = {}
-        for name, stat, top, ratio in rules:
-            stats = metrics.get(name)
-            if stats is None:
-                continue
-            value = values[name] = stat_of(stats, stat)
-            past = rolling.get(name)
-            base = sum(past) / len(past) if past else None
-            if exceeds(value, top, ratio, base):
-                breaching.append(name)
+    checks, breaching, values = _thresholds(svc, sp, rules, metrics)
     on_trial = start < svc.trial_until and end > svc.trial_from
     pending = dep is not None and dep.stage in (Stage.PENDING, Stage.INCONCLUSIVE)
     learnable = bool(metrics) and not breaching and not on_trial and not pending
     summary = WindowSummary(k, start, end, metrics, alerts, tuple(breaching), learnable)
     svc.ring.append(summary)
 
+    rolling = svc.rolling
     for name, value in values.items():
         past = rolling.get(name)
         if past is None:
@@ -334,11 +322,41 @@ def _close_window(
             last_seen[(name, source)] = ts
     if breaching:
         bucket_width = policy.defaults.window_seconds
-        for bucket in range(int(start // bucket_width), -int(-end // bucket_width)):
+        for bucket in windows_overlapping(start, end, bucket_width):
             state.fleet.breaches.setdefault(bucket, set()).add(svc.name)
     if dep is not None and dep.stage is not Stage.INCONCLUSIVE:
         batch.checks[(svc.name, k)] = checks
-        heapq.heappush(batch.heap, (end, JUDGE, svc.name, k, None))
+        heapq.heappush(batch.heap, Due(end, Phase.JUDGE, svc.name, k))
+
+
+def _thresholds(
+    svc: ServiceState,
+    sp: ServicePolicy,
+    rules: tuple[ThresholdRule, ...],
+    metrics: Mapping[str, MetricStats],
+) -> tuple[dict[str, ThresholdCheck], list[str], dict[str, float]]:
+    """The threshold checks of a closing window (under trial only), its breaching metrics,
+    and each threshold metric's policy stat (for the rolling baseline)."""
+    dep = svc.deployment
+    if dep is not None and metrics:
+        # Under trial: judged against the frozen baseline, with the details kept for evidence.
+        checks = check_thresholds(metrics, rules, dep.baseline_values(sp))
+        breaching = [name for name, check in checks.items() if check.breach]
+        return checks, breaching, {name: check.value for name, check in checks.items()}
+    # Idle: against the rolling baseline, with no more work than the comparison.
+    values: dict[str, float] = {}
+    breaching = []
+    for rule in rules:
+        name = rule.metric
+        stats = metrics.get(name)
+        if stats is None:
+            continue
+        value = values[name] = stat_of(stats, rule.stat)
+        past = svc.rolling.get(name)
+        base = sum(past) / len(past) if past else None
+        if exceeds(value, rule.max, rule.max_ratio_to_baseline, base):
+            breaching.append(name)
+    return {}, breaching, values
 
 
 # ----------------------------------------------------------------------------------------------
@@ -358,7 +376,7 @@ def _fleet_facts(
     fleet = state.fleet
     bucket_width = policy.defaults.window_seconds
     breaching: set[str] = set()
-    for bucket in range(int(start // bucket_width), -int(-end // bucket_width)):
+    for bucket in windows_overlapping(start, end, bucket_width):
         breaching |= fleet.breaches.get(bucket, set())
     since = end - _HOUR
     recent = [s for ts, s in fleet.rollbacks if ts > since]
@@ -380,10 +398,12 @@ def _judge(state: EngineState, policy: Policy, svc: ServiceState, k: int, batch:
     kit = _kit(state)
     svc.models.catch_up(kit, svc.ring, sp, through=k - 1)
     scores = svc.models.score(kit, summary, sp)
-    findings, evidence = dep.observe(summary, checks, scores, sp, svc.last_seen, svc.alerts)
     fleet = _fleet_facts(state, policy, svc.name, summary.start, summary.end)
+    judgement = dep.observe(summary, checks, scores, policy, svc.last_seen, svc.alerts, fleet)
+    findings = dep.conclude(judgement)
     ruling = decide(dep.facts, dep.stage, findings, fleet, policy, summary.end)
     if ruling is not None:
+        evidence = trial_evidence(judgement, dep)
         carry_out(state, policy, svc, dep, ruling, summary.end, evidence, batch)
 
 
@@ -396,7 +416,7 @@ def _prune(state: EngineState, policy: Policy) -> None:
     """Forget fleet history that no decision can need any more (keeps memory flat)."""
     fleet = state.fleet
     horizon = fleet.clock - _HOUR
-    bucket_floor = int(horizon // policy.defaults.window_seconds)
+    bucket_floor = window_index(horizon, policy.defaults.window_seconds)
     for bucket in [b for b in fleet.breaches if b < bucket_floor]:
         del fleet.breaches[bucket]
     while fleet.rollbacks and fleet.rollbacks[0][0] <= horizon:
@@ -405,6 +425,6 @@ def _prune(state: EngineState, policy: Policy) -> None:
     for rid in [
         r
         for r, rec in fleet.requests.items()
-        if rec.status != "pending" and rec.expires_at < forget
+        if rec.status is not RequestStatus.PENDING and rec.expires_at < forget
     ]:
         del fleet.requests[rid]

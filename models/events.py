@@ -33,8 +33,10 @@ __all__ = [
     "ApprovalRequest",
     "ApprovalResponse",
     "ChangeSet",
+    "CoreOutput",
     "DeadLetter",
     "Decision",
+    "DecisionAction",
     "DeployEvent",
     "DeployStatus",
     "EventTime",
@@ -47,6 +49,7 @@ __all__ = [
     "ReleaseVerdict",
     "RollbackCommand",
     "Timestamp",
+    "VerdictOutcome",
     "format_ts",
     "parse_ts",
     "stable_id",
@@ -335,11 +338,17 @@ class ApprovalRequest(_Record):
     """Signed by the gate like a command, so approvers can tell a genuine request."""
 
 
+DecisionAction = Literal["none", "watch", "auto_rollback", "request_approval", "pass"]
+"""The ``action`` of a Decision (DESIGN §3)."""
+VerdictOutcome = Literal["pass", "rolled_back", "pending_approval", "inconclusive"]
+"""The ``verdict`` of a ReleaseVerdict (DESIGN §3)."""
+
+
 class Decision(_Record):
     type: Literal["decision"] = "decision"
     deployment_id: str | None
     service: str
-    action: Literal["none", "watch", "auto_rollback", "request_approval", "pass"]
+    action: DecisionAction
     reasons: tuple[str, ...]
     ts: Timestamp
     evidence: dict[str, Any]
@@ -350,7 +359,7 @@ class ReleaseVerdict(_Record):
     type: Literal["release_verdict"] = "release_verdict"
     deployment_id: str
     service: str
-    verdict: Literal["pass", "rolled_back", "pending_approval", "inconclusive"]
+    verdict: VerdictOutcome
     ts: Timestamp
     reasons: tuple[str, ...]
 
@@ -366,7 +375,9 @@ class DeadLetter(_Record):
     ts: Timestamp
 
 
-OutputRecord = RollbackCommand | ApprovalRequest | Decision | ReleaseVerdict | DeadLetter
+CoreOutput = RollbackCommand | ApprovalRequest | Decision | ReleaseVerdict
+"""What the decision core emits (every one of them keyed by its service)."""
+OutputRecord = CoreOutput | DeadLetter
 
 
 def stable_id(prefix: str, service: str, deployment_id: str) -> str:

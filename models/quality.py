@@ -1,8 +1,8 @@
 """Signal quality (DESIGN §5): is the telemetry of one service trustworthy at one window close?
 
-Each check is a small pure function returning the offending items with their numbers; ``assess``
-runs them all for one closed window and returns a ``SignalQuality``: the blocker reason codes
-that apply, each with a human-readable detail, plus the figures for the audit evidence.
+Each check is a small pure function returning the offending items with their numbers;
+``read_signals`` reads them all once for one closed window into ``Signals``, from which the
+blocker rules of ``models.rules`` name the reason codes and ``models.evidence`` the figures.
 
 Which checks look at which metrics (see docs/core.md):
 
@@ -26,9 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from models.alerts import AlertBook
-from models.events import ReasonCode
 from models.policy import ServicePolicy
-from models.records import At
 from models.windows import Baseline, WindowSummary, stat_of
 
 __all__ = [
@@ -36,8 +34,7 @@ __all__ = [
     "SPAN_MIN_SAMPLES",
     "SPAN_MIN_WINDOWS",
     "TRAFFIC_DRAIN_RATIO",
-    "SignalQuality",
-    "assess",
+    "Signals",
     "baseline_cvs",
     "baseline_instability",
     "cold_models",
@@ -45,6 +42,7 @@ __all__ = [
     "expected_samples",
     "flapping_alerts",
     "low_traffic",
+    "read_signals",
     "relative_gap",
     "source_disagreements",
     "span_coverage",
@@ -67,11 +65,29 @@ scrape (5 of 6) and not two (4 of 6)."""
 
 
 @dataclass(frozen=True, slots=True)
-class SignalQuality:
-    """The blockers one window's telemetry raises (code -> detail) and the figures behind them."""
+class Signals:
+    """The signal-quality facts of one judged window, read once: the blocker rules
+    (``models.rules``) and the evidence (``models.evidence``) both use them."""
 
-    blockers: Mapping[ReasonCode, str]
-    figures: Mapping[str, Any]
+    breaching: tuple[str, ...]
+    """Threshold metrics breaching in this window (cold models and baselines are judged for
+    them only)."""
+    stale: Mapping[str, float]
+    """``"metric/source"`` -> seconds without a sample (``stale_streams``)."""
+    span: Mapping[str, Mapping[str, float]]
+    """Coverage of every policy metric over the decision's span (``span_coverage``)."""
+    flips: Mapping[str, int]
+    """Alert name -> state flips in the flap window."""
+    resolved: Mapping[str, float]
+    """Alerts resolved in this or the previous window (only looked up while breaching)."""
+    disagreements: Mapping[str, Mapping[str, Any]]
+    """``source_disagreements``."""
+    drain: Mapping[str, Mapping[str, float]]
+    """``traffic_drain`` (only looked up while breaching)."""
+    learned: Mapping[str, int]
+    """Windows learned by the model of each breaching metric."""
+    traffic_means: Mapping[str, float | None]
+    """Mean of each traffic metric over the observation so far."""
 
 
 def expected_samples(policy: ServicePolicy, metric: str, baseline: Baseline | None) -> float:
@@ -238,11 +254,7 @@ def low_traffic(
     }
 
 
-def _fmt(value: float) -> str:
-    return f"{value:.6g}"
-
-
-def assess(
+def read_signals(
     summary: WindowSummary,
     policy: ServicePolicy,
     baseline: Baseline | None,
@@ -252,104 +264,22 @@ def assess(
     breaching: tuple[str, ...],
     learned: Mapping[str, int],
     traffic_means: Mapping[str, float | None],
-    span: Sequence[Mapping[str, int]] | None = None,
-) -> SignalQuality:
-    """Run every signal-quality check for one closed window of a service under trial.
+    span: Sequence[Mapping[str, int]],
+) -> Signals:
+    """Read every signal-quality fact of one closed window of a service under trial, once.
 
     ``span``: sample counts per metric of the latest observation windows, oldest first, ending
-    with this one (``span_coverage``); None judges completeness on this window alone.
+    with this one (``span_coverage``).
     """
-    blockers: dict[ReasonCode, str] = {}
     at = summary.end
-
-    stale = stale_streams(last_seen, baseline, policy.metrics, at, policy.stale_after_seconds)
-    if stale:
-        blockers[ReasonCode.TELEMETRY_STALE] = "; ".join(
-            f"{key} silent for {_fmt(gap)} s (stale after {_fmt(policy.stale_after_seconds)} s)"
-            for key, gap in stale.items()
-        )
-    stale_metrics = {key.split("/", 1)[0] for key in stale}
-    cov = coverage(summary, policy, baseline)
-    if span is None:
-        span = [{name: stats.count for name, stats in summary.metrics.items()}]
-    over = span_coverage(span, policy, baseline)
-    incomplete = {
-        m: c
-        for m, c in over.items()
-        if c["coverage"] < policy.min_coverage and m not in stale_metrics
-    }
-    if incomplete:
-        blockers[ReasonCode.TELEMETRY_INCOMPLETE] = "; ".join(
-            f"{m} coverage {_fmt(c['coverage'])} < {_fmt(policy.min_coverage)} over the last "
-            f"{c['windows']} window{'s' if c['windows'] != 1 else ''} "
-            f"({_fmt(c['samples'])} of {_fmt(c['expected'])} samples)"
-            for m, c in incomplete.items()
-        )
-
-    flapping = flapping_alerts(alerts, at, policy.flap_window_seconds, policy.flap_limit)
-    if flapping:
-        blockers[ReasonCode.ALERT_FLAPPING] = "; ".join(
-            f"{name} flipped {n} times in {_fmt(policy.flap_window_seconds)} s "
-            f"(limit {policy.flap_limit})"
-            for name, n in flapping.items()
-        )
-
-    conflicts: list[str] = []
-    resolved = alerts.resolved_since(summary.start - policy.window_seconds) if breaching else {}
-    for metric in breaching:
-        for name, ts in resolved.items():
-            conflicts.append(f"{metric} breach while alert {name} resolved at {_fmt(ts)}")
-    disagree = source_disagreements(summary, policy)
-    for metric, info in disagree.items():
-        shown = ", ".join(f"{src}={_fmt(v)}" for src, v in info["by_source"].items())
-        conflicts.append(
-            f"{metric} sources disagree by {_fmt(info['relative_gap'])} "
-            f"(> {_fmt(policy.source_tolerance)}): {shown}"
-        )
-    drain = traffic_drain(summary, policy, baseline) if breaching else {}
-    for metric, info in drain.items():
-        conflicts.append(
-            f"{', '.join(breaching)} breach while {metric} drained to {_fmt(info['mean'])} "
-            f"(< {TRAFFIC_DRAIN_RATIO:g} x baseline {_fmt(info['baseline_mean'])})"
-        )
-    if conflicts:
-        blockers[ReasonCode.SIGNALS_CONFLICT] = "; ".join(conflicts)
-
-    cold = cold_models(breaching, learned, policy.min_baseline_windows)
-    if cold:
-        blockers[ReasonCode.MODEL_COLD] = "; ".join(
-            f"{m} model learned {n} windows (< {policy.min_baseline_windows})"
-            for m, n in cold.items()
-        )
-    unstable = baseline_instability(breaching, policy, baseline)
-    if unstable:
-        blockers[ReasonCode.BASELINE_UNSTABLE] = "; ".join(
-            f"{m} baseline CV {_fmt(cv)} > {_fmt(policy.max_baseline_cv)}"
-            for m, cv in unstable.items()
-        )
-    low = low_traffic(traffic_means, policy.min_traffic)
-    if low:
-        blockers[ReasonCode.LOW_TRAFFIC] = "; ".join(
-            f"{m} mean {'n/a (no samples)' if v is None else _fmt(v)} < {_fmt(policy.min_traffic)}"
-            for m, v in low.items()
-        )
-
-    figures: dict[str, Any] = {
-        "coverage": cov,
-        "coverage_span": over,
-        "min_coverage": policy.min_coverage,
-        "stale_seconds": stale,
-        "stale_after_seconds": policy.stale_after_seconds,
-        "alert_flips": alerts.flips_since(at - policy.flap_window_seconds),
-        "flap_limit": policy.flap_limit,
-        "source_disagreements": disagree,
-        "resolved_alerts": {name: At(ts) for name, ts in resolved.items()},
-        "traffic_drain": drain,
-        "models_learned": dict(sorted(learned.items())),
-        "min_baseline_windows": policy.min_baseline_windows,
-        "baseline_cv": baseline_cvs(breaching, policy, baseline),
-        "max_baseline_cv": policy.max_baseline_cv,
-        "traffic_mean": dict(sorted(traffic_means.items())),
-        "min_traffic": policy.min_traffic,
-    }
-    return SignalQuality(blockers, figures)
+    return Signals(
+        breaching=breaching,
+        stale=stale_streams(last_seen, baseline, policy.metrics, at, policy.stale_after_seconds),
+        span=span_coverage(span, policy, baseline),
+        flips=alerts.flips_since(at - policy.flap_window_seconds),
+        resolved=alerts.resolved_since(summary.start - policy.window_seconds) if breaching else {},
+        disagreements=source_disagreements(summary, policy),
+        drain=traffic_drain(summary, policy, baseline) if breaching else {},
+        learned=learned,
+        traffic_means=traffic_means,
+    )

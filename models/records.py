@@ -21,10 +21,12 @@ from models.decide import DeploymentFacts, Ruling
 from models.events import (
     ApprovalRequest,
     Decision,
+    DecisionAction,
     Reason,
     ReasonCode,
     ReleaseVerdict,
     RollbackCommand,
+    VerdictOutcome,
     format_ts,
     stable_id,
 )
@@ -111,17 +113,19 @@ def _codes(reasons: tuple[ReasonCode, ...]) -> tuple[str, ...]:
 def decision(
     facts: DeploymentFacts | None,
     service: str,
-    action: str,
+    action: DecisionAction,
     reasons: tuple[ReasonCode, ...],
     ts: float,
     evidence: Mapping[str, Any],
     policy_version: str,
+    *,
+    deployment_id: str | None = None,
 ) -> Decision:
-    """An audit record of one decision."""
+    """An audit record of one decision (``deployment_id``: when there are no ``facts``)."""
     return Decision(
-        deployment_id=facts.deployment_id if facts is not None else None,
+        deployment_id=facts.deployment_id if facts is not None else deployment_id,
         service=service,
-        action=action,  # type: ignore[arg-type]
+        action=action,
         reasons=_codes(reasons),
         ts=ts,
         evidence=rounded(evidence),
@@ -182,13 +186,13 @@ def approval_request(
 
 
 def verdict(
-    facts: DeploymentFacts, outcome: str, ts: float, reasons: tuple[ReasonCode, ...]
+    facts: DeploymentFacts, outcome: VerdictOutcome, ts: float, reasons: tuple[ReasonCode, ...]
 ) -> ReleaseVerdict:
     """The release verdict of a deployment."""
     return ReleaseVerdict(
         deployment_id=facts.deployment_id,
         service=facts.service,
-        verdict=outcome,  # type: ignore[arg-type]
+        verdict=outcome,
         ts=ts,
         reasons=_codes(reasons),
     )

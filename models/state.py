@@ -5,6 +5,11 @@
 trial) and ``fleet`` holds what spans services (the event-time clock, scheduled control events,
 breaches per window, rollback budget history, approval requests). ``Batch`` is the work that
 one watermark advance makes due; it lives only during one call.
+
+The schedule is typed: a control event (``DeployControl``, ``ApprovalControl``,
+``ExpiryControl``) waits on the timeline as a ``Scheduled`` entry; the work of one advance is a
+heap of ``Due`` items (close a window, judge it, apply a control event), ordered by time, then
+``Phase``, then service.
 """
 
 from __future__ import annotations
@@ -13,39 +18,59 @@ import heapq
 from bisect import insort
 from collections import deque
 from dataclasses import dataclass, field
+from enum import IntEnum, StrEnum
 from typing import Any
 
 from models.alerts import AlertBook
-from models.decide import DeploymentFacts
-from models.events import OutputRecord
+from models.events import ApprovalResponse, CoreOutput, DeployEvent, DeployStatus
+from models.facts import DeploymentFacts
 from models.records import At, deployment_evidence
 from models.scoring import DetectorKit, ServiceModels
-from models.trial import Deployment, ThresholdCheck, ThresholdRule
-from models.windows import WindowAccumulator, WindowSummary
+from models.thresholds import ThresholdCheck, ThresholdRule
+from models.trial import Deployment
+from models.windows import WindowAccumulator, WindowSummary, window_end
 
 __all__ = [
-    "CLOSE",
-    "CONTROL",
-    "JUDGE",
     "ApprovalCheck",
+    "ApprovalControl",
     "Batch",
+    "Control",
+    "DeployControl",
+    "Due",
     "EngineState",
+    "ExpiryControl",
     "FleetState",
+    "Phase",
     "RequestRecord",
+    "RequestStatus",
+    "Scheduled",
     "ServiceState",
     "close_deployment",
     "decision_evidence",
     "new_state",
     "record_rollback",
     "schedule",
+    "take_late_events",
     "watermark",
 ]
 
 KEEP_CLOSED_DEPLOYMENTS = 32
-CONTROL_RANK = {"deploy": 0, "approval": 1, "expiry": 2}
-CLOSE, JUDGE, CONTROL = 0, 1, 2
-"""Phases of the work due at one instant: windows close, deployments are judged, control
-events (deploys, approval responses, expiries) apply."""
+_STATUS_RANK = {s: i for i, s in enumerate(DeployStatus)}
+
+
+class Phase(IntEnum):
+    """Phases of the work due at one instant, in order."""
+
+    CLOSE = 0
+    """Windows close (services in name order) and announce their breaches."""
+    JUDGE = 1
+    """Deployments whose window closed are judged (fleet facts are complete)."""
+    CONTROL = 2
+    """Control events apply: deploys, then approval responses, then expiries."""
+
+
+SortKey = tuple[str, int, str]
+"""Orders control events of one kind at one instant (an id, a rank, the event's JSON)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +112,83 @@ class ServiceState:
     late_total: int = 0
 
 
+@dataclass(frozen=True, slots=True)
+class DeployControl:
+    """A deploy event, applied at its event time."""
+
+    event: DeployEvent
+
+    def sort_key(self) -> tuple[int, SortKey]:
+        e = self.event
+        return 0, (e.deployment_id, _STATUS_RANK[e.status], e.model_dump_json())
+
+
+@dataclass(frozen=True, slots=True)
+class ApprovalControl:
+    """An approval response and what the shell verified of it, applied at its time."""
+
+    response: ApprovalResponse
+    check: ApprovalCheck | None
+
+    def sort_key(self) -> tuple[int, SortKey]:
+        return 1, (self.response.request_id, 0, self.response.model_dump_json())
+
+
+@dataclass(frozen=True, slots=True)
+class ExpiryControl:
+    """The expiry of an approval request."""
+
+    request_id: str
+
+    def sort_key(self) -> tuple[int, SortKey]:
+        return 2, (self.request_id, 0, "")
+
+
+Control = DeployControl | ApprovalControl | ExpiryControl
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class Scheduled:
+    """A control event waiting on the timeline for the watermark to reach ``ts``."""
+
+    ts: float
+    rank: int
+    """Deploys before approval responses before expiries."""
+    service: str
+    key: SortKey
+    seq: int
+    """Arrival order: the last tie-break."""
+    lateness: float = field(compare=False)
+    """The service's allowed lateness: the control applies when its watermark reaches ``ts``."""
+    control: Control = field(compare=False)
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class Due:
+    """One piece of work a watermark advance made due."""
+
+    t: float
+    phase: Phase
+    service: str
+    k: int = 0
+    """The window to close or judge."""
+    scheduled: Scheduled | None = None
+    """The control event to apply (phase CONTROL)."""
+
+
+class RequestStatus(StrEnum):
+    """What became of an approval request (the one place its state is kept)."""
+
+    PENDING = "pending"
+    APPROVED = "approved"
+    DENIED = "denied"
+    EXPIRED = "expired"
+    SUPERSEDED = "superseded"
+    WITHDRAWN = "withdrawn"
+    CLOSED = "closed"
+    """The deployment ended (aborted or rolled back) before anyone answered."""
+
+
 @dataclass(slots=True)
 class RequestRecord:
     """An approval request and what became of it."""
@@ -97,7 +199,7 @@ class RequestRecord:
     expires_at: float
     required_role: str
     deploy_actor: str
-    status: str = "pending"
+    status: RequestStatus = RequestStatus.PENDING
 
 
 @dataclass(slots=True)
@@ -113,7 +215,7 @@ class FleetState:
     """(window_seconds, allowed_lateness_seconds) of the services -> how many use it."""
     order: list[str] = field(default_factory=list)
     """Service names, sorted."""
-    timeline: list[tuple[Any, ...]] = field(default_factory=list)
+    timeline: list[Scheduled] = field(default_factory=list)
     """Deploys, approval responses and expiries waiting for the watermark, in time order."""
     sequence: int = 0
     breaches: dict[int, set[str]] = field(default_factory=dict)
@@ -130,6 +232,9 @@ class EngineState:
     fleet: FleetState = field(default_factory=FleetState)
     kit: DetectorKit | None = None
     """How to make anomaly detectors (None: ``models.anomaly``, resolved when first needed)."""
+    touched: set[str] = field(default_factory=set)
+    """Services whose state changed since the shell last emptied this set (its checkpoints
+    write only those); not itself part of the state."""
 
 
 def new_state(detectors: DetectorKit | None = None) -> EngineState:
@@ -143,21 +248,14 @@ def watermark(fleet: FleetState, lateness: float) -> float:
     return wm if wm > fleet.floor else fleet.floor
 
 
-def schedule(
-    state: EngineState,
-    svc: ServiceState | None,
-    ts: float,
-    kind: str,
-    tiebreak: tuple[Any, ...],
-    payload: Any,
-) -> None:
+def schedule(state: EngineState, svc: ServiceState | None, ts: float, control: Control) -> None:
     """Put a control event on the timeline, to apply when the watermark reaches ``ts``."""
     fleet = state.fleet
     fleet.sequence += 1
     name = svc.name if svc is not None else ""
     lateness = svc.lateness if svc is not None else 0.0
-    entry = (ts, CONTROL_RANK[kind], name, tiebreak, fleet.sequence, lateness, kind, payload)
-    insort(fleet.timeline, entry)
+    rank, key = control.sort_key()
+    insort(fleet.timeline, Scheduled(ts, rank, name, key, fleet.sequence, lateness, control))
     if svc is not None and ts < watermark(fleet, lateness):
         svc.late_events += 1
         svc.late_total += 1
@@ -168,30 +266,35 @@ def schedule(
 class Batch:
     """Work that became due, ordered by (time, phase, service, ...)."""
 
-    heap: list[tuple[Any, ...]] = field(default_factory=list)
+    heap: list[Due] = field(default_factory=list)
     queued: set[tuple[str, int]] = field(default_factory=set)
     checks: dict[tuple[str, int], dict[str, ThresholdCheck]] = field(default_factory=dict)
-    out: list[OutputRecord] = field(default_factory=list)
+    out: list[CoreOutput] = field(default_factory=list)
     rules: dict[int, tuple[ThresholdRule, ...]] = field(default_factory=dict)
     """Threshold rules per ServicePolicy (by id; the policy outlives the batch)."""
 
-    def close(self, end: float, svc: ServiceState, k: int) -> None:
-        """Queue window ``k`` of ``svc`` (ending at ``end``) to close, once."""
+    def close(self, svc: ServiceState, k: int) -> None:
+        """Queue window ``k`` of ``svc`` to close at its end, once."""
         if (svc.name, k) not in self.queued:
             self.queued.add((svc.name, k))
-            heapq.heappush(self.heap, (end, 0, svc.name, k, None))
+            heapq.heappush(self.heap, Due(window_end(k, svc.width), Phase.CLOSE, svc.name, k))
+
+
+def take_late_events(svc: ServiceState) -> int:
+    """The late events since the service's last decision, which reports them; the count
+    starts again (``late_total`` keeps the running total)."""
+    late, svc.late_events = svc.late_events, 0
+    return late
 
 
 def decision_evidence(
-    svc: ServiceState, facts: DeploymentFacts, ts: float, *parts: dict[str, Any]
+    facts: DeploymentFacts, ts: float, late_events: int, *parts: dict[str, Any]
 ) -> dict[str, Any]:
-    """Evidence of a decision: the deployment, the given parts, and the late events since the
-    service's last decision (which are then reported)."""
+    """Evidence of a decision: the deployment, the given parts, and the late events."""
     merged: dict[str, Any] = {"deployment": deployment_evidence(facts), "decided_at": At(ts)}
     for part in parts:
         merged.update(part)
-    merged["late_events"] = svc.late_events
-    svc.late_events = 0
+    merged["late_events"] = late_events
     return merged
 
 

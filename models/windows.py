@@ -43,7 +43,9 @@ __all__ = [
     "stat_of",
     "summarize_window",
     "window_bounds",
+    "window_end",
     "window_index",
+    "windows_overlapping",
 ]
 
 Stat = Literal["mean", "p95", "max"]
@@ -52,13 +54,31 @@ StreamKey = tuple[str, str, str | None]
 
 
 def window_index(ts: float, width: float) -> int:
-    """Index ``k`` of the window ``[k * width, (k + 1) * width)`` that holds ``ts``."""
-    return math.floor(ts / width)
+    """Index ``k`` of the window ``[k * width, (k + 1) * width)`` that holds ``ts``.
+
+    Floor division, not ``floor(ts / width)``: the rounded quotient can land on the next
+    integer just below a boundary.
+    """
+    return int(ts // width)
 
 
 def window_bounds(k: int, width: float) -> tuple[float, float]:
     """Start and end of window ``k``."""
     return (float(k * width), float((k + 1) * width))
+
+
+def window_end(k: int, width: float) -> float:
+    """End of window ``k`` (the event time at which it may close)."""
+    return float((k + 1) * width)
+
+
+def windows_overlapping(start: float, end: float, width: float) -> range:
+    """Indices of the windows of ``width`` that overlap ``[start, end)``.
+
+    >>> list(windows_overlapping(30.0, 90.0, 30)), list(windows_overlapping(45.0, 75.0, 30))
+    ([1, 2], [1, 2])
+    """
+    return range(window_index(start, width), -window_index(-end, width))
 
 
 def first_window_from(ts: float, width: float) -> int:
@@ -76,6 +96,7 @@ def percentile95(ordered: Sequence[float]) -> float:
     return ordered[max(rank, 1) - 1]
 
 
+@dataclass(slots=True)
 class WindowAccumulator:
     """What one open window of one service has collected so far: raw values and alerts.
 
@@ -83,16 +104,13 @@ class WindowAccumulator:
     slot 0 lets staleness be judged exactly without a second dict.
     """
 
-    __slots__ = ("samples", "alerts")
-
-    def __init__(self) -> None:
-        self.samples: dict[StreamKey, list[float]] = {}
-        self.alerts: list[Alert] = []
+    samples: dict[StreamKey, list[float]] = field(default_factory=dict)
+    alerts: list[Alert] = field(default_factory=list)
 
     def add_sample(
         self, name: str, source: str, instance: str | None, ts: float, value: float
     ) -> None:
-        """Collect one sample (the engine inlines this on its hot path)."""
+        """Collect one sample."""
         key = (name, source, instance)
         entry = self.samples.get(key)
         if entry is None:
@@ -101,12 +119,6 @@ class WindowAccumulator:
             entry.append(value)
             if ts > entry[0]:
                 entry[0] = ts
-
-    def __getstate__(self) -> tuple[dict[StreamKey, list[float]], list[Alert]]:
-        return (self.samples, self.alerts)
-
-    def __setstate__(self, state: tuple[dict[StreamKey, list[float]], list[Alert]]) -> None:
-        self.samples, self.alerts = state
 
 
 @dataclass(slots=True)

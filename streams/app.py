@@ -63,8 +63,8 @@ def create_app(
 
     @app.page("/health")
     async def health(web: Any, request: Any) -> Any:
-        # 503 when the engine's task is gone: the process is up but decides nothing.
-        ok = engine.running
+        # 503 when the engine's task is gone, or it refuses its state: nothing is decided.
+        ok = engine.running and engine.role != "refused"
         return web.json({"status": "ok" if ok else "engine stopped", "app_id": settings.app_id,
                          **engine.health(), "events": engine.pipeline.counts_by_type()},
                         status=200 if ok else 503)

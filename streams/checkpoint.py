@@ -1,4 +1,4 @@
-"""What the worker writes to its changelog, and how it reads it back.
+"""What the worker writes to its changelog, and how it reads it back — as authenticated data.
 
 The worker's state topic ``{app_id}-state-changelog`` is compacted and keyed:
 
@@ -13,27 +13,55 @@ Every checkpoint is one Kafka transaction that also carries the output records d
 the previous one, so that state, outputs and input positions move together: after a crash the
 new leader sees the last committed checkpoint and nothing of the aborted one (DESIGN §2).
 
-Values are a one-byte format version followed by a pickle. The state topic must be writable
-only by the worker's principal (ACLs): a pickle from an untrusted writer is code execution.
+A value is ``FORMAT`` (one byte, the format version), an HMAC-SHA256 (32 bytes) and a JSON
+payload. The MAC is keyed by a secret only the gate holds (``state_secret``) and covers the
+version, the record's key and the payload, so a record cannot be forged, altered or moved to
+another key. The payload is plain data (``streams/statecodec.py``: the dataclasses' own
+annotations say what may be built; no pickle), and carries the number of the checkpoint that
+wrote it: the ``positions`` record lists, per service, the checkpoint that last wrote it, so
+that a replayed older record, a deleted one or a mix of two checkpoints is noticed too.
+
+``restore`` takes, per key, the latest record that authenticates; a refused record (bad MAC,
+unknown or retired format, undecodable) is reported, never executed, and repaired by the next
+checkpoint (its key is written again, or tombstoned if it was never ours). If what is left is
+not one consistent checkpoint, ``StateRefused`` says why and the worker does not lead
+(docs/worker.md, "State records").
 """
 
 from __future__ import annotations
 
-import hashlib
-import pickle
+import hmac
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+from models.anomaly import JointDetector, WindowDetector
 from models.engine import EngineState
-from models.state import FleetState, ServiceState
+from models.events import ApprovalResponse, DeployEvent
+from models.records import At
+from models.state import ApprovalCheck, FleetState, ServiceState
+from streams.statecodec import StateCodec, StateDecodeError
 
-__all__ = ["FORMAT", "Positions", "Restored", "encode_state", "restore"]
+__all__ = [
+    "FORMAT",
+    "Positions",
+    "Refusal",
+    "Restored",
+    "StateLog",
+    "StateRefused",
+    "restore",
+    "state_schema",
+    "state_secret",
+]
 
-FORMAT = b"\x01"
+FORMAT = b"\x02"
+PICKLE_FORMAT = b"\x01"
+MAC_BYTES = 32
 SERVICE_PREFIX = b"svc:"
 FLEET_KEY = b"fleet"
 POSITIONS_KEY = b"positions"
@@ -97,76 +125,250 @@ class Positions:
         return positions
 
 
+CODEC = StateCodec(
+    [ServiceState, FleetState],
+    # What the fleet's timeline holds where its annotation says Any (control-event payloads).
+    allowed=[DeployEvent, ApprovalResponse, ApprovalCheck, At],
+    detectors=[WindowDetector, JointDetector],
+)
+"""The one codec of the state: every class it may build is reachable from these."""
+
+
+def state_schema() -> dict[str, Any]:
+    """JSON Schema of the ``data`` of ``svc:*`` and ``fleet`` records (format 2)."""
+    schema = CODEC.schema({"service": ServiceState, "fleet": FleetState})
+    schema["$id"] = "https://rollguard.dev/schemas/state-v2.schema.json"
+    return schema
+
+
+def state_secret(app_id: str, material: bytes) -> bytes:
+    """The MAC key of ``app_id``'s state records: HKDF-SHA256 of secret ``material`` (the gate's
+    Ed25519 private key, or the state key file), bound to the app id so that two apps sharing a
+    key cannot exchange records."""
+    hkdf = HKDF(algorithm=hashes.SHA256(), length=32, salt=b"rollguard state-changelog",
+                info=b"v2\x00" + app_id.encode())
+    return hkdf.derive(material)
+
+
+def key_material(private_key: Any) -> bytes:
+    """The raw bytes of an Ed25519 private key (HKDF input; never logged or written)."""
+    raw: bytes = private_key.private_bytes(
+        serialization.Encoding.Raw, serialization.PrivateFormat.Raw,
+        serialization.NoEncryption())
+    return raw
+
+
+def _mac(secret: bytes, key: bytes, payload: bytes) -> bytes:
+    message = FORMAT + len(key).to_bytes(4, "big") + key + payload
+    return hmac.new(secret, message, "sha256").digest()
+
+
+def seal(secret: bytes, key: bytes, payload: bytes) -> bytes:
+    """A changelog value: format, MAC, payload."""
+    return FORMAT + _mac(secret, key, payload) + payload
+
+
+class _Refused(Exception):
+    pass
+
+
+def unseal(secrets: Sequence[bytes], key: bytes, value: bytes) -> tuple[bytes, int]:
+    """The payload of an authentic value and the index of the secret that sealed it."""
+    if value[:1] == PICKLE_FORMAT:
+        raise _Refused("a pickle (format 1, before rollguard's authenticated state): not read")
+    if value[:1] != FORMAT:
+        raise _Refused(f"unknown format {value[:1]!r}")
+    if len(value) < 1 + MAC_BYTES:
+        raise _Refused("too short")
+    mac, payload = value[1:1 + MAC_BYTES], value[1 + MAC_BYTES:]
+    for index, secret in enumerate(secrets):
+        if hmac.compare_digest(mac, _mac(secret, key, payload)):
+            return payload, index
+    raise _Refused("authentication failed (not written by this gate, or altered)")
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """A changelog record that was not used."""
+
+    offset: int
+    key: bytes | None
+    reason: str
+
+    def __str__(self) -> str:
+        key = "none" if self.key is None else repr(self.key[:64])[1:]
+        return f"state record at offset {self.offset} (key {key}) refused: {self.reason}"
+
+
+class StateRefused(RuntimeError):
+    """The changelog does not hold one consistent, authentic checkpoint: do not lead on it."""
+
+
+@dataclass
+class StateLog:
+    """Writes checkpoints: seals each entry, numbers the checkpoints, repairs refused keys."""
+
+    secret: bytes
+    seq: int = 0
+    """Number of the last checkpoint written (or restored)."""
+    written: dict[str, int] = field(default_factory=dict)
+    """Service -> the checkpoint that last wrote its record."""
+    rewrite: set[str] = field(default_factory=set)
+    """Services to write at the next checkpoint even if untouched (their record was refused
+    or sealed with an old secret)."""
+    tombstones: set[bytes] = field(default_factory=set)
+    """Keys to delete at the next checkpoint (refused records that were never ours)."""
+
+    def entries(
+        self, state: EngineState, names: Iterable[str], positions: dict[str, Any]
+    ) -> list[tuple[bytes, bytes | None]]:
+        """The changelog entries of one checkpoint: the services in ``names`` (those the core
+        touched since the last one), the fleet and the positions."""
+        self.seq = seq = self.seq + 1
+        head = b'{"seq":%d,"data":' % seq
+        secret = self.secret
+        entries: list[tuple[bytes, bytes | None]] = [(key, None) for key in self.tombstones]
+        self.tombstones = set()
+        services = state.services
+        encode = CODEC.encode
+        for name in sorted({*names, *self.rewrite}):
+            svc = services.get(name)
+            if svc is None:
+                continue
+            key = SERVICE_PREFIX + name.encode()
+            payload = head + orjson.dumps(encode(ServiceState, svc)) + b"}"
+            entries.append((key, seal(secret, key, payload)))
+            self.written[name] = seq
+        self.rewrite = set()
+        fleet = head + orjson.dumps(encode(FleetState, state.fleet)) + b"}"
+        entries.append((FLEET_KEY, seal(secret, FLEET_KEY, fleet)))
+        where = orjson.dumps({"seq": seq, "data": positions, "services": self.written})
+        entries.append((POSITIONS_KEY, seal(secret, POSITIONS_KEY, where)))
+        return entries
+
+
 @dataclass
 class Restored:
     """What a new leader starts from: the engine state and where to resume each input."""
 
     state: EngineState
     positions: Positions
-    digests: dict[bytes, bytes]
-    """Digest of each entry as last written, so unchanged entries are not written again."""
+    log: StateLog
+    refused: list[Refusal] = field(default_factory=list)
+    """Records that were not used (each already repaired by ``log``'s next checkpoint)."""
 
 
-def _value(obj: Any) -> bytes:
-    return FORMAT + pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+def _payload(raw: bytes, what: str) -> dict[str, Any]:
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError as err:
+        raise StateDecodeError(f"{what}: not JSON ({err})") from None
+    if type(data) is not dict or type(data.get("seq")) is not int or "data" not in data:
+        raise StateDecodeError(f"{what}: not a state record")
+    return data
 
 
-def _load(value: bytes) -> Any:
-    if value[:1] != FORMAT:
-        raise ValueError(f"state entry in unknown format {value[:1]!r}")
-    return pickle.loads(value[1:])  # noqa: S301 - our own topic, writable by the worker only
+def restore(
+    entries: Iterable[tuple[int, bytes | None, bytes | None]], secrets: Sequence[bytes]
+) -> Restored:
+    """Rebuild the state from the changelog's (offset, key, value) entries, oldest first.
 
-
-def digest(value: bytes) -> bytes:
-    return hashlib.blake2b(value, digest_size=16).digest()
-
-
-def encode_state(
-    state: EngineState,
-    names: Iterable[str],
-    positions: dict[str, Any],
-    digests: dict[bytes, bytes],
-) -> list[tuple[bytes, bytes]]:
-    """The changelog entries of one checkpoint: the services in ``names`` whose bytes changed
-    since last written (``digests`` is updated), the fleet and the positions."""
-    entries: list[tuple[bytes, bytes]] = []
-    for name in names:
-        svc = state.services.get(name)
-        if svc is None:
+    ``secrets[0]`` seals new records; the others are only accepted (a key being replaced), and
+    what they sealed is written again at the next checkpoint.
+    """
+    latest: dict[bytes, tuple[int, bytes, int]] = {}  # key -> offset, payload, secret index
+    refused_last: dict[bytes, Refusal] = {}  # keys whose latest record was refused
+    refused: list[Refusal] = []
+    for offset, key, value in entries:
+        if key is None:
+            refused.append(Refusal(offset, key, "no key"))
             continue
-        key = SERVICE_PREFIX + name.encode()
-        value = _value(svc)
-        mark = digest(value)
-        if digests.get(key) != mark:
-            digests[key] = mark
-            entries.append((key, value))
-    entries.append((FLEET_KEY, _value(state.fleet)))
-    entries.append((POSITIONS_KEY, FORMAT + orjson.dumps(positions)))
-    return entries
+        if value is None:  # a tombstone
+            latest.pop(key, None)
+            refused_last.pop(key, None)
+            continue
+        try:
+            payload, index = unseal(secrets, key, value)
+        except _Refused as err:
+            refusal = Refusal(offset, key, str(err))
+            refused.append(refusal)
+            refused_last[key] = refusal
+            continue
+        latest[key] = (offset, payload, index)
+        refused_last.pop(key, None)
+    log = StateLog(secret=secrets[0])
+    if not latest:
+        if refused:
+            raise StateRefused(_nothing_authentic(refused))
+        return Restored(state=EngineState(), positions=Positions(), log=log)
+    try:
+        state, positions = _rebuild(latest, log)
+    except StateDecodeError as err:
+        raise StateRefused(
+            f"the state changelog is not one consistent checkpoint: {err}. Nothing was "
+            "restored; see docs/worker.md, 'State records'") from None
+    for key in refused_last:
+        if key.startswith(SERVICE_PREFIX) and key in latest:
+            log.rewrite.add(key[len(SERVICE_PREFIX):].decode())
+        elif key not in latest:
+            log.tombstones.add(key)
+    for key, (_, _, index) in latest.items():
+        if index and key.startswith(SERVICE_PREFIX):
+            log.rewrite.add(key[len(SERVICE_PREFIX):].decode())
+    return Restored(state=state, positions=positions, log=log, refused=refused)
 
 
-def restore(entries: Iterable[tuple[bytes, bytes | None]]) -> Restored:
-    """Rebuild the state from the changelog's entries, oldest first (later ones win)."""
-    latest: dict[bytes, bytes] = {}
-    for key, value in entries:
-        if value is None:
-            latest.pop(key, None)  # a tombstone
-        else:
-            latest[key] = value
+def _rebuild(
+    latest: dict[bytes, tuple[int, bytes, int]], log: StateLog
+) -> tuple[EngineState, Positions]:
+    if POSITIONS_KEY not in latest or FLEET_KEY not in latest:
+        raise StateDecodeError("no authentic fleet or positions record")
+    records = {key: _payload(raw, repr(key)[1:]) for key, (_, raw, _) in latest.items()}
+    where = records[POSITIONS_KEY]
+    seq = where["seq"]
+    written = where.get("services")
+    if type(written) is not dict or not all(type(v) is int for v in written.values()):
+        raise StateDecodeError("positions: no list of service records")
+    fleet = records[FLEET_KEY]
+    if fleet["seq"] != seq:
+        raise StateDecodeError(f"fleet record of checkpoint {fleet['seq']}, positions of {seq}")
     state = EngineState()
-    digests: dict[bytes, bytes] = {}
-    positions = Positions()
-    for key, value in latest.items():
-        if key.startswith(SERVICE_PREFIX):
-            svc: ServiceState = _load(value)
-            state.services[svc.name] = svc
-            digests[key] = digest(value)
-        elif key == FLEET_KEY:
-            fleet: FleetState = _load(value)
-            state.fleet = fleet
-        elif key == POSITIONS_KEY:
-            positions = Positions.from_snapshot(orjson.loads(value[1:]))
+    state.fleet = CODEC.decode(FleetState, fleet["data"])
+    for name, at in written.items():
+        key = SERVICE_PREFIX + name.encode()
+        record = records.get(key)
+        if record is None:
+            raise StateDecodeError(f"no authentic record of service {name!r}")
+        if record["seq"] != at:
+            raise StateDecodeError(
+                f"service {name!r}: record of checkpoint {record['seq']}, expected {at}")
+        svc: ServiceState = CODEC.decode(ServiceState, record["data"])
+        if svc.name != name:
+            raise StateDecodeError(f"record of service {name!r} holds {svc.name!r}")
+        state.services[name] = svc
+    newer = [key for key, record in records.items() if record["seq"] > seq]
+    if newer:
+        raise StateDecodeError(f"records newer than the last checkpoint: {newer[:3]}")
     missing = [name for name in state.fleet.order if name not in state.services]
     if missing:
-        raise ValueError(f"state changelog is inconsistent: no entry for services {missing[:5]}")
-    return Restored(state=state, positions=positions, digests=digests)
+        raise StateDecodeError(f"no entry for services {missing[:5]}")
+    stray = [key for key in latest
+             if key.startswith(SERVICE_PREFIX)
+             and key[len(SERVICE_PREFIX):].decode(errors="replace") not in written]
+    log.tombstones.update(stray)
+    log.seq = seq
+    log.written = dict(written)
+    return state, Positions.from_snapshot(where["data"])
+
+
+def _nothing_authentic(refused: list[Refusal]) -> str:
+    if any("pickle" in r.reason for r in refused):
+        return (
+            "the state changelog holds state in the retired pickle format (rollguard before "
+            "authenticated state), which is never read. Stop every worker and start from a "
+            "new ROLLGUARD_APP_ID (inputs are re-read from their retention), or delete the "
+            "state topic; see docs/worker.md, 'Migrating from pickled state'")
+    return (
+        f"the state changelog holds {len(refused)} record(s) and none authenticates: written "
+        "by another principal, or with another state secret (ROLLGUARD_STATE_KEY / "
+        "ROLLGUARD_SIGNING_KEY). Nothing was restored; see docs/worker.md, 'State records'")

@@ -147,6 +147,16 @@ def schema_export(directory: str) -> None:
         click.echo(str(path))
 
 
+@schema.command("state")
+def schema_state() -> None:
+    """Print the JSON Schema of the worker's state records (svc:*, fleet payloads' "data")."""
+    import json
+
+    from streams.checkpoint import state_schema
+
+    click.echo(json.dumps(state_schema(), indent=2))
+
+
 # --------------------------------------------------------------------------------------------
 # keys
 # --------------------------------------------------------------------------------------------

@@ -67,6 +67,12 @@ class WorkerMetrics:
             "Times the engine restarted from its last checkpoint after an error",
             registry=registry,
         )
+        self.state_refused = Counter(
+            "rollguard_state_records_refused_total",
+            "State changelog records refused on restore (not authentic, unknown or retired "
+            "format, undecodable), never executed",
+            ["reason"], registry=registry,
+        )
         self.leader = Gauge(
             "rollguard_leader", "1 while this worker runs the decision core", registry=registry,
         )

@@ -7,12 +7,14 @@ Replay and the worker both go through this class, so they run the very same code
 from __future__ import annotations
 
 from collections import Counter, defaultdict
-from typing import Any
 
-from models.engine import EngineState, advance, last_bake_end, new_state, step
-from models.events import ApprovalRequest, ApprovalResponse, RollbackCommand
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from models.engine import ApprovalCheck, EngineState, advance, last_bake_end, new_state, step
+from models.events import ApprovalRequest, ApprovalResponse, CoreOutput, RollbackCommand
 from models.policy import Policy
 from streams.approvers import ApproverDirectory, approval_check
+from streams.serde import InputRecord
 from streams.signing import key_id_of, sign_record
 
 __all__ = ["Pipeline"]
@@ -26,7 +28,7 @@ class Pipeline:
         policy: Policy,
         *,
         approvers: ApproverDirectory | None = None,
-        signing_key: Any = None,
+        signing_key: Ed25519PrivateKey | None = None,
         state: EngineState | None = None,
         max_clock_skew_seconds: float | None = None,
     ) -> None:
@@ -38,20 +40,20 @@ class Pipeline:
         self.state = state if state is not None else new_state()
         self._counts: Counter[tuple[str, str]] = Counter()
 
-    def process(self, record: Any, raw: bytes = b"") -> list[Any]:
+    def process(self, record: InputRecord, raw: bytes = b"") -> list[CoreOutput]:
         """Hand one valid record to the core; return the output records to publish."""
-        self._counts[(getattr(record, "service", None) or "(none)", record.type)] += 1
-        check = None
+        self._counts[(record.service or "(none)", record.type)] += 1
+        check: ApprovalCheck | None = None
         if isinstance(record, ApprovalResponse):
             check = approval_check(raw, record, self.approvers, self.max_clock_skew_seconds)
         outputs = step(self.state, record, self.policy, approval_check=check)
         return self._signed(outputs) if outputs else outputs
 
-    def advance(self, event_time: float) -> list[Any]:
+    def advance(self, event_time: float) -> list[CoreOutput]:
         """Move the watermark without an event (idle inputs, end of a replay)."""
         return self._signed(advance(self.state, self.policy, event_time))
 
-    def finish(self, newest: float) -> list[Any]:
+    def finish(self, newest: float) -> list[CoreOutput]:
         """The input has ended at event time ``newest``: let time run out every open bake.
 
         Nothing more will arrive, so replay lets event time run on until each deployment
@@ -63,14 +65,16 @@ class Pipeline:
         target = max(newest, last_bake_end(self.state, self.policy))
         return self.advance(target)
 
-    def _signed(self, outputs: list[Any]) -> list[Any]:
+    def _signed(self, outputs: list[CoreOutput]) -> list[CoreOutput]:
         """Commands and approval requests signed by the gate's key, with its key id."""
-        if self.signing_key is None:
+        key = self.signing_key
+        if key is None:
             return outputs
         if self._key_id is None:
-            self._key_id = key_id_of(self.signing_key.public_key())
-        return [sign_record(o, self.signing_key, self._key_id)
-                if isinstance(o, RollbackCommand | ApprovalRequest) else o for o in outputs]
+            self._key_id = key_id_of(key.public_key())
+        kid = self._key_id
+        return [sign_record(o, key, kid) if isinstance(o, RollbackCommand | ApprovalRequest)
+                else o for o in outputs]
 
     def counts_by_service(self) -> dict[str, dict[str, int]]:
         by_service: defaultdict[str, dict[str, int]] = defaultdict(dict)

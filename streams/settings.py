@@ -80,6 +80,8 @@ class Settings(BaseSettings):
     approvers: Path = Path("config/approvers.yaml")
     signing_key: Path | None = None
     verify_key: Path | None = None
+    state_key: Path | None = None
+    """Secret that authenticates the state changelog (default: derived from signing_key)."""
 
     max_message_bytes: int = Field(default=262144, gt=0)
     max_clock_skew_seconds: float = Field(default=300, gt=0)

@@ -14,13 +14,16 @@ import hashlib
 import os
 import stat
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from pydantic import BaseModel
 
 from streams.serde import dumps, record_to_dict
+
+_Signed = TypeVar("_Signed", bound=BaseModel)
 
 __all__ = [
     "KeyError_",
@@ -59,7 +62,7 @@ def key_id_of(key: Ed25519PublicKey) -> str:
     return "ed25519-" + hashlib.sha256(raw).hexdigest()[:16]
 
 
-def sign_record(record: Any, key: Ed25519PrivateKey, key_id: str | None = None) -> Any:
+def sign_record(record: _Signed, key: Ed25519PrivateKey, key_id: str | None = None) -> _Signed:
     """A copy of a frozen record with its ``signature`` filled in; a record with a ``key_id``
     field gets the signing key's id first (``key_id`` saves computing it per record)."""
     if "key_id" in type(record).model_fields:

@@ -46,7 +46,14 @@ from models.policy import Policy
 from models.state import watermark
 from streams.approvers import ApproverDirectory
 from streams.arrival import CREATE_TIME_ERROR, arrival_of
-from streams.checkpoint import Positions, Restored, encode_state, restore
+from streams.checkpoint import (
+    Positions,
+    Restored,
+    StateRefused,
+    key_material,
+    restore,
+    state_secret,
+)
 from streams.lease import Lease
 from streams.metrics import WorkerMetrics
 from streams.ordering import EventTimeMerger
@@ -67,6 +74,8 @@ POLL_MS = 100
 TAKE_CHUNK = 250
 """Messages per partition decoded before the merger releases (see ``_Leading._take``)."""
 PROBE_TIMEOUT_MS = 10_000
+REFUSED_RETRY_SECONDS = (60.0, 600.0)
+"""A worker that refuses its state checks again after 60 s, then less often (up to 10 min)."""
 CHECKPOINT_SHARE = 0.05
 """Checkpoints without outputs take at most this share of the time (their interval grows)."""
 GC_THRESHOLD = 200_000
@@ -102,6 +111,7 @@ class DecisionEngine(Service):
         self.lease = Lease(settings)
         self.pipeline = Pipeline(policy, approvers=approvers, signing_key=signing_key,
                                  max_clock_skew_seconds=settings.max_clock_skew_seconds)
+        self.state_secrets = _state_secrets(settings, signing_key)
         self.role = "starting"
         self.last_error: str | None = None
         self.last_checkpoint: float | None = None
@@ -150,6 +160,16 @@ class DecisionEngine(Service):
             try:
                 await self._lead()
                 backoff = 1.0
+            except StateRefused as err:
+                # Not a crash to retry at once: the changelog needs a person (or a new
+                # checkpoint by a worker that can read it). No decision is made meanwhile.
+                self.last_error = f"state refused: {err}"
+                self._set_role("refused")
+                wait = min(max(backoff, REFUSED_RETRY_SECONDS[0]), REFUSED_RETRY_SECONDS[1])
+                log.error("not leading: %s (checking again in %.0f s)", err, wait)
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(self._stopping.wait(), wait)
+                backoff = wait * 2
             except (Exception, asyncio.CancelledError) as err:  # noqa: BLE001 - restart
                 # A CancelledError that is not this task's own cancellation comes from a client:
                 # aiokafka's Fetcher.close() re-raises the cancellation of a fetch that was in
@@ -261,13 +281,22 @@ class DecisionEngine(Service):
             consumer.assign([tp])
             await consumer.seek_to_beginning(tp)
             end = (await consumer.end_offsets([tp]))[tp]
-            entries: list[tuple[bytes, bytes | None]] = []
+            entries: list[tuple[int, bytes | None, bytes | None]] = []
             while await consumer.position(tp) < end:
                 batch = await consumer.getmany(tp, timeout_ms=1000)
-                entries.extend((m.key, m.value) for m in batch.get(tp, ()))
+                entries.extend((m.offset, m.key, m.value) for m in batch.get(tp, ()))
         finally:
             await consumer.stop()
-        restored = restore(entries)
+        try:
+            restored = restore(entries, self.state_secrets)
+        except StateRefused:
+            self.metrics.state_refused.labels(reason="inconsistent").inc()
+            raise
+        for refusal in restored.refused:
+            reason = refusal.reason.split(" ", 1)[0].strip("(:")
+            self.metrics.state_refused.labels(reason=reason).inc()
+            log.error("%s; the record was not used and is replaced by the next checkpoint",
+                      refusal, extra={"offset": refusal.offset, "error": refusal.reason})
         self.pipeline = Pipeline(self.policy, approvers=self.approvers,
                                  signing_key=self.signing_key, state=restored.state,
                                  max_clock_skew_seconds=settings.max_clock_skew_seconds)
@@ -288,7 +317,7 @@ class _Leading:
         self.consumer = consumer
         self.probe = probe
         self.positions: Positions = restored.positions
-        self.digests = restored.digests
+        self.log = restored.log
         self.topic_types = {self.settings.topic_prefix + name: kind
                             for name, kind in self.settings.topics.inputs().items()}
         self.merger = EventTimeMerger()
@@ -298,9 +327,6 @@ class _Leading:
         self.clock.arrived(time.monotonic())
         self.partitions: list[TopicPartition] = []
         self.pending: list[tuple[str, bytes | None, bytes, OutputRecord]] = []
-        self.touched: set[str] = set()
-        self.active: set[str] = set()
-        """Services with open windows or a deployment at the last checkpoint."""
         self.dirty = False
         self.last_commit = time.monotonic()
         self.last_probe = float("-inf")
@@ -509,13 +535,9 @@ class _Leading:
             return
         process = self.pipeline.process
         handled = self.positions.handled  # Positions.done, inlined: one append per event
-        touched = self.touched
         emit = self._emit
         for record, raw, key, offset in released:
             handled[key].append(offset)
-            service = getattr(record, "service", None)
-            if service:
-                touched.add(service)
             outputs = process(record, raw)
             if outputs:
                 for output in outputs:
@@ -551,16 +573,6 @@ class _Leading:
         topic = self.settings.topic(OUTPUT_TOPIC[record.type])
         self.pending.append((topic, key, encode(record), record))
 
-    def _state_names(self) -> set[str]:
-        """Services whose state may have changed since the last checkpoint (superset)."""
-        state = self.pipeline.state
-        active = {name for name, svc in state.services.items()
-                  if svc.open or svc.deployment is not None}
-        owners = {request.service for request in state.fleet.requests.values()}
-        names = self.touched | active | self.active | owners
-        self.active = active
-        return names
-
     def checkpoint(self) -> Coroutine[Any, Any, float]:
         """Take a checkpoint now — the state, the positions and every output decided so far —
         and return the transaction that commits them as one; it returns its duration (s).
@@ -570,15 +582,15 @@ class _Leading:
         """
         started = time.monotonic()
         buffered = ((item[2], item[3]) for item in self.merger.items())
-        entries = encode_state(self.pipeline.state, self._state_names(),
-                               self.positions.snapshot(buffered), self.digests)
+        state = self.pipeline.state
+        touched, state.touched = state.touched, set()  # what the core changed since the last
+        entries = self.log.entries(state, touched, self.positions.snapshot(buffered))
         pending, self.pending = self.pending, []
-        self.touched = set()
         self.dirty = False
         self.last_commit = started
         return self._commit(entries, pending, started)
 
-    async def _commit(self, entries: list[tuple[bytes, bytes]],
+    async def _commit(self, entries: list[tuple[bytes, bytes | None]],
                       pending: list[tuple[str, bytes | None, bytes, OutputRecord]],
                       started: float) -> float:
         producer = self.producer
@@ -652,6 +664,22 @@ def _arrived(record: Any, message: Any, reference: float) -> tuple[Any, DeadLett
         )
         return None, letter
     return record.model_copy(update={"received_at": received_at}), None
+
+
+def _state_secrets(settings: Settings, signing_key: Any) -> list[bytes]:
+    """The state MAC keys: the first seals, all are accepted (the one derived from the signing
+    key stays accepted after a state key is configured, so the switch needs no clean cut)."""
+    materials: list[bytes] = []
+    if settings.state_key is not None:
+        materials.append(settings.state_key.read_bytes())
+    if signing_key is not None:
+        materials.append(key_material(signing_key))
+    if not materials:
+        log.warning("no ROLLGUARD_SIGNING_KEY or ROLLGUARD_STATE_KEY: state records are checked "
+                    "for integrity only, not authenticated (anyone who can write the state "
+                    "topic can alter decisions; nothing is ever executed from it)")
+        materials.append(b"")
+    return [state_secret(settings.app_id, material) for material in materials]
 
 
 def _cancelling() -> bool:

@@ -13,12 +13,12 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import IO, Any
 
-from models.events import DeadLetter
+from models.events import CoreOutput, DeadLetter
 from models.policy import Policy
 from streams.analysis.timeline import TimelineCollector
 from streams.pipeline import Pipeline
 from streams.replay import ReplayStats, replay_lines
-from streams.serde import encode, record_to_dict
+from streams.serde import InputRecord, encode, record_to_dict
 
 __all__ = ["RunResult", "Item", "replay_items", "run_replay"]
 
@@ -33,7 +33,7 @@ class _TappedPipeline(Pipeline):
         super().__init__(policy, **options)
         self._tap = tap
 
-    def process(self, record: Any, raw: bytes = b"") -> list[Any]:
+    def process(self, record: InputRecord, raw: bytes = b"") -> list[CoreOutput]:
         self._tap(record)
         return super().process(record, raw)
 

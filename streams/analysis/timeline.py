@@ -27,6 +27,7 @@ from models.windows import (
     build_baseline,
     stat_of,
     summarize_window,
+    window_end,
     window_index,
 )
 from streams.analysis.labels import DeploymentOutcome
@@ -233,7 +234,8 @@ def _series(collector: TimelineCollector, service: str, sp: ServicePolicy, first
         present = {s.k: stat_of(s.metrics[name], rule.stat) for s in summaries
                    if name in s.metrics}
         ks = range(min(present), max(present) + 1) if present else range(0)
-        series = MetricSeries(name, rule.stat, rule.role, [(k + 1) * sp.window_seconds for k in ks],
+        ends = [window_end(k, sp.window_seconds) for k in ks]
+        series = MetricSeries(name, rule.stat, rule.role, ends,
                               [present.get(k, math.nan) for k in ks])
         if rule.role == "threshold":
             series.max = rule.max

@@ -1,19 +1,42 @@
-"""Checkpoints: what a restarted leader restores must continue exactly where the last one was."""
+"""Checkpoints: what a restarted leader restores must continue exactly where the last one was,
+and a changelog record that is not the gate's own is refused, never executed."""
 
 from __future__ import annotations
 
+import functools
+import os
+import pickle
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
 import orjson
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-from streams.checkpoint import Positions, encode_state, restore
+from models.events import ApprovalResponse
+from models.state import ApprovalControl, ExpiryControl, ServiceState
+from streams.checkpoint import (
+    CODEC,
+    FORMAT,
+    Positions,
+    StateLog,
+    StateRefused,
+    restore,
+    seal,
+    state_schema,
+    state_secret,
+)
 from streams.pipeline import Pipeline
-from streams.replay import replay_to_bytes
 from streams.serde import decode_line, encode
 from streams.settings import load_policy
 from streams.simulate import generate
 
 POLICY = load_policy("config/policy.yaml")
 TP = ("t.metrics", 0)
+SECRET = state_secret("rollguard", b"k" * 32)
+Changelog = list[tuple[int, bytes | None, bytes | None]]
 
 
 def test_a_partition_resumes_at_its_lowest_buffered_offset_and_skips_what_was_handled() -> None:
@@ -41,61 +64,285 @@ def test_a_partition_with_nothing_buffered_resumes_after_the_last_read() -> None
     assert (resume, handled) == (42, [])
 
 
-def _events(name: str = "bad-deploy", seed: int = 3) -> list[bytes]:
-    return [orjson.dumps(e) for e in generate(name, seed).events]
+
+def _lines(name: str, seed: int = 3) -> list[bytes]:
+    lines = [orjson.dumps(e) for e in generate(name, seed).events]
+    if name == "approval-only-service":
+        # An answer to its approval request (unsigned: rejected), so that an approval waits on
+        # the fleet's timeline at some cut points.
+        request = next(orjson.loads(b) for b in _uninterrupted(name, seed, lines)
+                       if b.startswith(b'{"type":"approval_request"'))
+        expires = datetime.fromisoformat(request["expires_at"]).timestamp()
+        ts = expires - 1500  # 300 s after the request (ttl 1800)
+        asked = next(i for i, line in enumerate(lines) if orjson.loads(line)["ts"] > ts)
+        answer = ApprovalResponse(request_id=request["request_id"], approver="user:alice",
+                                  decision="approve", ts=ts, service="payments")
+        lines.insert(asked, orjson.dumps(answer.model_dump(mode="json")))
+    return lines
 
 
-def _run(pipeline: Pipeline, lines: list[bytes]) -> list[bytes]:
+def _process(pipeline: Pipeline, line: bytes) -> list[bytes]:
+    record = decode_line(line, max_clock_skew_seconds=1e10).record
+    assert record is not None
+    return [encode(o) for o in pipeline.process(record, line)]
+
+
+def _uninterrupted(name: str, seed: int, lines: list[bytes]) -> list[bytes]:
+    pipeline = Pipeline(POLICY)
+    out = [b for line in lines for b in _process(pipeline, line)]
+    return out + [encode(o) for o in pipeline.finish(pipeline.state.fleet.clock)]
+
+
+@functools.cache
+def _scenario(name: str) -> tuple[list[bytes], list[bytes]]:
+    lines = _lines(name)
+    return lines, _uninterrupted(name, 3, lines)
+
+
+class _Worker:
+    """The leader's checkpoint cycle without Kafka: checkpoints append to a changelog list."""
+
+    def __init__(self, changelog: Changelog) -> None:
+        self.changelog = changelog
+        if changelog:
+            restored = restore(changelog, [SECRET])
+            assert not restored.refused
+            self.pipeline = Pipeline(POLICY, state=restored.state)
+            self.log = restored.log
+        else:
+            self.pipeline = Pipeline(POLICY)
+            self.log = StateLog(secret=SECRET)
+
+    def checkpoint(self) -> list[tuple[bytes, bytes | None]]:
+        state = self.pipeline.state
+        touched, state.touched = state.touched, set()
+        entries = self.log.entries(state, touched, {})
+        offset = len(self.changelog)
+        self.changelog.extend((offset + i, k, v) for i, (k, v) in enumerate(entries))
+        return entries
+
+
+SCENARIOS = ["bad-deploy", "approval-only-service", "approval-superseded", "fleet-wide",
+             "budget-exhausted", "flapping-alerts", "conflicting-sources", "stale-exporter",
+             "preauthorized", "noisy-baseline"]
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    name=st.sampled_from(SCENARIOS),
+    cuts=st.lists(st.floats(0.0, 1.0), min_size=1, max_size=3),
+    every=st.integers(1, 300),
+)
+def test_restoring_at_random_cut_points_continues_byte_identically(
+    name: str, cuts: list[float], every: int
+) -> None:
+    lines, expected = _scenario(name)
+    changelog: Changelog = []
+    worker = _Worker(changelog)
     out: list[bytes] = []
+    stops = {int(c * len(lines)) for c in cuts}
+    for i, line in enumerate(lines):
+        if i in stops:  # a crash right after a checkpoint: a new leader restores it
+            worker.checkpoint()
+            worker = _Worker(changelog)
+        out.extend(_process(worker.pipeline, line))
+        if i % every == every - 1:
+            worker.checkpoint()
+    worker.checkpoint()
+    worker = _Worker(changelog)
+    out.extend(encode(o) for o in worker.pipeline.finish(worker.pipeline.state.fleet.clock))
+    assert out == expected
+
+
+def test_the_scenarios_cover_what_the_state_can_hold() -> None:
+    """The cut-point test above is only as good as the states it cuts through."""
+    _, expected = _scenario("approval-only-service")
+    lines, _ = _scenario("approval-only-service")
+    pipeline = Pipeline(POLICY)
+    kinds: set[type] = set()
     for line in lines:
-        record = decode_line(line, max_clock_skew_seconds=1e10).record
-        assert record is not None
-        out.extend(encode(o) for o in pipeline.process(record, line))
-    return out
+        _process(pipeline, line)
+        kinds.update(type(entry.control) for entry in pipeline.state.fleet.timeline)
+    assert {ApprovalControl, ExpiryControl} <= kinds
+    assert any(b'"APPROVAL_REJECTED"' in b for b in expected)
+    for name in ("bad-deploy", "approval-superseded", "budget-exhausted"):
+        assert any(b'"auto_rollback"' in b for b in _scenario(name)[1]), name
 
 
-@pytest.mark.parametrize("cut", [0.3, 0.6, 0.85])
-def test_a_restored_engine_decides_what_the_uninterrupted_one_does(cut: float) -> None:
-    lines = _events()
-    split = int(len(lines) * cut)
-    first = Pipeline(POLICY)
-    before = _run(first, lines[:split])
-    digests: dict[bytes, bytes] = {}
-    entries = encode_state(first.state, list(first.state.services), {}, digests)
-
-    restored = restore(entries)
-    second = Pipeline(POLICY, state=restored.state)
-    after = _run(second, lines[split:])
-    after += [encode(o) for o in second.finish(second.state.fleet.clock)]
-
-    expected = list(replay_to_bytes(iter(lines), POLICY, max_clock_skew_seconds=1e10))
-    assert [orjson.loads(r) for r in before + after] == [orjson.loads(r) for r in expected]
-    assert any(orjson.loads(r).get("action") == "auto_rollback" for r in expected)
-    if cut < 0.5:  # cut before the decision: the restored engine is the one that makes it
-        assert any(orjson.loads(r).get("action") == "auto_rollback" for r in after)
+def test_a_checkpoint_writes_only_the_services_the_core_touched() -> None:
+    lines, _ = _scenario("fleet-wide")
+    worker = _Worker([])
+    for line in lines[: len(lines) // 2]:
+        _process(worker.pipeline, line)
+    state = worker.pipeline.state
+    assert len(state.services) >= 4
+    first = {k for k, _ in worker.checkpoint()}
+    assert {b"svc:" + n.encode() for n in state.services} <= first
+    assert [k for k, _ in worker.checkpoint()] == [b"fleet", b"positions"]  # nothing happened
+    # One sample at the current event time: no window closes, one service changed.
+    name = sorted(state.services)[1]
+    sample = {"type": "metric", "service": name, "name": "error_rate", "value": 0.01,
+              "ts": state.fleet.clock, "source": "prometheus"}
+    _process(worker.pipeline, orjson.dumps(sample))
+    assert [k for k, _ in worker.checkpoint()] == [b"svc:" + name.encode(), b"fleet",
+                                                    b"positions"]
 
 
-def test_unchanged_services_are_not_written_again_and_later_entries_win() -> None:
-    lines = _events()
+# ------------------------------------------------------------------------------ refusals
+
+
+class _Boom:
+    """A pickle that would create a file when loaded."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = str(path)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (os.system, (f"touch {self.path}",))
+
+
+def _checkpointed(events: int = 800) -> tuple[Changelog, _Worker]:
+    changelog: Changelog = []
+    worker = _Worker(changelog)
+    lines, _ = _scenario("bad-deploy")
+    for i, line in enumerate(lines[:events]):
+        _process(worker.pipeline, line)
+        if i % 200 == 199:
+            worker.checkpoint()
+    worker.checkpoint()
+    return changelog, worker
+
+
+def _same(a: ServiceState, b: ServiceState) -> bool:
+    encoded = [orjson.dumps(CODEC.encode(ServiceState, svc)) for svc in (a, b)]
+    return encoded[0] == encoded[1]
+
+
+def _append(changelog: Changelog, key: bytes | None, value: bytes | None) -> None:
+    changelog.append((len(changelog), key, value))
+
+
+def test_poisoned_tampered_and_garbage_records_are_refused_and_repaired(tmp_path: Path) -> None:
+    changelog, worker = _checkpointed()
+    marker = tmp_path / "executed"
+    genuine = {k: v for _, k, v in changelog if k is not None}
+    tampered = bytearray(genuine[b"fleet"])
+    tampered[-5] ^= 1
+    _append(changelog, b"svc:search", b"\x01" + pickle.dumps(_Boom(marker)))  # retired format
+    _append(changelog, b"svc:search", FORMAT + pickle.dumps(_Boom(marker)))  # bad MAC
+    _append(changelog, b"fleet", bytes(tampered))
+    _append(changelog, b"svc:evil", b"garbage")
+    _append(changelog, b"positions", genuine[b"fleet"])  # genuine bytes under another key
+
+    restored = restore(changelog, [SECRET])
+
+    assert not marker.exists()
+    reasons = [r.reason for r in restored.refused]
+    assert len(reasons) == 5
+    assert "pickle" in reasons[0]
+    assert all("authentication failed" in r for r in reasons[1:3] + reasons[4:])
+    assert "unknown format" in reasons[3]
+    assert restored.state.fleet.clock == worker.pipeline.state.fleet.clock
+    assert _same(restored.state.services["search"], worker.pipeline.state.services["search"])
+    # The next checkpoint writes search again and deletes svc:evil (fleet and positions are in
+    # every checkpoint), so that compaction keeps the genuine records and drops the bad ones.
+    entries = dict(restored.log.entries(restored.state, set(), {}))
+    assert entries[b"svc:evil"] is None
+    assert entries[b"svc:search"] is not None
+    for key, value in entries.items():
+        _append(changelog, key, value)
+    compacted = {key: (offset, key, value) for offset, key, value in changelog}
+    again = restore(sorted(v for v in compacted.values() if v[2] is not None), [SECRET])
+    assert not again.refused
+    assert _same(again.state.services["search"], restored.state.services["search"])
+
+
+@pytest.mark.parametrize(
+    ("attack", "message"),
+    [
+        # a service record deleted (a tombstone from another principal)
+        (lambda log, genuine: _append(log, b"svc:search", None), "no authentic record"),
+        # an older genuine record of a service written again (a replay)
+        (lambda log, genuine: _append(log, b"svc:search", genuine[b"svc:search"][0]),
+         "expected"),
+        # the fleet record of an older checkpoint written again (budgets, requests rolled back)
+        (lambda log, genuine: _append(log, b"fleet", genuine[b"fleet"][0]), "fleet record of"),
+        # the latest positions and fleet deleted: an older, consistent pair must not be used
+        (lambda log, genuine: [_append(log, b"positions", None), _append(log, b"fleet", None)],
+         "no authentic fleet"),
+    ],
+    ids=["deleted", "replayed-service", "replayed-fleet", "deleted-checkpoint"],
+)
+def test_a_changelog_that_is_not_one_consistent_checkpoint_is_refused(
+    attack: Any, message: str
+) -> None:
+    changelog, _ = _checkpointed()
+    genuine: dict[bytes, list[bytes]] = {}
+    for _, key, value in changelog:
+        assert key is not None and value is not None
+        genuine.setdefault(key, []).append(value)
+    assert len(genuine[b"svc:search"]) > 1
+    attack(changelog, genuine)
+    with pytest.raises(StateRefused, match=message):
+        restore(changelog, [SECRET])
+
+
+def test_a_changelog_of_pickles_is_refused_with_the_way_to_migrate(tmp_path: Path) -> None:
+    marker = tmp_path / "executed"
+    changelog: Changelog = [(0, b"svc:search", b"\x01" + pickle.dumps(_Boom(marker))),
+                            (1, b"fleet", b"\x01" + pickle.dumps(_Boom(marker)))]
+    with pytest.raises(StateRefused, match="retired pickle format.*ROLLGUARD_APP_ID"):
+        restore(changelog, [SECRET])
+    assert not marker.exists()
+
+
+def test_records_of_another_secret_are_refused_and_an_old_secret_is_accepted_then_replaced(
+) -> None:
+    changelog, worker = _checkpointed()
+    other = state_secret("rollguard", b"another key" * 3)
+    with pytest.raises(StateRefused, match="none authenticates"):
+        restore(changelog, [other])
+    with pytest.raises(StateRefused, match="none authenticates"):
+        restore(changelog, [state_secret("another-app", b"k" * 32)])
+    restored = restore(changelog, [other, SECRET])
+    assert restored.log.secret == other
+    assert restored.log.rewrite == set(worker.pipeline.state.services)
+
+
+def test_an_empty_changelog_is_a_fresh_start() -> None:
+    restored = restore([], [SECRET])
+    assert not restored.state.services and not restored.refused
+
+
+def test_a_record_moved_to_another_key_does_not_authenticate() -> None:
+    value = seal(SECRET, b"svc:a", b'{"seq":1,"data":{}}')
+    with pytest.raises(StateRefused, match="none authenticates"):
+        restore([(0, b"svc:b", value)], [SECRET])
+
+
+def test_the_codec_builds_only_allowed_types() -> None:
+    names = set(CODEC.allowed_names())
+    assert {"ServiceState", "FleetState", "DeployEvent", "ApprovalResponse"} <= names
+    tree = {"name": "x", "open": {"$": "subprocess.Popen", "v": ["true"]}}
+    with pytest.raises(ValueError):
+        CODEC.decode(type(Pipeline(POLICY).state.fleet), {"timeline": [
+            [1.0, 0, "x", [], 1, 0.0, "deploy", {"$": "Popen", "v": {}}]]})
+    with pytest.raises(ValueError):
+        CODEC.decode(type(Pipeline(POLICY).state.fleet), tree)
+
+
+def test_the_state_schema_describes_what_is_written() -> None:
+    schema = state_schema()
+    defs = schema["$defs"]
+    assert {"ServiceState", "FleetState", "Deployment", "WindowSummary", "MetricStats",
+            "DeployEvent", "ApprovalResponse"} <= set(defs)
+    lines, _ = _scenario("bad-deploy")
     pipeline = Pipeline(POLICY)
-    _run(pipeline, lines[:200])
-    digests: dict[bytes, bytes] = {}
-    names = list(pipeline.state.services)
-    first = encode_state(pipeline.state, names, {}, digests)
-    second = encode_state(pipeline.state, names, {}, digests)
-    assert {k for k, _ in first} >= {b"svc:" + n.encode() for n in names}
-    assert [k for k, _ in second] == [b"fleet", b"positions"]  # nothing changed since
-
-    _run(pipeline, lines[200:400])
-    third = encode_state(pipeline.state, names, {}, digests)
-    state = restore(first + third).state
-    assert state.fleet.clock == pipeline.state.fleet.clock
-
-
-def test_a_changelog_missing_a_service_is_refused() -> None:
-    pipeline = Pipeline(POLICY)
-    _run(pipeline, _events()[:50])
-    entries = encode_state(pipeline.state, list(pipeline.state.services), {}, {})
-    without = [(k, v) for k, v in entries if not k.startswith(b"svc:")]
-    with pytest.raises(ValueError, match="inconsistent"):
-        restore(without)
+    for line in lines[:1200]:
+        _process(pipeline, line)
+    svc = next(iter(pipeline.state.services.values()))
+    assert svc.deployment is not None
+    tree = orjson.loads(orjson.dumps(CODEC.encode(ServiceState, svc)))
+    assert set(tree) == set(defs["ServiceState"]["properties"])
+    assert set(tree["deployment"]) == set(defs["Deployment"]["properties"])
+    assert set(tree["ring"]["items"][0]) == set(defs["WindowSummary"]["properties"])

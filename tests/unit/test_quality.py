@@ -1,4 +1,4 @@
-"""Each signal-quality check, table-driven, and ``assess`` composing them."""
+"""Each signal-quality check, table-driven, and the window-blocker rules composing them."""
 
 from __future__ import annotations
 
@@ -9,14 +9,17 @@ import pytest
 
 from models.alerts import AlertBook
 from models.events import ReasonCode
+from models.facts import DeploymentFacts, FleetFacts
+from models.judgement import Judgement
 from models.quality import (
-    assess,
+    Signals,
     baseline_instability,
     cold_models,
     coverage,
     expected_samples,
     flapping_alerts,
     low_traffic,
+    read_signals,
     relative_gap,
     source_disagreements,
     span_coverage,
@@ -24,6 +27,7 @@ from models.quality import (
     stale_streams,
     traffic_drain,
 )
+from models.rules import WINDOW_BLOCKERS, evaluate
 from models.windows import (
     Baseline,
     WindowAccumulator,
@@ -195,7 +199,7 @@ def test_low_traffic(means: dict[str, float | None], low: dict[str, float | None
     assert low_traffic(means, SP.min_traffic) == low
 
 
-def _assess(
+def _judge(
     w: WindowSummary,
     *,
     base: Baseline | None = None,
@@ -204,21 +208,30 @@ def _assess(
     breaching: tuple[str, ...] = (),
     learned: dict[str, int] | None = None,
     traffic: float | None = 100.0,
-) -> set[ReasonCode]:
+    span: list[dict[str, int]] | None = None,
+) -> tuple[dict[ReasonCode, str], Signals]:
+    """The window blockers of one window of a deployment of ``search``, and its signals."""
     if last_seen is None:
         last_seen = {(m, "prom"): w.end - 5 for m, _ in HEALTHY_ROWS}
-    quality = assess(
+    base = base if base is not None else baseline()
+    signals = read_signals(
         w,
         SP,
-        base if base is not None else baseline(),
+        base,
         last_seen,
         book or AlertBook(),
         breaching=breaching,
         learned=learned or {m: 20 for m in breaching},
         traffic_means={"request_rate": traffic},
+        span=span or [{name: stats.count for name, stats in w.metrics.items()}],
     )
-    assert set(quality.figures) >= {"coverage", "stale_seconds", "alert_flips", "traffic_mean"}
-    return set(quality.blockers)
+    facts = DeploymentFacts("dep-1", "search", "v2", "v1", "svc:ci", w.start)
+    judgement = Judgement(facts, POLICY, SP, FleetFacts(), w, base, signals=signals)
+    return evaluate(WINDOW_BLOCKERS, judgement), signals
+
+
+def _assess(w: WindowSummary, **kw: Any) -> set[ReasonCode]:
+    return set(_judge(w, **kw)[0])
 
 
 def test_assess_healthy_window_has_no_blocker() -> None:
@@ -322,30 +335,20 @@ def test_assess_judges_completeness_over_the_span() -> None:
     merged = WindowSummary(w.k, w.start, w.end, {**w.metrics, **w2.metrics})
     last_seen = {(m, "prom"): w.end - 5 for m, _ in HEALTHY_ROWS}
 
-    def judge(span: list[dict[str, int]] | None) -> Any:
-        return assess(
-            merged,
-            SP,
-            baseline(),
-            last_seen,
-            AlertBook(),
-            breaching=(),
-            learned={},
-            traffic_means={"request_rate": 100.0},
-            span=span,
-        )
+    def judge(span: list[dict[str, int]] | None) -> tuple[dict[ReasonCode, str], Signals]:
+        return _judge(merged, last_seen=last_seen, span=span)
 
-    alone = judge(None)
-    assert ReasonCode.TELEMETRY_INCOMPLETE in alone.blockers
+    alone, _ = judge(None)
+    assert ReasonCode.TELEMETRY_INCOMPLETE in alone
     span = [{"error_rate": 3, "latency_p99_ms": 3, "request_rate": 3}]
     span.append({"error_rate": 3, "latency_p99_ms": 2, "request_rate": 3})
-    over = judge(span)
-    assert ReasonCode.TELEMETRY_INCOMPLETE not in over.blockers
-    assert over.figures["coverage"]["latency_p99_ms"] == pytest.approx(2 / 3)
-    assert over.figures["coverage_span"]["latency_p99_ms"]["coverage"] == pytest.approx(5 / 6)
+    over, signals = judge(span)
+    assert ReasonCode.TELEMETRY_INCOMPLETE not in over
+    assert coverage(merged, SP, baseline())["latency_p99_ms"] == pytest.approx(2 / 3)
+    assert signals.span["latency_p99_ms"]["coverage"] == pytest.approx(5 / 6)
     span[0]["latency_p99_ms"] = 2
-    worse = judge(span)
+    worse, _ = judge(span)
     assert (
         "latency_p99_ms coverage 0.666667 < 0.8 over the last 2 windows (4 of 6 samples)"
-        in (worse.blockers[ReasonCode.TELEMETRY_INCOMPLETE])
+        in (worse[ReasonCode.TELEMETRY_INCOMPLETE])
     )
