@@ -562,11 +562,13 @@ def executor(exec_template: str, verify_keys: tuple[str, ...], keyring_file: str
     keyring = _keyring(verify_keys, keyring_file)
     config = ExecutorConfig(
         exec_template=exec_template, keyring=keyring, ledger_path=Path(ledger),
+        keyring_file=Path(keyring_file) if keyring_file else None,
         scope=tuple(scope), group_id=group or f"{settings.app_id}-executor",
         timeout_seconds=timeout,
     )
     try:
-        asyncio.run(run_executor(settings, config))
+        asyncio.run(run_executor(settings, config, fixed=_keyring(verify_keys, None)
+                                 if verify_keys else None))
     except KeyboardInterrupt:
         pass
 
@@ -579,8 +581,8 @@ def _respond(decision: Literal["approve", "deny"], request_id: str, identity: st
     from streams.approval_client import publish_response
 
     settings = _settings(bootstrap_servers)
-    key = _private_key(key_file)
     keyring = _keyring(verify_keys, keyring_file)
+    key = _private_key(key_file)
     try:
         found = asyncio.run(publish_response(settings, request_id, identity, decision, comment,
                                              key, service, keyring))

