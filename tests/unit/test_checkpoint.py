@@ -242,6 +242,8 @@ def test_poisoned_tampered_and_garbage_records_are_refused_and_repaired(tmp_path
     assert "pickle" in reasons[0]
     assert all("authentication failed" in r for r in reasons[1:3] + reasons[4:])
     assert "unknown format" in reasons[3]
+    assert [r.kind for r in restored.refused] == [
+        "pickle", "authentication", "authentication", "format", "authentication"]
     assert restored.state.fleet.clock == worker.pipeline.state.fleet.clock
     assert _same(restored.state.services["search"], worker.pipeline.state.services["search"])
     # The next checkpoint writes search again and deletes svc:evil (fleet and positions are in
