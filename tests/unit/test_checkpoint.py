@@ -31,6 +31,7 @@ from streams.checkpoint import (
 from streams.pipeline import Pipeline
 from streams.serde import decode_line, encode
 from streams.settings import load_policy
+from streams.simulate import SCENARIOS as ALL_SCENARIOS
 from streams.simulate import generate
 
 POLICY = load_policy("config/policy.yaml")
@@ -122,9 +123,24 @@ class _Worker:
         return entries
 
 
-SCENARIOS = ["bad-deploy", "approval-only-service", "approval-superseded", "fleet-wide",
-             "budget-exhausted", "flapping-alerts", "conflicting-sources", "stale-exporter",
-             "preauthorized", "noisy-baseline"]
+SCENARIOS = sorted(ALL_SCENARIOS)
+
+
+@pytest.mark.parametrize("name", SCENARIOS)
+def test_every_scenario_survives_checkpoints_and_two_restores(name: str) -> None:
+    lines, expected = _scenario(name)
+    changelog: Changelog = []
+    worker = _Worker(changelog)
+    out: list[bytes] = []
+    for i, line in enumerate(lines):
+        if i in (len(lines) // 3, 2 * len(lines) // 3):
+            worker.checkpoint()
+            worker = _Worker(changelog)
+        out.extend(_process(worker.pipeline, line))
+        if i % 97 == 96:
+            worker.checkpoint()
+    out.extend(encode(o) for o in worker.pipeline.finish(worker.pipeline.state.fleet.clock))
+    assert out == expected
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
