@@ -169,22 +169,26 @@ def seal(secret: bytes, key: bytes, payload: bytes) -> bytes:
 
 
 class _Refused(Exception):
-    pass
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
 
 
 def unseal(secrets: Sequence[bytes], key: bytes, value: bytes) -> tuple[bytes, int]:
     """The payload of an authentic value and the index of the secret that sealed it."""
     if value[:1] == PICKLE_FORMAT:
-        raise _Refused("a pickle (format 1, before rollguard's authenticated state): not read")
+        raise _Refused("pickle",
+                       "a pickle (format 1, before rollguard's authenticated state): not read")
     if value[:1] != FORMAT:
-        raise _Refused(f"unknown format {value[:1]!r}")
+        raise _Refused("format", f"unknown format {value[:1]!r}")
     if len(value) < 1 + MAC_BYTES:
-        raise _Refused("too short")
+        raise _Refused("format", "too short")
     mac, payload = value[1:1 + MAC_BYTES], value[1 + MAC_BYTES:]
     for index, secret in enumerate(secrets):
         if hmac.compare_digest(mac, _mac(secret, key, payload)):
             return payload, index
-    raise _Refused("authentication failed (not written by this gate, or altered)")
+    raise _Refused("authentication",
+                   "authentication failed (not written by this gate, or altered)")
 
 
 @dataclass(frozen=True)
@@ -194,6 +198,8 @@ class Refusal:
     offset: int
     key: bytes | None
     reason: str
+    kind: str = "format"
+    """``pickle``, ``format``, ``authentication`` or ``key`` (the metric's label)."""
 
     def __str__(self) -> str:
         key = "none" if self.key is None else repr(self.key[:64])[1:]
@@ -281,7 +287,7 @@ def restore(
     refused: list[Refusal] = []
     for offset, key, value in entries:
         if key is None:
-            refused.append(Refusal(offset, key, "no key"))
+            refused.append(Refusal(offset, key, "no key", "key"))
             continue
         if value is None:  # a tombstone
             latest.pop(key, None)
@@ -290,7 +296,7 @@ def restore(
         try:
             payload, index = unseal(secrets, key, value)
         except _Refused as err:
-            refusal = Refusal(offset, key, str(err))
+            refusal = Refusal(offset, key, str(err), err.kind)
             refused.append(refusal)
             refused_last[key] = refusal
             continue

@@ -293,8 +293,7 @@ class DecisionEngine(Service):
             self.metrics.state_refused.labels(reason="inconsistent").inc()
             raise
         for refusal in restored.refused:
-            reason = refusal.reason.split(" ", 1)[0].strip("(:")
-            self.metrics.state_refused.labels(reason=reason).inc()
+            self.metrics.state_refused.labels(reason=refusal.kind).inc()
             log.error("%s; the record was not used and is replaced by the next checkpoint",
                       refusal, extra={"offset": refusal.offset, "error": refusal.reason})
         self.pipeline = Pipeline(self.policy, approvers=self.approvers,
@@ -397,7 +396,7 @@ class _Leading:
                 self._observe()
                 if commit is not None and (commit.done() or self.pending):
                     # Outputs wait for the transaction in flight, then go in the next one.
-                    # A checkpoint pickles every changed service (~230 µs each); with thousands
+                    # A checkpoint encodes every changed service (~0.1-0.3 ms each); with thousands
                     # of busy services keep them to CHECKPOINT_SHARE of the time.
                     spacing = max(interval, await commit / CHECKPOINT_SHARE)
                     commit = None
@@ -655,7 +654,12 @@ def _state_secrets(settings: Settings, signing_key: Any) -> list[bytes]:
     key stays accepted after a state key is configured, so the switch needs no clean cut)."""
     materials: list[bytes] = []
     if settings.state_key is not None:
-        materials.append(settings.state_key.read_bytes())
+        secret = settings.state_key.read_bytes()
+        if len(secret) < 32:
+            raise ValueError(
+                f"ROLLGUARD_STATE_KEY: {settings.state_key} holds {len(secret)} bytes; use at "
+                "least 32 random bytes (head -c 32 /dev/urandom > FILE)")
+        materials.append(secret)
     if signing_key is not None:
         materials.append(key_material(signing_key))
     if not materials:

@@ -115,6 +115,9 @@ async def test_poisoned_records_are_refused_not_executed_and_the_worker_leads_on
 
     assert not marker.exists()
     assert metric(worker_run, "rollguard_state_records_refused_total") == len(poison)
+    for reason, count in (("pickle", 1), ("authentication", 2), ("format", 1)):
+        assert metric(worker_run, "rollguard_state_records_refused_total",
+                      reason=reason) == count, reason
     assert metric(worker_run, "rollguard_engine_restarts_total") == 0
     text = log_text(worker_run, since)
     refused = [line for line in text.splitlines() if "refused:" in line]

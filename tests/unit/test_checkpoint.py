@@ -31,6 +31,7 @@ from streams.checkpoint import (
 from streams.pipeline import Pipeline
 from streams.serde import decode_line, encode
 from streams.settings import load_policy
+from streams.simulate import SCENARIOS as ALL_SCENARIOS
 from streams.simulate import generate
 
 POLICY = load_policy("config/policy.yaml")
@@ -122,9 +123,24 @@ class _Worker:
         return entries
 
 
-SCENARIOS = ["bad-deploy", "approval-only-service", "approval-superseded", "fleet-wide",
-             "budget-exhausted", "flapping-alerts", "conflicting-sources", "stale-exporter",
-             "preauthorized", "noisy-baseline"]
+SCENARIOS = sorted(ALL_SCENARIOS)
+
+
+@pytest.mark.parametrize("name", SCENARIOS)
+def test_every_scenario_survives_checkpoints_and_two_restores(name: str) -> None:
+    lines, expected = _scenario(name)
+    changelog: Changelog = []
+    worker = _Worker(changelog)
+    out: list[bytes] = []
+    for i, line in enumerate(lines):
+        if i in (len(lines) // 3, 2 * len(lines) // 3):
+            worker.checkpoint()
+            worker = _Worker(changelog)
+        out.extend(_process(worker.pipeline, line))
+        if i % 97 == 96:
+            worker.checkpoint()
+    out.extend(encode(o) for o in worker.pipeline.finish(worker.pipeline.state.fleet.clock))
+    assert out == expected
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -242,6 +258,8 @@ def test_poisoned_tampered_and_garbage_records_are_refused_and_repaired(tmp_path
     assert "pickle" in reasons[0]
     assert all("authentication failed" in r for r in reasons[1:3] + reasons[4:])
     assert "unknown format" in reasons[3]
+    assert [r.kind for r in restored.refused] == [
+        "pickle", "authentication", "authentication", "format", "authentication"]
     assert restored.state.fleet.clock == worker.pipeline.state.fleet.clock
     assert _same(restored.state.services["search"], worker.pipeline.state.services["search"])
     # The next checkpoint writes search again and deletes svc:evil (fleet and positions are in
