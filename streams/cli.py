@@ -17,6 +17,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
+from streams.bridge_cli import bridge
 from streams.settings import ConfigError, load_policy, load_settings
 
 __all__ = ["main", "cli"]
@@ -606,6 +607,9 @@ def _private_key(path: str) -> Any:
         return load_private_key(Path(path))
     except KeyError_ as err:
         _fail_config(err)
+
+
+cli.add_command(bridge)
 
 
 def main() -> None:

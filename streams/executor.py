@@ -45,6 +45,8 @@ class ExecutorConfig:
     group_id: str = "rollguard-executor"
     timeout_seconds: float = 600.0
     name: str = "executor"
+    announce_rollbacks: bool = True
+    """Also publish a CDEvents ``service.rolledback`` on ``deploys`` for each executed command."""
 
 
 class Ledger:
@@ -164,6 +166,18 @@ async def handle_command(raw: bytes, config: ExecutorConfig, ledger: Ledger) -> 
     return _result(data, status, "ran" if code == 0 else f"exit status {code}", config, code, text)
 
 
+async def _announce(producer: Any, settings: Settings, config: ExecutorConfig,
+                    raw: bytes) -> None:
+    """Report an executed rollback as a CDEvents ``service.rolledback`` (binary mode)."""
+    from streams.ingest.cdevents import rolledback_event
+
+    command = orjson.loads(raw)
+    headers, value = rolledback_event(command, f"rollguard-executor/{config.name}")
+    await producer.send_and_wait(settings.topic("deploys"), value,
+                                 key=str(command["service"]).encode(),
+                                 headers=list(headers.items()))
+
+
 async def run_executor(settings: Settings, config: ExecutorConfig,
                        stop: asyncio.Event | None = None) -> None:
     """Consume ``rollback.commands`` until ``stop`` is set (or forever)."""
@@ -192,6 +206,8 @@ async def run_executor(settings: Settings, config: ExecutorConfig,
                     await producer.send_and_wait(
                         settings.topic("results"), orjson.dumps(result), key=message.key
                     )
+                    if result["status"] == "executed" and config.announce_rollbacks:
+                        await _announce(producer, settings, config, message.value or b"")
                     await consumer.commit({partition: message.offset + 1})
     finally:
         await consumer.stop()
