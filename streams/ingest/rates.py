@@ -98,8 +98,18 @@ class SampleBuilder:
         self.source = source
         self._last: dict[tuple[object, ...], tuple[float | None, float, object]] = {}
         self._group_ts: dict[tuple[object, ...], float] = {}
+        self._keys: dict[int, tuple[MetricRule, tuple[object, ...]]] = {}
         self.missing = 0
         """Points that carried no value (no recorded value, staleness markers)."""
+
+    def _key(self, rule: MetricRule) -> tuple[object, ...]:
+        """A rule's identity by content (two equal configurations share state)."""
+        held = self._keys.get(id(rule))
+        if held is None or held[0] is not rule:
+            key = (rule.source, rule.metric, rule.kind, tuple(sorted(rule.where.items())),
+                   tuple(sorted((rule.errors_where or {}).items())), rule.percentile)
+            held = self._keys[id(rule)] = (rule, key)
+        return held[1]
 
     def forget(self) -> None:
         """Drop every series' previous value (a new leader starts from its checkpoint)."""
@@ -116,7 +126,7 @@ class SampleBuilder:
             rule = point.rule
             if point.missing:
                 self.missing += 1
-                self._last.pop(point.series, None)
+                self._last.pop((self._key(rule), point.series), None)
                 continue
             group = (point.service, point.instance, rule.metric, id(rule), point.ts)
             rule_of[id(rule)] = rule
@@ -173,11 +183,11 @@ class SampleBuilder:
     def _previous(self, point: Point) -> tuple[float | None, float, object] | None:
         """The series' previous (start, time, value); a new series of a known group starts
         from zero at the group's previous time."""
-        group = (point.service, point.instance, point.rule.source, id(point.rule))
+        group = (point.service, point.instance, self._key(point.rule))
         last_group_ts = self._group_ts.get(group)
         if last_group_ts is None or point.ts > last_group_ts:
             self._group_ts[group] = point.ts
-        previous = self._last.get(point.series)
+        previous = self._last.get((self._key(point.rule), point.series))
         if previous is None and last_group_ts is not None and last_group_ts < point.ts:
             zero: object = 0.0 if point.kind == "cumulative" else (0.0,) * len(point.counts)
             return (point.start, last_group_ts, zero)
@@ -192,7 +202,7 @@ class SampleBuilder:
                 return None
             return value / (point.ts - point.start)
         previous = self._previous(point)
-        self._last[point.series] = (point.start, point.ts, value)
+        self._last[(self._key(point.rule), point.series)] = (point.start, point.ts, value)
         if previous is None:
             return None
         start, ts, before = previous
@@ -212,7 +222,7 @@ class SampleBuilder:
         if point.kind == "histogram_delta":
             return point.counts
         previous = self._previous(point)
-        self._last[point.series] = (point.start, point.ts, point.counts)
+        self._last[(self._key(point.rule), point.series)] = (point.start, point.ts, point.counts)
         if previous is None:
             return None
         start, ts, before = previous

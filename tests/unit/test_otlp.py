@@ -180,3 +180,21 @@ def test_unmapped_metrics_can_be_dead_letters() -> None:
 def test_percentile(p: float, counts: tuple[float, ...], bounds: tuple[float, ...],
                     expected: float | None) -> None:
     assert percentile(p, counts, bounds) == expected
+
+
+@pytest.mark.parametrize("encoding", ENCODINGS)
+def test_a_first_error_series_counts_from_zero(encoding: str) -> None:
+    # Cumulative counter; the 503 series appears only at T0+20: its 10 errors happened in
+    # the last interval, so error_rate = 10 / (100 + 10) over that interval.
+    def at(ts: float, ok: int, errors: int | None) -> bytes:
+        points = [number(ts, ok, start=T0 - 60, **{"http.response.status_code": 200})]
+        if errors is not None:
+            points.append(number(ts, errors, start=T0 - 60,
+                                 **{"http.response.status_code": 503}))
+        return encode(request(({"service.name": "s"}, [
+            counter("http.server.request.count", points, CUMULATIVE)])), encoding)
+
+    got = [s for s in samples([at(T0, 100, None), at(T0 + 10, 200, None),
+                               at(T0 + 20, 300, 10)], encoding) if s[1] == "error_rate"]
+    assert got == [("s", "error_rate", T0 + 10, 0.0),
+                   ("s", "error_rate", T0 + 20, round(10 / 110, 9))]
