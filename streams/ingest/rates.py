@@ -97,7 +97,7 @@ class SampleBuilder:
     def __init__(self, source: str) -> None:
         self.source = source
         self._last: dict[tuple[object, ...], tuple[float | None, float, object]] = {}
-        self._group_ts: dict[tuple[object, ...], float] = {}
+        self._group_ts: dict[tuple[object, ...], tuple[float | None, float | None]] = {}
         self._keys: dict[int, tuple[MetricRule, tuple[object, ...]]] = {}
         self.missing = 0
         """Points that carried no value (no recorded value, staleness markers)."""
@@ -184,13 +184,14 @@ class SampleBuilder:
         """The series' previous (start, time, value); a new series of a known group starts
         from zero at the group's previous time."""
         group = (point.service, point.instance, self._key(point.rule))
-        last_group_ts = self._group_ts.get(group)
-        if last_group_ts is None or point.ts > last_group_ts:
-            self._group_ts[group] = point.ts
+        latest, before = self._group_ts.get(group, (None, None))
+        if latest is None or point.ts > latest:
+            self._group_ts[group] = (point.ts, latest)
+            before = latest
         previous = self._last.get((self._key(point.rule), point.series))
-        if previous is None and last_group_ts is not None and last_group_ts < point.ts:
+        if previous is None and before is not None and before < point.ts:
             zero: object = 0.0 if point.kind == "cumulative" else (0.0,) * len(point.counts)
-            return (point.start, last_group_ts, zero)
+            return (point.start, before, zero)
         return previous
 
     def _rate(self, point: Point) -> float | None:
