@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from decimal import Decimal
 
 from google.protobuf import json_format
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
@@ -15,6 +16,11 @@ DELTA = pb.AggregationTemporality.AGGREGATION_TEMPORALITY_DELTA
 CUMULATIVE = pb.AggregationTemporality.AGGREGATION_TEMPORALITY_CUMULATIVE
 NO_VALUE = pb.DataPointFlags.DATA_POINT_FLAGS_NO_RECORDED_VALUE_MASK
 NS = 1_000_000_000
+
+
+def nanos(seconds: float) -> int:
+    """Epoch seconds → nanoseconds, from the float's shortest decimal form (exact round trip)."""
+    return int(Decimal(repr(seconds)) * NS)
 
 
 def attrs(**values: object) -> list[KeyValue]:
@@ -30,10 +36,10 @@ def attrs(**values: object) -> list[KeyValue]:
 
 def number(ts: float, value: float | None, start: float | None = None, flags: int = 0,
            **attributes: object) -> pb.NumberDataPoint:
-    point = pb.NumberDataPoint(time_unix_nano=int(ts * NS), attributes=attrs(**attributes),
+    point = pb.NumberDataPoint(time_unix_nano=nanos(ts), attributes=attrs(**attributes),
                                flags=flags)
     if start is not None:
-        point.start_time_unix_nano = int(start * NS)
+        point.start_time_unix_nano = nanos(start)
     if value is not None:
         if float(value).is_integer() and not isinstance(value, float):
             point.as_int = int(value)
@@ -55,7 +61,7 @@ def histogram(name: str, ts: float, start: float, counts: Sequence[int],
               bounds: Sequence[float], temporality: int = DELTA, flags: int = 0,
               **attributes: object) -> pb.Metric:
     point = pb.HistogramDataPoint(
-        time_unix_nano=int(ts * NS), start_time_unix_nano=int(start * NS),
+        time_unix_nano=nanos(ts), start_time_unix_nano=nanos(start),
         count=sum(counts), bucket_counts=list(counts), explicit_bounds=list(bounds),
         attributes=attrs(**attributes), flags=flags)
     return pb.Metric(name=name, histogram=pb.Histogram(

@@ -30,7 +30,6 @@ __all__ = ["OtlpDecoded", "decode_otlp", "encoding_of"]
 _NO_VALUE = metrics_pb2.DataPointFlags.DATA_POINT_FLAGS_NO_RECORDED_VALUE_MASK
 _DELTA = metrics_pb2.AggregationTemporality.AGGREGATION_TEMPORALITY_DELTA
 _CUMULATIVE = metrics_pb2.AggregationTemporality.AGGREGATION_TEMPORALITY_CUMULATIVE
-_NS = 1e-9
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,8 +153,8 @@ def _points(metric: metrics_pb2.Metric, rule: MetricRule, service: str, instance
             out.append(Point(
                 service=service, instance=instance, rule=rule, kind=kind,
                 series=_series(metric.name, attrs, service, instance, resource),
-                ts=dp.time_unix_nano * _NS,
-                start=dp.start_time_unix_nano * _NS if dp.start_time_unix_nano else None,
+                ts=_seconds(dp.time_unix_nano),
+                start=_seconds(dp.start_time_unix_nano) if dp.start_time_unix_nano else None,
                 counts=counts, bounds=bounds,
                 low=dp.min if delta and dp.HasField("min") else None,
                 high=dp.max if delta and dp.HasField("max") else None,
@@ -164,6 +163,12 @@ def _points(metric: metrics_pb2.Metric, rule: MetricRule, service: str, instance
             ))
         return out
     return f"{data or 'empty'} metrics are not supported (gauge, sum, histogram are)"
+
+
+def _seconds(nanos: int) -> float:
+    """Epoch nanoseconds → seconds, exact to the nearest float of a millisecond time."""
+    whole, rest = divmod(nanos, 1_000_000_000)
+    return whole + rest / 1e9
 
 
 def _temporality(value: int, delta: Kind, cumulative: Kind) -> Kind:
@@ -182,8 +187,8 @@ def _numbers(metric: metrics_pb2.Metric, data_points: object, kind: Kind, rule: 
         out.append(Point(
             service=service, instance=instance, rule=rule, kind=kind,
             series=_series(metric.name, attrs, service, instance, resource),
-            ts=dp.time_unix_nano * _NS,
-            start=dp.start_time_unix_nano * _NS if dp.start_time_unix_nano else None,
+            ts=_seconds(dp.time_unix_nano),
+            start=_seconds(dp.start_time_unix_nano) if dp.start_time_unix_nano else None,
             value=value, attributes=tuple(sorted(attrs.items())),
             missing=bool(dp.flags & _NO_VALUE) or value is None,
         ))
