@@ -60,20 +60,21 @@ def points_of(request: Any, config: PrometheusBridge) -> tuple[list[Point], list
             no_service.append(labels.get("__name__", "") + str(sorted(labels.items()))[:200])
             continue
         instance = labels.get(config.instance_label) or None
-        identity = tuple(sorted(labels.items()))
+        identity: tuple[object, ...] = ()
         for rule in rules:
-            if not rule.selects(labels):
+            if rule.where and not rule.selects(labels):
                 continue
             kind = "cumulative" if rule.kind == "counter" else "gauge"
-            attributes = tuple(sorted(labels.items()))
+            if kind == "cumulative" and not identity:
+                identity = tuple(sorted(labels.items()))
             for sample in series.samples:
                 value = sample.value
-                stale = is_stale(value)
+                stale = value != value and is_stale(value)  # NaN first: the cheap test
+                ts = sample.timestamp / 1000.0
                 points.append(Point(
-                    service=service, instance=instance, rule=rule, kind=kind,  # type: ignore[arg-type]
-                    series=identity, ts=sample.timestamp / 1000.0,
-                    value=None if stale or not math.isfinite(value) else value,
-                    attributes=attributes, missing=stale))
+                    service, instance, rule, kind, identity, ts, None,  # type: ignore[arg-type]
+                    None if stale or not math.isfinite(value) else value,
+                    (), (), None, None, labels, stale))
     return points, no_service, unmapped
 
 

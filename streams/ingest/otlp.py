@@ -12,6 +12,7 @@ dead-letters the message with its original bytes and headers).
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from google.protobuf import json_format
@@ -61,7 +62,7 @@ def _text(value: AnyValue) -> str:
     return str(getattr(value, kind))
 
 
-def _attributes(items: list[KeyValue]) -> dict[str, str]:
+def _attributes(items: Iterable[KeyValue]) -> dict[str, str]:
     return {kv.key: _text(kv.value) for kv in items}
 
 
@@ -91,7 +92,7 @@ def decode_otlp(value: bytes, config: OtlpConfig, encoding: str | None = None) -
     points: list[Point] = []
     unmapped = 0
     for r, resource_metrics in enumerate(parsed.resource_metrics):
-        resource = _attributes(list(resource_metrics.resource.attributes))
+        resource = _attributes(resource_metrics.resource.attributes)
         service = resource.get(config.service_attribute, "")
         instance = resource.get(config.instance_attribute) or None
         for scope_metrics in resource_metrics.scope_metrics:
@@ -141,7 +142,7 @@ def _points(metric: metrics_pb2.Metric, rule: MetricRule, service: str, instance
                             "histogram_cumulative")
         out: list[Point] = []
         for dp in metric.histogram.data_points:
-            attrs = _attributes(list(dp.attributes))
+            attrs = _attributes(dp.attributes)
             if not rule.selects(attrs):
                 continue
             bounds = tuple(dp.explicit_bounds)
@@ -158,7 +159,7 @@ def _points(metric: metrics_pb2.Metric, rule: MetricRule, service: str, instance
                 counts=counts, bounds=bounds,
                 low=dp.min if delta and dp.HasField("min") else None,
                 high=dp.max if delta and dp.HasField("max") else None,
-                attributes=tuple(sorted(attrs.items())),
+                attributes=attrs,
                 missing=bool(dp.flags & _NO_VALUE) or not counts,
             ))
         return out
@@ -178,19 +179,25 @@ def _temporality(value: int, delta: Kind, cumulative: Kind) -> Kind:
 def _numbers(metric: metrics_pb2.Metric, data_points: object, kind: Kind, rule: MetricRule,
              service: str, instance: str | None, resource: dict[str, str]) -> list[Point]:
     out: list[Point] = []
+    stateful = kind == "cumulative"
+    selective = bool(rule.where)
     for dp in data_points:  # type: ignore[attr-defined]
-        attrs = _attributes(list(dp.attributes))
-        if not rule.selects(attrs):
+        attrs = _attributes(dp.attributes) if dp.attributes else {}
+        if selective and not rule.selects(attrs):
             continue
         which = dp.WhichOneof("value")
-        value = float(dp.as_double if which == "as_double" else dp.as_int) if which else None
+        if which == "as_double":
+            value: float | None = dp.as_double
+        elif which == "as_int":
+            value = float(dp.as_int)
+        else:
+            value = None
+        start = dp.start_time_unix_nano
         out.append(Point(
-            service=service, instance=instance, rule=rule, kind=kind,
-            series=_series(metric.name, attrs, service, instance, resource),
-            ts=_seconds(dp.time_unix_nano),
-            start=_seconds(dp.start_time_unix_nano) if dp.start_time_unix_nano else None,
-            value=value, attributes=tuple(sorted(attrs.items())),
-            missing=bool(dp.flags & _NO_VALUE) or value is None,
+            service, instance, rule, kind,
+            _series(metric.name, attrs, service, instance, resource) if stateful else (),
+            _seconds(dp.time_unix_nano), _seconds(start) if start else None,
+            value, (), (), None, None, attrs, bool(dp.flags & _NO_VALUE) or value is None,
         ))
     return out
 

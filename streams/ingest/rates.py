@@ -35,10 +35,12 @@ from streams.ingest.mapping import MetricRule
 
 __all__ = ["Point", "SampleBuilder", "percentile"]
 
+_VALIDATE = MetricSample.__pydantic_validator__.validate_python
+
 Kind = Literal["gauge", "delta", "cumulative", "histogram_delta", "histogram_cumulative"]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Point:
     """One foreign data point matched to ``rule`` (times in epoch seconds)."""
 
@@ -55,7 +57,7 @@ class Point:
     bounds: tuple[float, ...] = ()
     low: float | None = None
     high: float | None = None
-    attributes: tuple[tuple[str, str], ...] = ()
+    attributes: dict[str, str] | None = None
     missing: bool = False
 
 
@@ -141,7 +143,7 @@ class SampleBuilder:
                     continue
                 acc = rates[group]
                 acc[0] += rate
-                if rule.is_error(dict(point.attributes)):
+                if rule.errors_where is not None and rule.is_error(point.attributes or {}):
                     acc[1] += rate
                 continue
             counts = self._interval_counts(point)
@@ -177,8 +179,9 @@ class SampleBuilder:
 
     def _sample(self, service: str, instance: str | None, name: str, value: float,
                 ts: float) -> MetricSample:
-        return MetricSample(service=service, name=name, value=value, ts=ts,
-                            source=self.source, instance=instance)
+        # The validator called directly: what MetricSample(...) does, at half the cost.
+        return _VALIDATE({"service": service, "name": name, "value": value, "ts": ts,  # type: ignore[no-any-return]
+                          "source": self.source, "instance": instance})
 
     def _previous(self, point: Point) -> tuple[float | None, float, object] | None:
         """The series' previous (start, time, value); a new series of a known group starts
