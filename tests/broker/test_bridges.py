@@ -298,3 +298,31 @@ async def test_alertmanager_webhook_reaches_the_alerts_topic(
     letters = await consume(kafka_bootstrap, worker_run.topic("rollguard.dead-letters"), 1,
                             timeout=10, committed=False)
     assert letters and "no 'service' label" in orjson.loads(letters[0].value)["error"]
+
+
+@pytest.mark.parametrize(("headers", "body", "status", "error"), [
+    # remote-write 1.0 is snappy protobuf: a JSON body is refused as a media type
+    ({"Content-Type": "application/json"}, b"{}", 415, "Content-Type"),
+    # snappy declared, but the body is not snappy
+    ({"Content-Type": "application/x-protobuf", "Content-Encoding": "snappy"},
+     b"\x00garbage", 400, "snappy"),
+])
+def test_remote_write_errors_are_answered_and_dead_lettered(
+    worker_run: WorkerRun, processes: Processes, kafka_bootstrap: str,
+    headers: dict[str, str], body: bytes, status: int, error: str,
+) -> None:
+    import asyncio
+    import base64
+    import urllib.error
+
+    port = processes.bridge("prometheus", worker_run)
+    request = urllib.request.Request(f"http://127.0.0.1:{port}/api/v1/write", data=body,
+                                     headers=headers, method="POST")
+    with pytest.raises(urllib.error.HTTPError) as caught:
+        urllib.request.urlopen(request, timeout=10)  # noqa: S310 - loopback
+    assert caught.value.code == status
+    letters = asyncio.run(consume(kafka_bootstrap, worker_run.topic("rollguard.dead-letters"),
+                                  1, timeout=20, committed=False))
+    letter = orjson.loads(letters[0].value)
+    assert error in letter["error"] and base64.b64decode(letter["value_b64"]) == body
+    assert dict(letters[0].headers)["content-type"] == headers["Content-Type"].encode()

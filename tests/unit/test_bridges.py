@@ -103,3 +103,35 @@ def test_bad_webhook_payloads_are_refused(data: bytes) -> None:
     with pytest.raises(BridgeError) as caught:
         alerts_of(data, AlertmanagerBridge())
     assert caught.value.status == 400
+
+
+async def test_a_saturated_bridge_answers_503_without_dead_lettering() -> None:
+    from models.events import MetricSample
+    from streams.bridges.prometheus import PrometheusWriteBridge
+    from streams.settings import load_settings
+
+    bridge = PrometheusWriteBridge(load_settings())
+    bridge.in_flight = bridge.max_in_flight  # the producer has this much unacknowledged
+    sample = MetricSample(service="a", name="error_rate", value=0.1, ts=1.0)
+    with pytest.raises(BridgeError) as caught:
+        await bridge.publish([sample])
+    assert caught.value.status == 503 and not caught.value.dead_letter
+
+
+@pytest.mark.parametrize(("env", "field"), [
+    # a histogram rule without the percentile it should compute
+    ('[{"source": "d", "metric": "latency_p99_ms", "kind": "histogram"}]', "percentile"),
+    # a regular expression that does not compile
+    ('[{"source": "c", "metric": "error_rate", "where": {"code": "5(("}}]',
+     "not a regular expression"),
+])
+def test_bad_mapping_is_refused_at_start(monkeypatch: pytest.MonkeyPatch, env: str,
+                                         field: str) -> None:
+    from streams.settings import ConfigError, load_settings
+
+    monkeypatch.setenv("ROLLGUARD_INGEST__OTLP__RULES", env)
+    with pytest.raises(ConfigError) as caught:
+        load_settings()
+    message = str(caught.value)
+    assert "ingest.otlp.rules" in message and field in message
+    assert "ROLLGUARD_INGEST__OTLP__RULES" in message
