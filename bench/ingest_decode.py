@@ -1,7 +1,8 @@
 """Decode rates of foreign telemetry, as ratios to native JSON decode of the same points.
 
 In one process, the same N data points (SERVICES services × 3 metrics × time steps) are
-decoded three ways, best of ``--repeat`` runs each:
+decoded three ways; each foreign decode is timed right after a native one, ``--repeat`` times,
+and the median of those ratios is printed:
 
 (a) native: one rollguard JSON ``MetricSample`` message per point, ``streams.serde.decode``
     (as the worker decodes ``telemetry.metrics``);
@@ -26,6 +27,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import statistics
 import sys
 import time
 import uuid
@@ -57,21 +59,30 @@ def values(services: int, steps: int) -> list[list[tuple[str, str, float, float]
              for s in range(services) for m in METRICS] for t in range(steps)]
 
 
-def best(fn: Callable[[], int], repeat: int) -> float:
-    """Points per second of ``fn`` (which returns the points it decoded), best of ``repeat``."""
-    rates = []
+def rate(fn: Callable[[], int]) -> float:
+    """Points per second of one run of ``fn`` (which returns the points it decoded)."""
+    started = time.perf_counter()
+    count = fn()
+    return count / (time.perf_counter() - started)
+
+
+def paired(fn: Callable[[], int], base: Callable[[], int], repeat: int) -> tuple[float, float]:
+    """(median rate of ``fn``, median of its ratio to ``base`` run just before it): pairs
+    taken back to back, so that a busy machine slows both sides of each ratio alike."""
+    rates, ratios = [], []
     for _ in range(repeat):
-        started = time.perf_counter()
-        count = fn()
-        rates.append(count / (time.perf_counter() - started))
-    return max(rates)
+        reference = rate(base)
+        measured = rate(fn)
+        rates.append(measured)
+        ratios.append(measured / reference)
+    return statistics.median(rates), statistics.median(ratios)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--services", type=int, default=100)
     parser.add_argument("--steps", type=int, default=100)
-    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--bridge", action="store_true")
     parser.add_argument("--senders", type=int, default=4)
     args = parser.parse_args()
@@ -126,15 +137,15 @@ def main() -> None:
     for check in (run_native, run_otlp(otlp_proto, "otlp_proto"),
                   run_otlp(otlp_json, "otlp_json"), run_remote_write):
         assert check() == points, check
-    base = best(run_native, args.repeat)
+    base, _ = paired(run_native, run_native, args.repeat)
     print(f"{points:,} points: {args.services} services x {len(METRICS)} metrics x "
-          f"{args.steps} steps (best of {args.repeat})")
+          f"{args.steps} steps (medians of {args.repeat} back-to-back pairs)")
     print(f"  native JSON decode          {base:>12,.0f} points/s   1.00")
     for name, fn in (("OTLP otlp_proto decode", run_otlp(otlp_proto, "otlp_proto")),
                      ("OTLP otlp_json decode", run_otlp(otlp_json, "otlp_json")),
                      ("remote-write decode", run_remote_write)):
-        rate = best(fn, args.repeat)
-        print(f"  {name:<27} {rate:>12,.0f} points/s   {rate / base:.2f}")
+        measured, ratio = paired(fn, run_native, args.repeat)
+        print(f"  {name:<27} {measured:>12,.0f} points/s   {ratio:.2f}")
     if args.bridge:
         asyncio.run(bridge_rate(bodies, points, args.senders))
 

@@ -130,13 +130,15 @@ class SampleBuilder:
                 self.missing += 1
                 self._last.pop((self._key(rule), point.series), None)
                 continue
+            if point.kind == "gauge":
+                value = point.value
+                if value is not None and math.isfinite(value):
+                    out.append(_VALIDATE({"service": point.service, "name": rule.metric,
+                                          "value": value * rule.scale, "ts": point.ts,
+                                          "source": self.source, "instance": point.instance}))
+                continue
             group = (point.service, point.instance, rule.metric, id(rule), point.ts)
             rule_of[id(rule)] = rule
-            if point.kind == "gauge":
-                if point.value is not None and math.isfinite(point.value):
-                    out.append(self._sample(point.service, point.instance, rule.metric,
-                                            point.value * rule.scale, point.ts))
-                continue
             if point.kind in ("delta", "cumulative"):
                 rate = self._rate(point)
                 if rate is None:
@@ -174,7 +176,8 @@ class SampleBuilder:
             found = percentile(rule.percentile, tuple(counts), bounds, low, high)  # type: ignore[arg-type]
             if found is not None:
                 out.append(self._sample(service, instance, metric, found * rule.scale, ts))
-        out.sort(key=_by_ts)
+        if rates or hists:
+            out.sort(key=_by_ts)  # gauges alone are in order already
         return out
 
     def _sample(self, service: str, instance: str | None, name: str, value: float,
