@@ -25,6 +25,7 @@ install: $(STAMP)
 # and stops the broker again if it started it.
 test: $(STAMP)
 	scripts/ensure-chromium.sh >/dev/null
+	scripts/ensure-prometheus.sh >/dev/null
 	@was_running=0; scripts/kafka.sh status >/dev/null 2>&1 && was_running=1; \
 	scripts/kafka.sh start || exit 1; \
 	status=0; ROLLGUARD_REQUIRE_BROKER=1 $(PY) -m pytest $(PYTEST_ARGS) || status=$$?; \

@@ -18,6 +18,7 @@ from rich.console import Console
 from rich.table import Table
 
 from streams.acls_command import acls
+from streams.bridge_cli import bridge
 from streams.settings import ConfigError, load_policy, load_settings
 
 __all__ = ["main", "cli"]
@@ -676,6 +677,7 @@ def _private_key(path: str) -> Any:
 
 
 cli.add_command(acls)
+cli.add_command(bridge)
 
 
 def main() -> None:

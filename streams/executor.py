@@ -49,6 +49,8 @@ class ExecutorConfig:
     name: str = "executor"
     keyring_file: Path | None = None
     """Re-read when it changes (a key rotation needs no restart); ``keyring`` is the start."""
+    announce_rollbacks: bool = True
+    """Also publish a CDEvents ``service.rolledback`` on ``deploys`` for each executed command."""
 
 
 class Ledger:
@@ -197,6 +199,16 @@ class KeyringWatch:
             return config
         log.info("keyring reloaded from %s: %s", path, ", ".join(sorted(keyring.keys)))
         return replace(config, keyring=keyring)
+async def _announce(producer: Any, settings: Settings, config: ExecutorConfig,
+                    raw: bytes) -> None:
+    """Report an executed rollback as a CDEvents ``service.rolledback`` (binary mode)."""
+    from streams.ingest.cdevents import rolledback_event
+
+    command = orjson.loads(raw)
+    headers, value = rolledback_event(command, f"rollguard-executor/{config.name}")
+    await producer.send_and_wait(settings.topic("deploys"), value,
+                                 key=str(command["service"]).encode(),
+                                 headers=list(headers.items()))
 
 
 async def run_executor(settings: Settings, config: ExecutorConfig,
@@ -231,6 +243,8 @@ async def run_executor(settings: Settings, config: ExecutorConfig,
                     await producer.send_and_wait(
                         settings.topic("results"), orjson.dumps(result), key=message.key
                     )
+                    if result["status"] == "executed" and config.announce_rollbacks:
+                        await _announce(producer, settings, config, message.value or b"")
                     await consumer.commit({partition: message.offset + 1})
     finally:
         await consumer.stop()

@@ -25,6 +25,7 @@ from pydantic_settings import (
 )
 
 from models.policy import Policy, PolicyError
+from streams.ingest.mapping import IngestConfig
 
 __all__ = ["ConfigError", "Settings", "TopicNames", "load_policy", "load_settings"]
 
@@ -48,6 +49,8 @@ class TopicNames(BaseModel):
     decisions: str = "rollguard.decisions"
     dead_letters: str = "rollguard.dead-letters"
     results: str = "rollback.results"
+    otlp_metrics: str = "otlp_metrics"
+    """OTLP metrics as the OpenTelemetry Collector's Kafka exporter writes them (docs/ingest.md)."""
 
     def inputs(self) -> dict[str, str]:
         """Input topic name → the record ``type`` it carries."""
@@ -82,6 +85,9 @@ class Settings(BaseSettings):
     verify_key: Path | None = None
     state_key: Path | None = None
     """Secret that authenticates the state changelog (default: derived from signing_key)."""
+
+    ingest: IngestConfig = IngestConfig()
+    """Foreign telemetry: OTLP mapping, bridges, CloudEvents (docs/ingest.md)."""
 
     max_message_bytes: int = Field(default=262144, gt=0)
     max_clock_skew_seconds: float = Field(default=300, gt=0)

@@ -54,6 +54,9 @@ from streams.checkpoint import (
     restore,
     state_secret,
 )
+from streams.ingest.inputs import OTLP_TYPE, decode_foreign, is_foreign
+from streams.ingest.outputs import cloudevent_headers
+from streams.ingest.rates import SampleBuilder
 from streams.lease import Lease
 from streams.metrics import WorkerMetrics
 from streams.ordering import EventTimeMerger
@@ -319,13 +322,17 @@ class _Leading:
         self.log = restored.log
         self.topic_types = {self.settings.topic_prefix + name: kind
                             for name, kind in self.settings.topics.inputs().items()}
+        self.topic_types[self.settings.topic("otlp_metrics")] = OTLP_TYPE
+        self.otlp_samples = SampleBuilder(source="otlp")
+        """Cumulative OTLP series' last values: in memory, so a new leader primes them again."""
+        self.ce_source = f"{self.settings.ingest.cloudevents_source}/{self.settings.app_id}"
         self.merger = EventTimeMerger()
         self.clock = IdleClock(self.settings.idle_advance_seconds)
         if restored.state.services:
             self.clock.seen(restored.state.fleet.clock)
         self.clock.arrived(time.monotonic())
         self.partitions: list[TopicPartition] = []
-        self.pending: list[tuple[str, bytes | None, bytes, OutputRecord]] = []
+        self.pending: list[tuple[str, bytes | None, bytes, OutputRecord, Any]] = []
         self.dirty = False
         self.last_commit = time.monotonic()
         self.last_probe = float("-inf")
@@ -457,24 +464,34 @@ class _Leading:
                         self.metrics.redelivered(topic)
                         continue
                     value = message.value
-                    decoded = decode(
-                        value, key=message.key, topic=topic, partition=partition,
-                        offset=offset, expected_type=expected, reference_time=reference,
-                        max_clock_skew_seconds=skew, max_message_bytes=max_bytes,
-                    )
+                    if is_foreign(expected, message.headers):
+                        decoded = decode_foreign(
+                            value, key=message.key, headers=message.headers, topic=topic,
+                            partition=partition, offset=offset, expected=expected,
+                            otlp=settings.ingest.otlp, reference_time=reference,
+                            max_clock_skew_seconds=skew, max_message_bytes=max_bytes,
+                        )
+                    else:
+                        decoded = decode(
+                            value, key=message.key, topic=topic, partition=partition,
+                            offset=offset, expected_type=expected, reference_time=reference,
+                            max_clock_skew_seconds=skew, max_message_bytes=max_bytes,
+                        )
                     record = decoded.record
                     letter = decoded.dead_letter
                     if stamp and record is not None:
                         record, letter = _arrived(record, message, reference)
                     if record is None:
-                        assert letter is not None
+                        if letter is None:  # nothing rollguard maps (unmapped OTLP metrics)
+                            positions.done(key, offset)
+                            continue
                         self.metrics.dead_letter(topic)
                         log.warning(
                             "dead letter %s[%s]@%s: %s", topic, partition, offset,
                             letter.error, extra={"topic": topic, "partition": partition,
                                                  "offset": offset, "error": letter.error},
                         )
-                        self._emit(letter, message.key)
+                        self._emit(letter, message.key, message.headers)
                         positions.done(key, offset)
                         continue
                     times.append(record.arrival if stamp else record.ts)
@@ -537,6 +554,12 @@ class _Leading:
         emit = self._emit
         for record, raw, key, offset in released:
             handled[key].append(offset)
+            if record.type == OTLP_TYPE:
+                # One OTLP message, released whole: its samples, oldest first.
+                for sample in self.otlp_samples.samples(list(record.points)):
+                    for output in process(sample, b""):
+                        emit(output, output.service.encode())
+                continue
             outputs = process(record, raw)
             if outputs:
                 for output in outputs:
@@ -568,9 +591,15 @@ class _Leading:
                 self.metrics.window_close_lag.observe(max(0.0, wall - (closed + lateness)))
             self.closed_until[(width, lateness)] = closed
 
-    def _emit(self, record: Any, key: bytes | None) -> None:
+    def _emit(self, record: Any, key: bytes | None, headers: Any = None) -> None:
+        """Queue an output; a dead letter keeps the original message's ``headers``."""
         topic = self.settings.topic(OUTPUT_TOPIC[record.type])
-        self.pending.append((topic, key, encode(record), record))
+        value = encode(record)
+        if record.type == "dead_letter" and headers:
+            out = [(str(name), bytes(v or b"")) for name, v in headers]
+        else:
+            out = cloudevent_headers(record, value, self.ce_source)
+        self.pending.append((topic, key, value, record, out))
 
     def checkpoint(self) -> Coroutine[Any, Any, float]:
         """Take a checkpoint now — the state, the positions and every output decided so far —
@@ -590,14 +619,14 @@ class _Leading:
         return self._commit(entries, pending, started)
 
     async def _commit(self, entries: list[tuple[bytes, bytes | None]],
-                      pending: list[tuple[str, bytes | None, bytes, OutputRecord]],
+                      pending: list[tuple[str, bytes | None, bytes, OutputRecord, Any]],
                       started: float) -> float:
         producer = self.producer
         state_topic = self.settings.state_topic
         await producer.begin_transaction()
         try:
-            for topic, key, value, _ in pending:
-                await producer.send(topic, value, key=key)
+            for topic, key, value, _, headers in pending:
+                await producer.send(topic, value, key=key, headers=headers)
             for key, value in entries:
                 await producer.send(state_topic, value, key=key, partition=0)
             await producer.commit_transaction()
@@ -605,7 +634,7 @@ class _Leading:
             with contextlib.suppress(Exception):
                 await producer.abort_transaction()
             raise
-        for _, _, _, record in pending:
+        for _, _, _, record, _ in pending:
             self.metrics.published(record)
         done = time.monotonic()
         self.engine.last_checkpoint = done

@@ -1,0 +1,196 @@
+"""Decode rates of foreign telemetry, as ratios to native JSON decode of the same points.
+
+In one process, the same N data points (SERVICES services × 3 metrics × time steps) are
+decoded three ways; each foreign decode is timed right after a native one, ``--repeat`` times,
+and the median of those ratios is printed:
+
+(a) native: one rollguard JSON ``MetricSample`` message per point, ``streams.serde.decode``
+    (as the worker decodes ``telemetry.metrics``);
+(b) OTLP: one ``otlp_proto`` message per time step with every service's points (as a Collector
+    batch), ``decode_otlp`` + ``SampleBuilder.samples`` → ``MetricSample`` records (what the
+    worker does per message); the same again for ``otlp_json``;
+(c) remote-write: one snappy ``WriteRequest`` per time step, ``samples_of`` → records (what
+    ``rollguard bridge prometheus`` does per request before publishing).
+
+Prints points/s for each and the ratio to (a). Target: each ratio >= 0.5.
+
+With ``--bridge`` (and a broker at ``ROLLGUARD_BOOTSTRAP_SERVERS``) it also runs the
+Prometheus bridge in-process and posts the remote-write bodies to it over HTTP with
+``--senders`` concurrent senders: end-to-end samples/s acknowledged (204 after Kafka's acks).
+
+    .venv/bin/python bench/ingest_decode.py
+    .venv/bin/python bench/ingest_decode.py --services 200 --steps 50 --bridge
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+import cramjam
+import orjson
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from streams.bridges.prometheus import samples_of  # noqa: E402
+from streams.bridges.prompb import WriteRequest  # noqa: E402
+from streams.ingest.mapping import MetricRule, OtlpConfig, PrometheusBridge  # noqa: E402
+from streams.ingest.otlp import decode_otlp  # noqa: E402
+from streams.ingest.rates import SampleBuilder  # noqa: E402
+from streams.serde import decode  # noqa: E402
+from tests.otlp_messages import encode, gauge, number, request  # noqa: E402
+
+METRICS = ("error_rate", "latency_p99_ms", "request_rate")
+T0 = 1_795_593_600.0
+HEADERS = {"Content-Type": "application/x-protobuf", "Content-Encoding": "snappy"}
+
+
+def values(services: int, steps: int) -> list[list[tuple[str, str, float, float]]]:
+    """Per time step: (service, metric, ts, value) for every service and metric."""
+    return [[(f"svc-{s:04d}", m, T0 + 10 * t, 0.01 * (s % 7) + t * 0.001)
+             for s in range(services) for m in METRICS] for t in range(steps)]
+
+
+def rate(fn: Callable[[], int]) -> float:
+    """Points per second of one run of ``fn`` (which returns the points it decoded)."""
+    started = time.perf_counter()
+    count = fn()
+    return count / (time.perf_counter() - started)
+
+
+def paired(fn: Callable[[], int], base: Callable[[], int], repeat: int) -> tuple[float, float]:
+    """(median rate of ``fn``, median of its ratio to ``base`` run just before it): pairs
+    taken back to back, so that a busy machine slows both sides of each ratio alike."""
+    rates, ratios = [], []
+    for _ in range(repeat):
+        reference = rate(base)
+        measured = rate(fn)
+        rates.append(measured)
+        ratios.append(measured / reference)
+    return statistics.median(rates), statistics.median(ratios)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--services", type=int, default=100)
+    parser.add_argument("--steps", type=int, default=100)
+    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--bridge", action="store_true")
+    parser.add_argument("--senders", type=int, default=4)
+    args = parser.parse_args()
+    steps = values(args.services, args.steps)
+    points = sum(len(s) for s in steps)
+
+    native = [(orjson.dumps({"type": "metric", "service": svc, "name": m, "value": v,
+                             "ts": ts, "source": "otlp"}), svc.encode())
+              for step in steps for svc, m, ts, v in step]
+    otlp_config = OtlpConfig(rules=tuple(MetricRule(source=f"app.{m}", metric=m)
+                                         for m in METRICS))
+    messages = []
+    for step in steps:
+        by_service: dict[str, list[object]] = {}
+        for svc, m, ts, v in step:
+            by_service.setdefault(svc, []).append(gauge(f"app.{m}", [number(ts, v)]))
+        messages.append(request(*(({"service.name": svc}, metrics)
+                                  for svc, metrics in by_service.items())))
+    otlp_proto = [encode(m, "otlp_proto") for m in messages]
+    otlp_json = [encode(m, "otlp_json") for m in messages]
+    prom_config = PrometheusBridge(rules=tuple(MetricRule(source=m, metric=m) for m in METRICS))
+    bodies = []
+    for step in steps:
+        write = WriteRequest()
+        for svc, m, ts, v in step:
+            series = write.timeseries.add()
+            series.labels.add(name="__name__", value=m)
+            series.labels.add(name="service", value=svc)
+            series.samples.add(value=v, timestamp=int(ts * 1000))
+        bodies.append(bytes(cramjam.snappy.compress_raw(write.SerializeToString())))
+
+    def run_native() -> int:
+        n = 0
+        for value, key in native:
+            n += decode(value, key=key, topic="telemetry.metrics", expected_type="metric",
+                        reference_time=T0 + 1e9).record is not None
+        return n
+
+    def run_otlp(encoded: list[bytes], encoding: str) -> Callable[[], int]:
+        def run() -> int:
+            builder = SampleBuilder("otlp")
+            n = 0
+            for value in encoded:
+                n += len(builder.samples(decode_otlp(value, otlp_config, encoding).points))
+            return n
+        return run
+
+    def run_remote_write() -> int:
+        builder = SampleBuilder("prometheus")
+        return sum(len(samples_of(body, HEADERS, prom_config, builder)[0]) for body in bodies)
+
+    for check in (run_native, run_otlp(otlp_proto, "otlp_proto"),
+                  run_otlp(otlp_json, "otlp_json"), run_remote_write):
+        assert check() == points, check
+    base, _ = paired(run_native, run_native, args.repeat)
+    print(f"{points:,} points: {args.services} services x {len(METRICS)} metrics x "
+          f"{args.steps} steps (medians of {args.repeat} back-to-back pairs)")
+    print(f"  native JSON decode          {base:>12,.0f} points/s   1.00")
+    for name, fn in (("OTLP otlp_proto decode", run_otlp(otlp_proto, "otlp_proto")),
+                     ("OTLP otlp_json decode", run_otlp(otlp_json, "otlp_json")),
+                     ("remote-write decode", run_remote_write)):
+        measured, ratio = paired(fn, run_native, args.repeat)
+        print(f"  {name:<27} {measured:>12,.0f} points/s   {ratio:.2f}")
+    if args.bridge:
+        asyncio.run(bridge_rate(bodies, points, args.senders))
+
+
+async def bridge_rate(bodies: list[bytes], points: int, senders: int) -> None:
+    """End-to-end: HTTP POST → decode → Kafka (acks) → 204, with ``senders`` in parallel."""
+    import aiohttp
+    from aiohttp import web
+
+    from streams.bridges.prometheus import PrometheusWriteBridge
+    from streams.settings import load_settings
+    from streams.topics import create_topics
+
+    rules = [{"source": m, "metric": m} for m in METRICS]
+    os.environ["ROLLGUARD_INGEST__PROMETHEUS__RULES"] = orjson.dumps(rules).decode()
+    settings = load_settings(topic_prefix=f"bench-{uuid.uuid4().hex[:8]}.")
+    await create_topics(settings)
+    app = PrometheusWriteBridge(settings).application()
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    url = f"http://127.0.0.1:{port}/api/v1/write"
+    queue: asyncio.Queue[bytes] = asyncio.Queue()
+    for body in bodies:
+        queue.put_nowait(body)
+    codes: dict[int, int] = {}
+
+    async def sender(session: aiohttp.ClientSession) -> None:
+        while not queue.empty():
+            body = queue.get_nowait()
+            async with session.post(url, data=body, headers=HEADERS) as answer:
+                codes[answer.status] = codes.get(answer.status, 0) + 1
+
+    try:
+        async with aiohttp.ClientSession() as session:
+            started = time.perf_counter()
+            await asyncio.gather(*(sender(session) for _ in range(senders)))
+            elapsed = time.perf_counter() - started
+    finally:
+        await runner.cleanup()
+    print(f"  bridge end to end ({senders} senders, {settings.bootstrap_servers}): "
+          f"{points / elapsed:,.0f} samples/s acknowledged; answers {codes}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,63 @@
+"""``rollguard bridge prometheus|alertmanager``: the HTTP bridges (docs/ingest.md)."""
+
+from __future__ import annotations
+
+import logging
+
+import click
+
+from streams.settings import ConfigError, load_settings
+
+__all__ = ["bridge"]
+
+
+def _options(func: object) -> object:
+    func = click.option("--host", default=None, help="Listen address [default: from config].")(
+        func)
+    func = click.option("--port", default=None, type=int,
+                        help="Listen port [default: from config].")(func)
+    return click.option("--bootstrap-servers", envvar="ROLLGUARD_BOOTSTRAP_SERVERS",
+                        default=None, help="Kafka bootstrap servers.")(func)
+
+
+def _run(kind: str, host: str | None, port: int | None, bootstrap_servers: str | None) -> None:
+    from streams.bridges.alertmanager import AlertmanagerWebhookBridge
+    from streams.bridges.common import serve
+    from streams.bridges.prometheus import PrometheusWriteBridge
+
+    try:
+        settings = load_settings(bootstrap_servers=bootstrap_servers)
+    except ConfigError as err:
+        raise click.UsageError(str(err)) from None  # exit status 2
+    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(name)s %(message)s")
+    if kind == "prometheus":
+        config = settings.ingest.prometheus
+        app = PrometheusWriteBridge(settings).application()
+        path = "/api/v1/write"
+    else:
+        config = settings.ingest.alertmanager  # type: ignore[assignment]
+        app = AlertmanagerWebhookBridge(settings).application()
+        path = "/alerts"
+    host = host or config.host
+    port = config.port if port is None else port
+    click.echo(f"rollguard bridge {kind}: http://{host}:{port}{path}", err=True)
+    serve(app, host, port)
+
+
+@click.group()
+def bridge() -> None:
+    """HTTP bridges: Prometheus remote-write and Alertmanager webhooks into Kafka."""
+
+
+@bridge.command()
+@_options  # type: ignore[arg-type]
+def prometheus(host: str | None, port: int | None, bootstrap_servers: str | None) -> None:
+    """Remote-write 1.0 endpoint (POST /api/v1/write) → telemetry.metrics."""
+    _run("prometheus", host, port, bootstrap_servers)
+
+
+@bridge.command()
+@_options  # type: ignore[arg-type]
+def alertmanager(host: str | None, port: int | None, bootstrap_servers: str | None) -> None:
+    """Alertmanager webhook receiver (POST /alerts, payload v4) → telemetry.alerts."""
+    _run("alertmanager", host, port, bootstrap_servers)

@@ -1,0 +1,1 @@
+"""HTTP bridges that publish foreign telemetry to rollguard's input topics (docs/ingest.md)."""

@@ -1,0 +1,151 @@
+"""Foreign inputs on the real broker: OTLP metrics and CDEvents decide as native JSON does;
+outputs carry CloudEvents headers; the executor announces each rollback as a CDEvent."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from aiokafka import AIOKafkaProducer
+
+from streams.ingest.cdevents import decode_cdevent
+from streams.serde import dumps
+from tests.broker.conftest import WorkerRun, consume
+from tests.broker.worker_io import (
+    assert_equal_to_replay,
+    replay,
+    scenario_timeline,
+    worker_outputs,
+)
+from tests.cdevents_messages import cdevent, kafka_message
+from tests.otlp_messages import encode, gauge, number, request
+
+pytestmark = [pytest.mark.broker, pytest.mark.timeout(400)]
+
+METRICS = ("error_rate", "latency_p99_ms", "request_rate")
+RULES = json.dumps([{"source": f"app.{name}", "metric": name} for name in METRICS])
+
+
+def as_foreign(events: list[dict[str, Any]], encoding: str
+               ) -> tuple[list[dict[str, Any]], list[tuple[str, bytes | None, list[Any], bytes]]]:
+    """(the native events replay reads, the messages to publish): metrics as OTLP gauges — one
+    unkeyed message per timestamp with every service's points — deploys as CDEvents, binary
+    and structured mode in turn; alerts stay native JSON."""
+    native: list[dict[str, Any]] = []
+    out: list[tuple[str, bytes | None, list[Any], bytes]] = []
+    group: list[dict[str, Any]] = []
+    deploys = 0
+
+    def flush() -> None:
+        if not group:
+            return
+        resources: dict[tuple[str, str | None], list[Any]] = {}
+        for e in group:
+            resources.setdefault((e["service"], e.get("instance")), []).append(
+                gauge(f"app.{e['name']}", [number(e["ts"], float(e["value"]))]))
+        msg = request(*(({"service.name": svc, **({"service.instance.id": inst} if inst else {})},
+                         metrics) for (svc, inst), metrics in resources.items()))
+        out.append(("otlp_metrics", None, [], encode(msg, encoding)))
+        group.clear()
+
+    for event in events:
+        if event["type"] == "metric":
+            event = dict(event, source="otlp")
+            if group and group[0]["ts"] != event["ts"]:
+                flush()
+            group.append(event)
+        else:
+            flush()
+            if event["type"] == "deploy":
+                mode = ("binary", "structured")[deploys % 2]
+                deploys += 1
+                data = cdevent("deployed", event["service"], event["version"], event["ts"],
+                               **{k: event[k] for k in ("deployment_id", "previous_version",
+                                                        "rollback_target", "actor", "change")})
+                headers, value = kafka_message(data, mode)
+                out.append(("deploys", event["service"].encode(), list(headers.items()), value))
+            else:
+                out.append(("telemetry.alerts", event["service"].encode(), [], dumps(event)))
+        native.append(event)
+    flush()
+    return native, out
+
+
+@pytest.mark.parametrize("encoding", ["otlp_proto", "otlp_json"])
+async def test_otlp_metrics_and_cdevents_decide_as_native_json(
+    worker_run: WorkerRun, producer: AIOKafkaProducer, kafka_bootstrap: str, tmp_path: Path,
+    encoding: str,
+) -> None:
+    events = scenario_timeline(["bad-deploy", "no-rollback-target"], seed=5)
+    native, messages = as_foreign(events, encoding)
+    expected = replay(native)
+    actions = [orjson.loads(r).get("action") for r in expected]
+    assert "auto_rollback" in actions and "request_approval" in actions
+
+    worker_run.env.update(ROLLGUARD_MAX_CLOCK_SKEW_SECONDS="1e10",
+                          ROLLGUARD_INGEST__OTLP__RULES=RULES,
+                          ROLLGUARD_INGEST__OTLP__ENCODING=encoding)
+    worker_run.start()
+    worker_run.wait_healthy()
+    for topic, key, headers, value in messages:
+        await producer.send(worker_run.topic(topic), value, key=key, headers=headers)
+    await producer.flush()
+    got = await worker_outputs(kafka_bootstrap, expected, worker_run, timeout=180)
+    assert_equal_to_replay(got, expected, worker_run, tmp_path=tmp_path)
+
+    commands = await consume(kafka_bootstrap, worker_run.topic("rollback.commands"), 1)
+    headers = dict(commands[0].headers)
+    assert headers["ce_type"] == b"dev.rollguard.rollback_command"
+    assert headers["ce_specversion"] == b"1.0" and headers["ce_subject"] == commands[0].key
+    assert worker_run.metric("rollguard_dead_letters_total") == 0
+
+
+async def test_bad_foreign_input_is_dead_lettered_with_its_headers(
+    worker_run: WorkerRun, producer: AIOKafkaProducer, kafka_bootstrap: str,
+) -> None:
+    worker_run.start()
+    worker_run.wait_healthy()
+    bad_ce = [("ce_type", b"dev.cdevents.service.deployed.0.2.0"), ("ce_specversion", b"1.0"),
+              ("ce_id", b"1"), ("ce_source", b"/ci"), ("content-type", b"application/json")]
+    await producer.send(worker_run.topic("deploys"), b'{"context": {}}', key=b"a",
+                        headers=bad_ce)
+    await producer.send(worker_run.topic("otlp_metrics"), b"\xff\x00garbage")
+    await producer.flush()
+    letters = await consume(kafka_bootstrap, worker_run.topic("rollguard.dead-letters"), 2,
+                            timeout=60)
+    assert len(letters) == 2
+    by_topic = {orjson.loads(m.value)["topic"]: m for m in letters}
+    deploy = by_topic[worker_run.topic("deploys")]
+    assert dict(deploy.headers)["ce_type"] == b"dev.cdevents.service.deployed.0.2.0"
+    assert "no version" in orjson.loads(deploy.value)["error"]
+    otlp = orjson.loads(by_topic[worker_run.topic("otlp_metrics")].value)
+    assert "OTLP" in otlp["error"] and otlp["value_b64"] == "/wBnYXJiYWdl"
+
+
+async def test_executor_announces_each_rollback_as_a_cdevent(
+    worker_run: WorkerRun, producer: AIOKafkaProducer, kafka_bootstrap: str, tmp_path: Path,
+) -> None:
+    from streams.signing import generate_key_pair, load_private_key
+    from tests.broker.test_executor import _command, _start_executor, _stop
+
+    generate_key_pair(tmp_path / "keys", "gate")
+    gate = load_private_key(tmp_path / "keys" / "gate.key")
+    commands = [_command(gate, "dep-ce-1"), _command(gate, "dep-ce-2")]
+    process = _start_executor(worker_run, tmp_path, tmp_path / "ran.txt")
+    try:
+        for command in [*commands, commands[0]]:  # the repeat is rejected, not announced
+            await producer.send_and_wait(worker_run.topic("rollback.commands"),
+                                         orjson.dumps(command), key=b"checkout")
+        results = await consume(kafka_bootstrap, worker_run.topic("rollback.results"), 3,
+                                timeout=60)
+        assert [orjson.loads(m.value)["status"] for m in results].count("executed") == 2
+        announced = await consume(kafka_bootstrap, worker_run.topic("deploys"), 3, timeout=10)
+    finally:
+        _stop(process)
+    assert len(announced) == 2
+    events = [decode_cdevent(m.value, {k: v for k, v in m.headers}, m.key) for m in announced]
+    got = sorted((e.deployment_id, e.status, e.version) for e in events)  # type: ignore[union-attr]
+    assert got == [("dep-ce-1", "rolled_back", "v2.4.0"), ("dep-ce-2", "rolled_back", "v2.4.0")]
