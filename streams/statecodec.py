@@ -94,6 +94,16 @@ def _plain_kind(tp: Any) -> type | None:
     return tp if tp in _SCALARS else None
 
 
+def _is_named_tuple(tp: type) -> bool:
+    return issubclass(tp, tuple) and hasattr(tp, "_fields")
+
+
+def _named_tuple_fields(tp: type) -> tuple[Any, ...]:
+    """A NamedTuple's field types, in order: it is encoded as the plain tuple of them."""
+    hints = get_type_hints(tp)
+    return tuple(hints[name] for name in tp._fields)  # type: ignore[attr-defined]
+
+
 def _identity(v: Any) -> Any:
     return v
 
@@ -288,6 +298,10 @@ class StateCodec:
             if dataclasses.is_dataclass(tp):
                 self._register(tp)
                 return self._dataclass(tp)
+            if _is_named_tuple(tp):
+                self._register(tp)
+                enc, dec = self._tuple(_named_tuple_fields(tp))
+                return enc, (lambda v: tp(*dec(v)))
             if getattr(tp, "_is_protocol", False):
                 return self._detector, self._dec_detector
         raise TypeError(f"type {tp!r} is not allowed in the state")
@@ -636,6 +650,8 @@ class _SchemaWriter:
                 return self._ref(tp, lambda: self._model(tp))
             if dataclasses.is_dataclass(tp):
                 return self._ref(tp, lambda: self._dataclass(tp))
+            if _is_named_tuple(tp):
+                return self._ref(tp, lambda: self.of(tuple[_named_tuple_fields(tp)]))
             if getattr(tp, "_is_protocol", False):
                 return {"type": "object", "required": ["kind", "version", "params", "state"],
                         "properties": {"kind": {"enum": sorted(self.codec._detectors)}},
