@@ -578,6 +578,13 @@ def deny(request_id: str, identity: str, key_file: str, comment: str, service: s
     _respond("deny", request_id, identity, key_file, comment, service, bootstrap_servers)
 
 
+from streams.approvals_cli import approvals  # noqa: E402 - issue 13: approvals, notify, console
+from streams.notify import notify_command  # noqa: E402
+
+cli.add_command(approvals)
+cli.add_command(notify_command)
+
+
 # --------------------------------------------------------------------------------------------
 # helpers
 # --------------------------------------------------------------------------------------------
