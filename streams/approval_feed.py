@@ -34,10 +34,12 @@ async def assign_outputs(consumer: Any, settings: Settings) -> list[Any]:
     """Assign every partition of the approvals and decisions topics; return them."""
     from aiokafka import TopicPartition
 
-    await consumer.topics()  # loads the cluster's metadata
+    # consumer.topics() fetches this very metadata but keeps only the names; aiokafka < 0.15
+    # has no public call for a topic's partitions that works before a subscription.
+    cluster = await consumer._client.fetch_all_metadata()
     partitions = [TopicPartition(topic, p)
                   for topic in (settings.topic("approvals"), settings.topic("decisions"))
-                  for p in sorted(consumer.partitions_for_topic(topic) or ())]
+                  for p in sorted(cluster.partitions_for_topic(topic) or ())]
     consumer.assign(partitions)
     return partitions
 
@@ -53,6 +55,14 @@ def fold(book: ApprovalBook, message: Any) -> list[ApprovalChange]:
     return book.add(record, message.timestamp / 1000.0)
 
 
+async def _at(consumer: Any, ends: dict[Any, int]) -> bool:
+    """True when the consumer's position has reached ``ends`` on every partition."""
+    for tp, end in ends.items():
+        if await consumer.position(tp) < end:
+            return False
+    return True
+
+
 async def read_book(settings: Settings, timeout: float = 30.0) -> ApprovalBook:
     """Both topics, from the beginning to their current end."""
     book = ApprovalBook()
@@ -65,7 +75,7 @@ async def read_book(settings: Settings, timeout: float = 30.0) -> ApprovalBook:
                               f"{settings.bootstrap_servers}; is the worker running?")
         ends = await consumer.end_offsets(partitions)
         deadline = time.monotonic() + timeout
-        while any(await consumer.position(tp) < end for tp, end in ends.items()):
+        while not await _at(consumer, ends):
             if time.monotonic() > deadline:
                 raise TimeoutError(f"reading the approvals took over {timeout:g} s")
             batches = await consumer.getmany(timeout_ms=500)
@@ -118,8 +128,7 @@ class BookFeed:
                             for change in fold(self.book, message):
                                 if self.on_change is not None:
                                     self.on_change(change)
-                    if not self.ready.is_set() and all(
-                            await consumer.position(tp) >= end for tp, end in ends.items()):
+                    if not self.ready.is_set() and await _at(consumer, ends):
                         self.ready.set()
             finally:
                 await consumer.stop()
