@@ -62,6 +62,9 @@ class ApprovalChange:
     @property
     def detail(self) -> str:
         """Why, in the worker's words."""
+        if self.decision is None and self.state == "expired":
+            return "nobody answered before the request expired (seen by the clock; no record " \
+                   "from the worker closed it)"
         if self.decision is None:
             return "; ".join(str(r.get("detail") or r.get("code")) for r in
                              self.request.get("reasons", []))
@@ -93,6 +96,8 @@ class RequestView:
     """When the request was published (Kafka timestamp, epoch seconds)."""
     state: State = "requested"
     changes: list[ApprovalChange] = field(default_factory=list)
+    expired_by_clock: bool = False
+    """Closed by ``ApprovalBook.expire``; a later outcome from the worker still counts."""
 
     @property
     def request_id(self) -> str:
@@ -143,6 +148,25 @@ class ApprovalBook:
             return self._add_decision(record)
         return []
 
+    def expire(self, now: float, grace_seconds: float = 30.0) -> list[ApprovalChange]:
+        """Close, as ``expired``, the open requests whose expiry passed ``grace_seconds`` ago.
+
+        The worker announces an expiry only while the deployment is open; a request whose
+        deployment ended (aborted, rolled back) closes with no record, and without this a
+        pager would never be resolved. The grace leaves the worker time to say otherwise;
+        if it still does (an answer signed just before the expiry), that outcome follows.
+        """
+        changes = []
+        for view in self.requests.values():
+            if view.state not in TERMINAL and view.expires_at + grace_seconds <= now:
+                view.state = "expired"
+                view.expired_by_clock = True
+                change = ApprovalChange(view.request_id, "expired", view.request,
+                                        ts=view.expires_at)
+                view.changes.append(change)
+                changes.append(change)
+        return changes
+
     def pending(self, now: float) -> list[RequestView]:
         """Pending requests, oldest first."""
         return sorted((v for v in self.requests.values() if v.pending(now)),
@@ -184,9 +208,11 @@ class ApprovalBook:
     def _apply(self, view: RequestView, state: State,
                decision: dict[str, Any]) -> list[ApprovalChange]:
         if state != "rejected":
-            if view.state in TERMINAL:
+            late = view.expired_by_clock and state != "expired"
+            if view.state in TERMINAL and not late:
                 return []
             view.state = state
+            view.expired_by_clock = False
         change = ApprovalChange(view.request_id, state, view.request, decision,
                                 parse_ts(decision["ts"]))
         view.changes.append(change)

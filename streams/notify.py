@@ -85,6 +85,8 @@ class Notifier:
                     messages = [m for ms in batches.values() for m in ms]
                     if messages:
                         await self._batch(messages, http, producer, consumer)
+                    for change in self.book.expire(time.time()):
+                        await self._deliver(change, None, http, producer)
         finally:
             await producer.stop()
             await consumer.stop()
@@ -95,15 +97,18 @@ class Notifier:
         await consumer.seek_to_beginning(*partitions)
         behind = [tp for tp in partitions if committed[tp] > 0]
         held: list[Any] = []
+        newest = 0.0
         while behind:
             batches = await consumer.getmany(*behind, timeout_ms=500)
             for tp, messages in batches.items():
                 for message in messages:
                     if message.offset < committed[tp]:
                         fold(self.book, message)
+                        newest = max(newest, message.timestamp / 1000.0)
                     else:
                         held.append(message)
             behind = [tp for tp in behind if await consumer.position(tp) < committed[tp]]
+        self.book.expire(newest)  # expiries told before the last committed record
         log.info("notify: %d requests known from before the committed offsets",
                  len(self.book.requests))
         return held
@@ -121,20 +126,20 @@ class Notifier:
             last[TopicPartition(message.topic, message.partition)] = message.offset + 1
         await consumer.commit({tp: OffsetAndMetadata(offset, "") for tp, offset in last.items()})
 
-    async def _deliver(self, change: ApprovalChange, source: Any, http: Any,
+    async def _deliver(self, change: ApprovalChange, source: Any | None, http: Any,
                        producer: Any) -> None:
         posts = []
         for webhook in self.config.webhooks:
             body = body_for(change, webhook, self.config.console_url)
             if body is not None:
-                posts.append(self._post(webhook, change.idempotency_key, body, source, http,
-                                        producer))
+                posts.append(self._post(webhook, change, body, source, http, producer))
         self.deliveries.extend(await asyncio.gather(*posts))
 
-    async def _post(self, webhook: Webhook, key: str, body: dict[str, Any], source: Any,
-                    http: Any, producer: Any) -> Delivery:
+    async def _post(self, webhook: Webhook, change: ApprovalChange, body: dict[str, Any],
+                    source: Any | None, http: Any, producer: Any) -> Delivery:
         import aiohttp
 
+        key = change.idempotency_key
         retry = self.config.retry
         data = orjson.dumps(body)
         headers = {"Content-Type": "application/json", "Idempotency-Key": key,
@@ -164,12 +169,15 @@ class Notifier:
         error = (f"notify webhook {webhook.name}: {reason} after {tries} "
                  f"{'try' if tries == 1 else 'tries'} (idempotency key {key})")
         log.warning("%s; dead-lettered", error)
-        letter = DeadLetter(topic=source.topic, partition=source.partition, offset=source.offset,
-                            key_b64=base64.b64encode(key.encode()).decode(),
-                            value_b64=base64.b64encode(data).decode(), error=error,
-                            ts=time.time())
+        # A change seen by the clock (an expiry) has no source record: the request's topic.
+        letter = DeadLetter(
+            topic=source.topic if source else self.settings.topic("approvals"),
+            partition=source.partition if source else None,
+            offset=source.offset if source else None,
+            key_b64=base64.b64encode(key.encode()).decode(),
+            value_b64=base64.b64encode(data).decode(), error=error, ts=time.time())
         await producer.send_and_wait(self.settings.topic("dead_letters"), encode(letter),
-                                     key=source.key)
+                                     key=source.key if source else change.service.encode())
         return Delivery(webhook.name, key, False, tries, reason)
 
 

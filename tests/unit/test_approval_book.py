@@ -143,3 +143,20 @@ def test_bodies_carry_the_idempotency_key() -> None:
     rejected = book.add(decision(["APPROVAL_REJECTED"], request_id="apr-1", approver="x",
                                  cause="unknown approver x"), T0)[0]
     assert body_for(rejected, pager) is None  # a rejected answer does not touch the incident
+
+
+def test_the_clock_expires_a_request_nobody_closed_and_the_worker_still_has_the_last_word(
+        ) -> None:
+    book = ApprovalBook()
+    book.add(request(), T0)
+    assert book.expire(T0 + 1800 + 29) == []  # within the grace
+    expired = book.expire(T0 + 1800 + 30)
+    assert [(c.state, c.idempotency_key, c.ts) for c in expired] == [
+        ("expired", "apr-1/expired", T0 + 1800)]
+    assert book.expire(T0 + 9999) == []  # once
+    # the worker's own expiry is the same change: nothing new
+    assert book.add(decision(["APPROVAL_EXPIRED"], request_id="apr-1"), T0) == []
+    # an answer signed before the expiry and counted by the worker still comes out
+    late = book.add(decision(["APPROVED"], approval=APPROVAL), T0)
+    assert [c.state for c in late] == ["approved"]
+    assert book.requests["apr-1"].state == "approved"
