@@ -8,6 +8,7 @@ CLI); ``BookFeed`` keeps reading (the console).
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Callable
 from typing import Any
@@ -18,6 +19,8 @@ from streams.approval_book import ApprovalBook, ApprovalChange
 from streams.settings import Settings
 
 __all__ = ["BookFeed", "output_consumer", "read_book"]
+
+log = logging.getLogger("rollguard.console")
 
 
 def output_consumer(settings: Settings, **options: Any) -> Any:
@@ -112,6 +115,18 @@ class BookFeed:
                 pass
 
     async def _run(self) -> None:
+        while True:
+            try:
+                await self._follow()
+            except asyncio.CancelledError:
+                raise
+            except Exception as err:  # noqa: BLE001 - a broker outage must not end the feed
+                log.warning("reading the approval topics failed (%s: %s); again in 2 s",
+                            type(err).__name__, err)
+                self.book = ApprovalBook()  # read everything again, from the beginning
+                await asyncio.sleep(2.0)
+
+    async def _follow(self) -> None:
         while True:  # the topics may not exist yet when the console starts
             consumer = output_consumer(self.settings)
             await consumer.start()

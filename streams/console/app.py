@@ -21,6 +21,7 @@ import orjson
 from aiohttp import web
 
 from models.policy import Policy
+from streams.approval_book import ApprovalBook
 from streams.approval_feed import BookFeed
 from streams.approvers import ApproverDirectory
 from streams.console.answers import Accepted, check_answer
@@ -88,21 +89,23 @@ def _json(data: Any, status: int = 200) -> web.Response:
 def make_app(state: ConsoleState) -> web.Application:
     """The aiohttp application; the feed and producer start and stop with it."""
     app = web.Application(middlewares=[_security_headers], client_max_size=64 * 1024)
-    book = state.feed.book
+
+    def book() -> ApprovalBook:
+        return state.feed.book  # replaced when the feed starts over after a broker outage
 
     async def index(_: web.Request) -> web.Response:
-        return _html(index_page(book, time.time()))
+        return _html(index_page(book(), time.time()))
 
     async def detail(request: web.Request) -> web.Response:
         rid = request.match_info["request_id"]
-        view = book.requests.get(rid)
+        view = book().requests.get(rid)
         if view is None:
             return _html(not_found_page(rid), 404)
-        return _html(detail_page(view, book, time.time()))
+        return _html(detail_page(view, book(), time.time()))
 
     async def plot(request: web.Request) -> web.Response:
         rid = request.match_info["request_id"]
-        if rid not in book.requests:
+        if rid not in book().requests:
             raise web.HTTPNotFound()
         png = await state.plot(rid)
         if png is None:
@@ -113,18 +116,23 @@ def make_app(state: ConsoleState) -> web.Application:
         now = time.time()
         return _json([{"request_id": v.request_id, "service": v.service, "state": v.state,
                        "pending": v.pending(now), "request": v.request}
-                      for v in book.recent(limit=500)])
+                      for v in book().recent(limit=500)])
 
     async def respond(request: web.Request) -> web.Response:
         raw = await request.read()
-        verdict = check_answer(raw, book, state.directory, time.time(),
+        verdict = check_answer(raw, book(), state.directory, time.time(),
                                state.settings.max_clock_skew_seconds)
         if not isinstance(verdict, Accepted):
             log.warning("console: refused an answer: %s", verdict.reason)
             return _json({"ok": False, "error": verdict.reason}, verdict.status)
         topic = state.settings.topic("approval_responses")
-        sent = await state.producer.send_and_wait(topic, orjson.dumps(verdict.data),
-                                                  key=verdict.service.encode("utf-8"))
+        try:
+            sent = await state.producer.send_and_wait(topic, orjson.dumps(verdict.data),
+                                                      key=verdict.service.encode("utf-8"))
+        except Exception as err:  # noqa: BLE001 - the approver must hear that it failed
+            log.error("console: publishing an answer failed: %s", err)
+            return _json({"ok": False, "error": f"could not publish to {topic}: "
+                          f"{type(err).__name__}; try again"}, 503)
         log.info("console: published %s of %s by %s", verdict.data["decision"],
                  verdict.data["request_id"], verdict.data["approver"])
         return _json({"ok": True, "topic": topic, "partition": sent.partition,
@@ -133,7 +141,7 @@ def make_app(state: ConsoleState) -> web.Application:
 
     async def health(_: web.Request) -> web.Response:
         return _json({"ok": True, "ready": state.feed.ready.is_set(),
-                      "requests": len(book.requests)})
+                      "requests": len(book().requests)})
 
     async def lifecycle(_: web.Application) -> Any:
         from aiokafka import AIOKafkaProducer
