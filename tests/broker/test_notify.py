@@ -124,6 +124,19 @@ async def test_every_change_arrives_once_per_key_and_a_dead_webhook_is_dead_lett
                                           service, timeout=60)
             assert result.returncode == 0, result.stderr
 
+        # What the on-call engineer sees first: the pending requests, then one's evidence.
+        listed = await asyncio.to_thread(worker_run.rollguard, "approvals", "list")
+        assert listed.returncode == 0, listed.stderr
+        assert all(ids[s] in listed.stdout and s in listed.stdout for s in ids), listed.stdout
+        shown = await asyncio.to_thread(worker_run.rollguard, "approvals", "show", ids[payments])
+        assert shown.returncode == 0, shown.stderr
+        for text in ("POLICY_REQUIRES_APPROVAL", "never rolls back without a human",
+                     "error_rate", "BREACH", "baseline",
+                     f"rollguard approve {ids[payments]} --service {payments}"):
+            assert text in shown.stdout, (text, shown.stdout)
+        missing = await asyncio.to_thread(worker_run.rollguard, "approvals", "show", "apr-nope")
+        assert missing.returncode == 1 and "not found" in missing.stderr
+
         await asyncio.to_thread(answer, "approve", payments, "bob")  # lacks the role
         await asyncio.sleep(1.0)
         await asyncio.to_thread(answer, "approve", payments, "alice")
