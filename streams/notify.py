@@ -9,7 +9,8 @@ and the reason). Offsets are committed only after every post of a batch succeede
 dead-lettered: delivery is at least once, and deduplicable by the idempotency key.
 
 On start, the records before the group's committed offsets are read again without posting,
-so that the book knows the requests that later changes refer to.
+so that the book knows the requests that later changes refer to. A group's first start treats
+everything already on the topics as history: it is read, not posted.
 """
 
 from __future__ import annotations
@@ -93,7 +94,16 @@ class Notifier:
 
     async def _rebuild(self, consumer: Any, partitions: list[Any]) -> list[Any]:
         """Fold what was already notified, silently; return later messages fetched meanwhile."""
-        committed = {tp: (await consumer.committed(tp)) or 0 for tp in partitions}
+        from aiokafka.structs import OffsetAndMetadata
+
+        committed = {tp: await consumer.committed(tp) for tp in partitions}
+        fresh = [tp for tp, offset in committed.items() if offset is None]
+        if fresh:
+            # A group's first start: what is already on the topics is history, not news. It is
+            # read silently, and the start is committed at once so nothing after it is skipped.
+            ends = await consumer.end_offsets(fresh)
+            committed.update(ends)
+            await consumer.commit({tp: OffsetAndMetadata(ends[tp], "") for tp in fresh})
         await consumer.seek_to_beginning(*partitions)
         behind = [tp for tp in partitions if committed[tp] > 0]
         held: list[Any] = []
