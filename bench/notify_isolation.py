@@ -6,7 +6,7 @@ approval and measures, with Kafka timestamps, approval response → rollback com
 "notify" passes, ``rollguard notify``'s Notifier runs beside it (same machine, same broker),
 posting to a webhook that hangs (each try times out after 2 s, 100 tries): the notifier is stuck
 for the whole pass. Passes alternate (plain, notify) ``--repeat`` times; the report gives the
-median of each and their ratio (notify / plain; 1.0 = no effect).
+median of each and their ratio (notify / plain; 1.0 = no effect). Each pass deletes its topics.
 
     scripts/kafka.sh start
     .venv/bin/python bench/notify_isolation.py --repeat 3
@@ -33,6 +33,7 @@ import orjson
 import yaml
 from aiohttp import web
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient
 
 from models.events import ApprovalResponse
 from streams.notify import Notifier
@@ -65,6 +66,18 @@ async def first(bootstrap: str, topic: str, timeout: float) -> Any:
     finally:
         await consumer.stop()
     raise TimeoutError(f"nothing on {topic} after {timeout:g} s")
+
+
+async def delete_topics(bootstrap: str, *markers: str) -> None:
+    """Delete this pass's topics (names starting with its prefix or app id)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        names = [t for t in await admin.list_topics() if t.startswith(markers)]
+        if names:
+            await admin.delete_topics(names)
+    finally:
+        await admin.close()
 
 
 async def hanging(_: web.Request) -> web.Response:
@@ -136,6 +149,7 @@ async def one_pass(bootstrap: str, keys: Path, approvers: Path, with_notify: boo
             worker.wait(timeout=30)
         except subprocess.TimeoutExpired:
             worker.kill()
+        await delete_topics(bootstrap, prefix, f"rollguard-{prefix[:-1]}")
 
 
 async def main(args: argparse.Namespace) -> int:
