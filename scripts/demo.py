@@ -129,6 +129,11 @@ async def run() -> int:
          "--exec", f"{sys.executable} -c \"import sys; print('deploy-tool rollback', "
                    "*sys.argv[1:])\" {service} {from_version} {to_version}"],
         env=env, cwd=REPO, stdout=executor_log, stderr=subprocess.STDOUT)
+    console_port = free_port()
+    console_log = open(log_dir / "console.log", "wb")  # noqa: SIM115
+    console_process = subprocess.Popen([ROLLGUARD, "console", "--port", str(console_port)],
+                                       env=env, cwd=REPO, stdout=console_log,
+                                       stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + 90
         while True:
@@ -141,7 +146,9 @@ async def run() -> int:
                     console.print("[red]worker did not start[/red]; see var/demo/worker.log")
                     return 1
                 await asyncio.sleep(0.5)
-        console.print(f"worker up (pid {worker.pid}); publishing the fleet and some bad records")
+        console.print(f"worker up (pid {worker.pid}); approval console on "
+                      f"[bold]http://127.0.0.1:{console_port}/[/bold] (rollguard console)")
+        console.print("publishing the fleet and some bad records")
         expected_deployments: set[str] = set()
         producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap_servers)
         await producer.start()
@@ -200,7 +207,7 @@ async def run() -> int:
         ok = dead == len(BAD_RECORDS) and decided >= expected_deployments and executed >= 2
         return 0 if ok else 1
     finally:
-        for process in (executor, worker):
+        for process in (console_process, executor, worker):
             process.send_signal(signal.SIGTERM)
             try:
                 process.wait(timeout=30)
@@ -208,7 +215,8 @@ async def run() -> int:
                 process.kill()
         worker_log.close()
         executor_log.close()
-        console.print("worker and executor stopped")
+        console_log.close()
+        console.print("worker, executor and console stopped")
 
 
 FINAL = {"rolled_back", "pass", "inconclusive"}
@@ -216,6 +224,11 @@ FINAL = {"rolled_back", "pass", "inconclusive"}
 
 async def approve_as_alice(request: dict[str, Any], env: dict[str, str], key: Path) -> None:
     """What an SRE on call does: look at the request, then sign an approval on the CLI."""
+    console.print("[bold]$ rollguard approvals list[/bold]")
+    listed = await asyncio.to_thread(subprocess.run, [ROLLGUARD, "approvals", "list"], env=env,
+                                     cwd=REPO, capture_output=True, text=True, timeout=60,
+                                     check=False)
+    print(listed.stdout.rstrip() or listed.stderr.strip(), flush=True)
     command = [ROLLGUARD, "approve", request["request_id"], "--as", "user:alice", "--key",
                str(key), "--comment", "confirmed on dashboards", "--service", request["service"]]
     console.print(f"[bold]$ rollguard approve {request['request_id']} --as user:alice "

@@ -632,6 +632,15 @@ def deny(request_id: str, identity: str, key_file: str, comment: str, service: s
              keyring_file, bootstrap_servers)
 
 
+from streams.approvals_cli import approvals  # noqa: E402 - issue 13: approvals, notify, console
+from streams.console.cli import console_command  # noqa: E402
+from streams.notify import notify_command  # noqa: E402
+
+cli.add_command(approvals)
+cli.add_command(notify_command)
+cli.add_command(console_command)
+
+
 # --------------------------------------------------------------------------------------------
 # helpers
 # --------------------------------------------------------------------------------------------

@@ -1,0 +1,1 @@
+"""The approval console (``rollguard console``): review the evidence, sign in the browser."""
