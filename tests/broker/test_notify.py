@@ -88,6 +88,7 @@ async def test_every_change_arrives_once_per_key_and_a_dead_webhook_is_dead_lett
     people = approvers(tmp_path)
     worker_run.env.update(ROLLGUARD_APPROVERS=str(people["approvers"]),
                           ROLLGUARD_SIGNING_KEY=str(people["keys"] / "gate.key"),
+                          ROLLGUARD_VERIFY_KEY=str(people["keys"] / "gate.pub"),
                           ROLLGUARD_IDLE_ADVANCE_SECONDS="2")
     receiver = Receiver()
     app = web.Application()
