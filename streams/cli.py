@@ -506,9 +506,12 @@ def worker(bootstrap_servers: str | None, policy_path: str) -> None:
               type=click.Path(dir_okay=False), help="Durable record of executed command ids.")
 @click.option("--group", default=None, help="Consumer group [default: <app id>-executor].")
 @click.option("--timeout", default=600.0, show_default=True, type=float)
+@click.option("--cdevents/--no-cdevents", default=True, show_default=True,
+              help="Announce each executed rollback as a CDEvents service.rolledback on deploys.")
 @BOOTSTRAP_OPTION
 def executor(exec_template: str, verify_key: str, scope: tuple[str, ...], ledger: str,
-             group: str | None, timeout: float, bootstrap_servers: str | None) -> None:
+             group: str | None, timeout: float, cdevents: bool,
+             bootstrap_servers: str | None) -> None:
     """Reference executor: verify and run rollback commands, each at most once."""
     import asyncio
     import logging
@@ -525,7 +528,7 @@ def executor(exec_template: str, verify_key: str, scope: tuple[str, ...], ledger
     config = ExecutorConfig(
         exec_template=exec_template, verify_key=key, ledger_path=Path(ledger),
         scope=tuple(scope), group_id=group or f"{settings.app_id}-executor",
-        timeout_seconds=timeout,
+        timeout_seconds=timeout, announce_rollbacks=cdevents,
     )
     try:
         asyncio.run(run_executor(settings, config))
