@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import click
 
@@ -11,7 +12,7 @@ from streams.settings import ConfigError, load_settings
 __all__ = ["bridge"]
 
 
-def _options(func: object) -> object:
+def _options(func: Any) -> Any:
     func = click.option("--host", default=None, help="Listen address [default: from config].")(
         func)
     func = click.option("--port", default=None, type=int,
@@ -50,14 +51,14 @@ def bridge() -> None:
 
 
 @bridge.command()
-@_options  # type: ignore[arg-type]
+@_options
 def prometheus(host: str | None, port: int | None, bootstrap_servers: str | None) -> None:
     """Remote-write 1.0 endpoint (POST /api/v1/write) → telemetry.metrics."""
     _run("prometheus", host, port, bootstrap_servers)
 
 
 @bridge.command()
-@_options  # type: ignore[arg-type]
+@_options
 def alertmanager(host: str | None, port: int | None, bootstrap_servers: str | None) -> None:
     """Alertmanager webhook receiver (POST /alerts, payload v4) → telemetry.alerts."""
     _run("alertmanager", host, port, bootstrap_servers)

@@ -548,9 +548,12 @@ def worker(bootstrap_servers: str | None, policy_path: str) -> None:
               type=click.Path(dir_okay=False), help="Durable record of executed command ids.")
 @click.option("--group", default=None, help="Consumer group [default: <app id>-executor].")
 @click.option("--timeout", default=600.0, show_default=True, type=float)
+@click.option("--cdevents/--no-cdevents", default=True, show_default=True,
+              help="Announce each executed rollback as a CDEvents service.rolledback on deploys.")
 @BOOTSTRAP_OPTION
 def executor(exec_template: str, verify_keys: tuple[str, ...], keyring_file: str | None,
              scope: tuple[str, ...], ledger: str, group: str | None, timeout: float,
+             cdevents: bool,
              bootstrap_servers: str | None) -> None:
     """Reference executor: verify and run rollback commands, each at most once."""
     import asyncio
@@ -565,7 +568,7 @@ def executor(exec_template: str, verify_keys: tuple[str, ...], keyring_file: str
         exec_template=exec_template, keyring=keyring, ledger_path=Path(ledger),
         keyring_file=Path(keyring_file) if keyring_file else None,
         scope=tuple(scope), group_id=group or f"{settings.app_id}-executor",
-        timeout_seconds=timeout,
+        timeout_seconds=timeout, announce_rollbacks=cdevents,
     )
     try:
         asyncio.run(run_executor(settings, config, fixed=_keyring(verify_keys, None)

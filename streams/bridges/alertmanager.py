@@ -63,13 +63,13 @@ def _alert(item: Any, config: AlertmanagerBridge) -> Alert | str:
     status = item.get("status")
     raw_severity = str(labels.get(config.severity_label, "")).lower()
     try:
-        return Alert(
-            alert_id=item.get("fingerprint") or "", service=service,
-            name=labels.get("alertname") or "unnamed", status=status,
-            severity=config.severities.get(raw_severity, config.default_severity),
-            ts=item.get("endsAt") if status == "resolved" else item.get("startsAt"),
-            source="alertmanager",
-        )
+        return Alert.model_validate({
+            "alert_id": item.get("fingerprint") or "", "service": service,
+            "name": labels.get("alertname") or "unnamed", "status": status,
+            "severity": config.severities.get(raw_severity, config.default_severity),
+            "ts": item.get("endsAt") if status == "resolved" else item.get("startsAt"),
+            "source": "alertmanager",
+        })
     except ValidationError as err:
         return "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}"
                          for e in err.errors())

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import unquote
 
@@ -32,7 +33,7 @@ from cloudevents.core.formats.json import JSONFormat
 from cloudevents.core.v1.event import CloudEvent
 from pydantic import ValidationError
 
-from models.events import DeployEvent, format_ts
+from models.events import DeployEvent, format_ts, parse_ts
 
 __all__ = [
     "CDEVENT_PREFIX",
@@ -108,7 +109,7 @@ def decode_cdevent(value: bytes, headers: dict[str, bytes], key: bytes | None
         "rollback_target": custom.get("rollback_target"),
         "status": status,
         "actor": custom.get("actor") or context.get("source") or event.get_source(),
-        "ts": when.isoformat() if hasattr(when, "isoformat") else when,
+        "ts": when.isoformat() if isinstance(when, datetime) else when,
         "environment": _obj(content.get("environment")).get("id") or "prod",
         "change": _obj(custom.get("change")),
     }
@@ -156,9 +157,5 @@ def rolledback_event(command: dict[str, Any], source: str) -> tuple[dict[str, by
     return message.headers, message.value
 
 
-def _parse_time(when: Any) -> Any:
-    from datetime import UTC, datetime
-
-    from models.events import parse_ts
-
+def _parse_time(when: Any) -> datetime:
     return datetime.fromtimestamp(parse_ts(when), tz=UTC)

@@ -170,10 +170,11 @@ class SampleBuilder:
             else:
                 value = total
             out.append(self._sample(service, instance, metric, value * rule.scale, ts))
-        for (service, instance, metric, rule_id, ts), (counts, bounds, low, high) in hists.items():
+        for (service, instance, metric, rule_id, ts), held in hists.items():
             rule = rule_of[rule_id]
             assert rule.percentile is not None
-            found = percentile(rule.percentile, tuple(counts), bounds, low, high)  # type: ignore[arg-type]
+            merged, bounds, low, high = held
+            found = percentile(rule.percentile, tuple(merged), bounds, low, high)  # type: ignore[arg-type]
             if found is not None:
                 out.append(self._sample(service, instance, metric, found * rule.scale, ts))
         if rates or hists:

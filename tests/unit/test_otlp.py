@@ -198,3 +198,39 @@ def test_a_first_error_series_counts_from_zero(encoding: str) -> None:
                                at(T0 + 20, 300, 10)], encoding) if s[1] == "error_rate"]
     assert got == [("s", "error_rate", T0 + 10, 0.0),
                    ("s", "error_rate", T0 + 20, round(10 / 110, 9))]
+
+
+def _foreign(value: bytes, headers: list[tuple[str, bytes]] | None = None,
+             reference: float = T0 + 60) -> str | None:
+    from streams.ingest.inputs import decode_foreign
+
+    decoded = decode_foreign(value, key=None, headers=headers or [], topic="otlp_metrics",
+                             partition=0, offset=3, expected="otlp", otlp=CONFIG,
+                             reference_time=reference, max_clock_skew_seconds=300,
+                             max_message_bytes=1000)
+    if decoded.dead_letter is None:
+        return None
+    assert decoded.dead_letter.value_b64 is not None  # the original bytes are kept
+    return decoded.dead_letter.error
+
+
+GOOD = encode(request(({"service.name": "a"}, [gauge("app.error_ratio", [number(T0, 0.1)])])),
+              "otlp_proto")
+
+
+@pytest.mark.parametrize(("value", "headers", "reference", "error"), [
+    # a valid message: no dead letter
+    (GOOD, [], T0 + 60, None),
+    # the content-type header says JSON: the protobuf bytes are not OTLP/JSON
+    (GOOD, [("content-type", b"application/json")], T0 + 60, "not OTLP/JSON"),
+    # an oversized batch (16 x max_message_bytes)
+    (GOOD + b"\x00" * 20_000, [], T0 + 60, "exceeds 16000"),
+    # points far ahead of the wall clock
+    (GOOD, [], T0 - 3600, "ahead of the wall clock"),
+    # an empty value
+    (b"", [], T0 + 60, "empty message"),
+])
+def test_bad_otlp_messages_become_dead_letters(value: bytes, headers: list[tuple[str, bytes]],
+                                               reference: float, error: str | None) -> None:
+    got = _foreign(value, headers, reference)
+    assert (got is None) if error is None else (got is not None and error in got)
