@@ -17,13 +17,10 @@ from streams.approval_evidence import (
     evidence_view,
     response_command,
 )
+from streams.cli.common import BOOTSTRAP_OPTION
 from streams.settings import ConfigError, load_settings
 
 __all__ = ["approvals"]
-
-_BOOTSTRAP = click.option("--bootstrap-servers", envvar="ROLLGUARD_BOOTSTRAP_SERVERS",
-                          default=None, help="Kafka bootstrap servers [default: 127.0.0.1:9092].")
-
 
 def _book(bootstrap_servers: str | None) -> ApprovalBook:
     from streams.approval_feed import read_book
@@ -54,7 +51,7 @@ def approvals() -> None:
 
 @approvals.command("list")
 @click.option("--all", "show_all", is_flag=True, help="Decided and expired requests too.")
-@_BOOTSTRAP
+@BOOTSTRAP_OPTION
 def approvals_list(show_all: bool, bootstrap_servers: str | None) -> None:
     """Pending requests: service, versions, reasons, age and expiry."""
     book = _book(bootstrap_servers)
@@ -90,7 +87,7 @@ def _row(view: RequestView, now: float) -> list[str]:
 
 @approvals.command("show")
 @click.argument("request_id")
-@_BOOTSTRAP
+@BOOTSTRAP_OPTION
 def approvals_show(request_id: str, bootstrap_servers: str | None) -> None:
     """One request's evidence in words, and the exact command to approve or deny it."""
     book = _book(bootstrap_servers)

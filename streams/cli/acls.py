@@ -8,13 +8,10 @@ from typing import Literal
 
 import click
 
+from streams.cli.common import BOOTSTRAP_OPTION, BadConfig
 from streams.settings import ConfigError, load_settings
 
 __all__ = ["acls"]
-
-
-class _BadConfig(click.ClickException):
-    exit_code = 2
 
 
 @click.command("acls")
@@ -28,8 +25,7 @@ class _BadConfig(click.ClickException):
               help="Create the missing ACLs on the cluster (needs an admin principal).")
 @click.option("--prune", is_flag=True,
               help="With --apply: delete other literal ALLOW ACLs on these resources.")
-@click.option("--bootstrap-servers", envvar="ROLLGUARD_BOOTSTRAP_SERVERS", default=None,
-              help="Kafka bootstrap servers [default: 127.0.0.1:9092].")
+@BOOTSTRAP_OPTION
 def acls(principals_path: str, output: Literal["table", "json", "kafka-acls"], apply_: bool,
          prune: bool, bootstrap_servers: str | None) -> None:
     """Print the exact ACLs each role needs (topic prefix and app id respected); --apply
@@ -42,10 +38,10 @@ def acls(principals_path: str, output: Literal["table", "json", "kafka-acls"], a
         settings = load_settings(bootstrap_servers=bootstrap_servers)
         principals = load_principals(Path(principals_path))
     except ConfigError as err:
-        raise _BadConfig(str(err)) from None
+        raise BadConfig(str(err)) from None
     entries = acl_set(settings, principals)
     if not entries:
-        raise _BadConfig(f"{principals_path}: no principal is mapped to any role")
+        raise BadConfig(f"{principals_path}: no principal is mapped to any role")
     click.echo(render(entries, output, settings.bootstrap_servers))
     if not apply_:
         return

@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from streams.settings import ConfigError, load_settings
+from streams.cli.common import BOOTSTRAP_OPTION, settings_for
 
 __all__ = ["bridge"]
 
@@ -17,8 +17,7 @@ def _options(func: Any) -> Any:
         func)
     func = click.option("--port", default=None, type=int,
                         help="Listen port [default: from config].")(func)
-    return click.option("--bootstrap-servers", envvar="ROLLGUARD_BOOTSTRAP_SERVERS",
-                        default=None, help="Kafka bootstrap servers.")(func)
+    return BOOTSTRAP_OPTION(func)
 
 
 def _run(kind: str, host: str | None, port: int | None, bootstrap_servers: str | None) -> None:
@@ -26,10 +25,7 @@ def _run(kind: str, host: str | None, port: int | None, bootstrap_servers: str |
     from streams.bridges.common import serve
     from streams.bridges.prometheus import PrometheusWriteBridge
 
-    try:
-        settings = load_settings(bootstrap_servers=bootstrap_servers)
-    except ConfigError as err:
-        raise click.UsageError(str(err)) from None  # exit status 2
+    settings = settings_for(bootstrap_servers)
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(name)s %(message)s")
     if kind == "prometheus":
         config = settings.ingest.prometheus

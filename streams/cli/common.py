@@ -1,0 +1,95 @@
+"""What every ``rollguard`` verb shares: the exit-status exceptions, common options, and
+loading settings, approvers and keys with the failure mapped to exit status 2."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, NoReturn
+
+import click
+
+from streams.settings import ConfigError, load_settings
+
+__all__ = [
+    "BOOTSTRAP_OPTION",
+    "POLICY_OPTION",
+    "BadConfig",
+    "Failure",
+    "approver_directory",
+    "fail_config",
+    "private_key",
+    "settings_for",
+    "verifier_keyring",
+]
+
+POLICY_OPTION = click.option(
+    "--policy",
+    "policy_path",
+    envvar="ROLLGUARD_POLICY",
+    default="config/policy.yaml",
+    show_default=True,
+    type=click.Path(dir_okay=False),
+    help="Policy file (DESIGN §10).",
+)
+BOOTSTRAP_OPTION = click.option(
+    "--bootstrap-servers",
+    envvar="ROLLGUARD_BOOTSTRAP_SERVERS",
+    default=None,
+    help="Kafka bootstrap servers [default: 127.0.0.1:9092].",
+)
+
+
+class Failure(click.ClickException):
+    """A runtime failure: exit status 1, one line on stderr."""
+
+    exit_code = 1
+
+
+class BadConfig(click.ClickException):
+    """Bad usage or configuration: exit status 2."""
+
+    exit_code = 2
+
+
+def fail_config(err: Exception) -> NoReturn:
+    raise BadConfig(str(err).replace("\n", " | "))
+
+
+
+def settings_for(bootstrap_servers: str | None, **extra: Any) -> Any:
+    try:
+        return load_settings(bootstrap_servers=bootstrap_servers, **extra)
+    except ConfigError as err:
+        fail_config(err)
+
+
+def approver_directory(settings: Any) -> Any:
+    from streams.approvers import load_approvers
+
+    try:
+        return load_approvers(Path(settings.approvers))
+    except ConfigError as err:
+        fail_config(err)
+
+
+def verifier_keyring(verify_keys: tuple[str, ...], keyring_file: str | None) -> Any:
+    """The gate keys a verifier trusts; bad usage (exit 2) if none is given."""
+    from streams.keyring import load_verifiers
+    from streams.signing import KeyError_
+
+    if not verify_keys and not keyring_file:
+        raise click.UsageError("give the gate's public key: --verify-key FILE or --keyring FILE "
+                               "(env ROLLGUARD_VERIFY_KEY / ROLLGUARD_KEYRING)")
+    try:
+        return load_verifiers(verify_keys, keyring_file)
+    except KeyError_ as err:
+        fail_config(err)
+
+
+def private_key(path: str) -> Any:
+    from streams.signing import KeyError_, load_private_key
+
+    try:
+        return load_private_key(Path(path))
+    except KeyError_ as err:
+        fail_config(err)
