@@ -195,6 +195,16 @@ def fold_metrics(acc: WindowAccumulator | None) -> dict[str, MetricStats]:
     """The statistics of every metric an open window collected (empty for no window)."""
     if acc is None or not acc.samples:
         return {}
+    samples = acc.samples
+    if len({key[0] for key in samples}) == len(samples):
+        # The common case, one stream per metric: no grouping (keys differ by name, so the
+        # sort never compares sources or instances).
+        single: dict[str, MetricStats] = {}
+        for key in sorted(samples):
+            entry = samples[key]
+            n, mean, p95, top = _stats(entry[1:])
+            single[key[0]] = MetricStats(n, mean, p95, top, 1, {key[1]: entry[0]}, {})
+        return single
     groups: dict[str, list[tuple[StreamKey, list[float]]]] = {}
     for key, entry in acc.samples.items():
         group = groups.get(key[0])
