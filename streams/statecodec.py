@@ -314,7 +314,23 @@ class StateCodec:
                 lambda v: None if v is None else dec(v))
         for member in members:  # registered, so that the tagged encoding may name them
             self._compile(member)
-        return self._dyn_enc, self._dyn_dec
+        kinds: set[Any] = set()
+        for member in args:
+            origin = get_origin(member)
+            kinds.update({type(a) for a in get_args(member)} if origin is Literal
+                         else {origin or member})
+        if float in kinds:
+            kinds.add(int)
+        if Any in kinds or object in kinds:
+            return self._dyn_enc, self._dyn_dec
+
+        def dec_union(v: Any) -> Any:
+            value = self._dyn_dec(v)
+            if type(value) not in kinds:
+                raise StateDecodeError(f"{type(value).__name__} is not one of the union's types")
+            return value
+
+        return self._dyn_enc, dec_union
 
     def _list(self, item: Any) -> tuple[Fn, Fn]:
         enc, dec = self._compile(item)
