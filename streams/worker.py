@@ -54,6 +54,7 @@ from streams.checkpoint import (
     restore,
     state_secret,
 )
+from streams.keyring import retired_keys
 from streams.lease import Lease
 from streams.metrics import WorkerMetrics
 from streams.ordering import EventTimeMerger
@@ -668,12 +669,14 @@ def _arrived(record: Any, message: Any, reference: float) -> tuple[Any, DeadLett
 
 def _state_secrets(settings: Settings, signing_key: Any) -> list[bytes]:
     """The state MAC keys: the first seals, all are accepted (the one derived from the signing
-    key stays accepted after a state key is configured, so the switch needs no clean cut)."""
+    key stays accepted after a state key is configured, so the switch needs no clean cut; so do
+    those of gate keys that `rollguard keys rotate` retired, so a rotation needs none either)."""
     materials: list[bytes] = []
     if settings.state_key is not None:
         materials.append(settings.state_key.read_bytes())
     if signing_key is not None:
         materials.append(key_material(signing_key))
+        materials.extend(key_material(key) for key in retired_keys(settings.signing_key))
     if not materials:
         log.warning("no ROLLGUARD_SIGNING_KEY or ROLLGUARD_STATE_KEY: state records are checked "
                     "for integrity only, not authenticated (anyone who can write the state "
