@@ -20,6 +20,7 @@ in its keyring and accepts the signature only from that key, and only until the 
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -28,19 +29,30 @@ from typing import Any
 
 import yaml
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from models.events import format_ts, parse_ts
 from streams.signing import (
     KeyError_,
     generate_key_pair,
     key_id_of,
+    load_private_key,
     load_public_key,
     public_key_from_text,
     verify_mapping,
 )
 
-__all__ = ["Keyring", "TrustedKey", "load_keyring", "load_verifiers", "rotate", "write_keyring"]
+log = logging.getLogger("rollguard.keyring")
+
+__all__ = [
+    "Keyring",
+    "TrustedKey",
+    "load_keyring",
+    "load_verifiers",
+    "retired_keys",
+    "rotate",
+    "write_keyring",
+]
 
 
 @dataclass(frozen=True)
@@ -164,3 +176,17 @@ def rotate(directory: Path, name: str, keyring_path: Path, overlap_seconds: floa
     write_keyring(keyring_path, Keyring(keys))
     return key_id_of(new), old_id
 
+
+
+def retired_keys(signing_key: Path | None) -> list[Ed25519PrivateKey]:
+    """The gate keys ``rotate`` retired beside ``signing_key`` (``NAME.<key id>.key``): the
+    worker still accepts the state it sealed with them, so a rotated gate resumes its state."""
+    if signing_key is None:
+        return []
+    keys = []
+    for path in sorted(signing_key.parent.glob(f"{signing_key.stem}.ed25519-*.key")):
+        try:
+            keys.append(load_private_key(path))
+        except KeyError_ as err:
+            log.warning("retired gate key not used for the state: %s", err)
+    return keys

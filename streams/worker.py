@@ -57,6 +57,7 @@ from streams.checkpoint import (
 from streams.ingest.inputs import OTLP_TYPE, decode_foreign, is_foreign
 from streams.ingest.outputs import cloudevent_headers
 from streams.ingest.rates import SampleBuilder
+from streams.keyring import retired_keys
 from streams.lease import Lease
 from streams.metrics import WorkerMetrics
 from streams.ordering import EventTimeMerger
@@ -678,27 +679,6 @@ class IdleClock:
         return self.newest_event + (quiet - self.idle_seconds)
 
 
-def _state_secrets(settings: Settings, signing_key: Any) -> list[bytes]:
-    """The state MAC keys: the first seals, all are accepted (the one derived from the signing
-    key stays accepted after a state key is configured, so the switch needs no clean cut)."""
-    materials: list[bytes] = []
-    if settings.state_key is not None:
-        secret = settings.state_key.read_bytes()
-        if len(secret) < 32:
-            raise ValueError(
-                f"ROLLGUARD_STATE_KEY: {settings.state_key} holds {len(secret)} bytes; use at "
-                "least 32 random bytes (head -c 32 /dev/urandom > FILE)")
-        materials.append(secret)
-    if signing_key is not None:
-        materials.append(key_material(signing_key))
-    if not materials:
-        log.warning("no ROLLGUARD_SIGNING_KEY or ROLLGUARD_STATE_KEY: state records are checked "
-                    "for integrity only, not authenticated (anyone who can write the state "
-                    "topic can alter decisions; nothing is ever executed from it)")
-        materials.append(b"")
-    return [state_secret(settings.app_id, material) for material in materials]
-
-
 def _arrived(record: Any, message: Any, reference: float) -> tuple[Any, DeadLetter | None]:
     """An approval response with the broker's arrival time, or a dead letter if the broker
     did not stamp it (streams/arrival.py). Whatever ``received_at`` the sender wrote is
@@ -713,6 +693,24 @@ def _arrived(record: Any, message: Any, reference: float) -> tuple[Any, DeadLett
         )
         return None, letter
     return record.model_copy(update={"received_at": received_at}), None
+
+
+def _state_secrets(settings: Settings, signing_key: Any) -> list[bytes]:
+    """The state MAC keys: the first seals, all are accepted (the one derived from the signing
+    key stays accepted after a state key is configured, so the switch needs no clean cut; so do
+    those of gate keys that `rollguard keys rotate` retired, so a rotation needs none either)."""
+    materials: list[bytes] = []
+    if settings.state_key is not None:
+        materials.append(settings.state_key.read_bytes())
+    if signing_key is not None:
+        materials.append(key_material(signing_key))
+        materials.extend(key_material(key) for key in retired_keys(settings.signing_key))
+    if not materials:
+        log.warning("no ROLLGUARD_SIGNING_KEY or ROLLGUARD_STATE_KEY: state records are checked "
+                    "for integrity only, not authenticated (anyone who can write the state "
+                    "topic can alter decisions; nothing is ever executed from it)")
+        materials.append(b"")
+    return [state_secret(settings.app_id, material) for material in materials]
 
 
 def _cancelling() -> bool:

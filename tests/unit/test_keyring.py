@@ -157,3 +157,18 @@ def test_the_executor_follows_a_rotated_keyring_without_a_restart(tmp_path: Path
     assert set(config.keyring.keys) == {first, new}
     path.write_text("keys: [broken")
     assert watch.refresh(config).keyring is config.keyring  # the last good keys are kept
+
+
+def test_the_worker_still_reads_state_sealed_with_a_rotated_out_key(tmp_path: Path) -> None:
+    from streams.checkpoint import key_material, state_secret
+    from streams.settings import Settings
+    from streams.worker import _state_secrets
+
+    keys = tmp_path / "keys"
+    rotate(keys, "gate", tmp_path / "keyring.yaml", 600, NOW)
+    old = load_private_key(keys / "gate.key")
+    rotate(keys, "gate", tmp_path / "keyring.yaml", 600, NOW + 1)
+    settings = Settings(signing_key=keys / "gate.key")
+    secrets = _state_secrets(settings, load_private_key(keys / "gate.key"))
+    assert secrets[0] != state_secret(settings.app_id, key_material(old))  # seals with the new
+    assert state_secret(settings.app_id, key_material(old)) in secrets  # accepts the old
