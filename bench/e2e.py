@@ -71,11 +71,11 @@ sys.path[:0] = [str(REPO), str(REPO / "bench")]
 
 from replay_throughput import METRICS, fleet_lines  # noqa: E402
 
+from streams.lead import GC_THRESHOLD  # noqa: E402
 from streams.pipeline import Pipeline  # noqa: E402
 from streams.serde import decode  # noqa: E402
 from streams.settings import Settings, TopicNames, load_policy  # noqa: E402
 from streams.signing import generate_key_pair  # noqa: E402
-from streams.worker import GC_THRESHOLD  # noqa: E402
 
 PYTHON = sys.executable
 ROLLGUARD = str(Path(sys.executable).with_name("rollguard"))

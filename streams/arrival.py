@@ -18,9 +18,14 @@ True
 
 from __future__ import annotations
 
+import base64
+from typing import Any
+
 import orjson
 
-__all__ = ["CREATE_TIME_ERROR", "LOG_APPEND_TIME", "arrival_of", "with_arrival"]
+from models.events import DeadLetter
+
+__all__ = ["CREATE_TIME_ERROR", "LOG_APPEND_TIME", "arrival_of", "stamp_arrival", "with_arrival"]
 
 LOG_APPEND_TIME = 1
 """Kafka's timestamp type of a record stamped by the broker (0 is the producer's CreateTime)."""
@@ -45,3 +50,19 @@ def with_arrival(value: bytes, received_at: float) -> bytes:
     data.pop("received_at", None)
     data["received_at"] = received_at
     return orjson.dumps(data)
+
+
+def stamp_arrival(record: Any, message: Any, reference: float) -> tuple[Any, DeadLetter | None]:
+    """An approval response with the broker's arrival time, or a dead letter if the broker
+    did not stamp it (streams/arrival.py). Whatever ``received_at`` the sender wrote is
+    replaced."""
+    received_at = arrival_of(message.timestamp, message.timestamp_type)
+    if received_at is None:
+        letter = DeadLetter(
+            topic=message.topic, partition=message.partition, offset=message.offset,
+            key_b64=None if message.key is None else base64.b64encode(message.key).decode(),
+            value_b64=base64.b64encode(message.value).decode(), error=CREATE_TIME_ERROR,
+            ts=reference,
+        )
+        return None, letter
+    return record.model_copy(update={"received_at": received_at}), None

@@ -63,7 +63,7 @@ from itertools import repeat
 from operator import itemgetter
 from typing import Any
 
-__all__ = ["EventTimeMerger"]
+__all__ = ["EventTimeMerger", "IdleClock"]
 
 _TS = itemgetter(0)
 _ITEM = itemgetter(2)
@@ -214,3 +214,39 @@ class EventTimeMerger:
         self._sorted = True
         self._newest_arrival = float("-inf")
         return out
+
+
+class IdleClock:
+    """Lets event time pass while every input is caught up and quiet.
+
+    After ``idle_seconds`` without a message, the watermark moves to the newest event time
+    seen (what replay does at the end of its input). If the input is live (its newest event
+    time is about as far behind the wall clock as the quiet period), event time then follows the
+    wall clock, so that a silent service's bake still ends and stale telemetry is still noticed
+    when nothing at all arrives; a historical backlog stops at its newest event time.
+    ``idle_seconds <= 0`` disables it.
+    """
+
+    def __init__(self, idle_seconds: float) -> None:
+        self.idle_seconds = idle_seconds
+        self.newest_event = float("-inf")
+        self.last_arrival: float | None = None
+
+    def seen(self, ts: float) -> None:
+        if ts > self.newest_event:
+            self.newest_event = ts
+
+    def arrived(self, now: float) -> None:
+        self.last_arrival = now
+
+    def idle_target(self, now: float, wall_now: float) -> float | None:
+        if self.idle_seconds <= 0 or self.last_arrival is None:
+            return None
+        quiet = now - self.last_arrival
+        if quiet < self.idle_seconds or self.newest_event == float("-inf"):
+            return None
+        behind = wall_now - self.newest_event
+        if behind > quiet + self.idle_seconds + 60:
+            # Historical input (a backlog replayed): event time does not follow the wall clock.
+            return self.newest_event
+        return self.newest_event + (quiet - self.idle_seconds)

@@ -118,7 +118,7 @@ def test_the_worker_refuses_a_response_the_broker_did_not_stamp() -> None:
     from types import SimpleNamespace
 
     from streams.arrival import CREATE_TIME_ERROR
-    from streams.worker import _arrived
+    from streams.arrival import stamp_arrival as _arrived
 
     response = ApprovalResponse(request_id="apr-1", approver="user:alice", decision="approve",
                                 ts=NOW, service="checkout", received_at=NOW - 100)

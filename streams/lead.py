@@ -1,0 +1,399 @@
+"""One lead of the decision engine: inputs in batches → event-time merge → the core → one
+Kafka transaction per checkpoint.
+
+``Lead`` holds, between two restarts of a lead (streams/worker.py), the consumer of every input
+partition, the probe of end offsets, the event-time merger and the bookkeeping of positions and
+pending outputs. Each batch is decoded (a bad message becomes a dead letter; an OTLP message is
+kept whole, an approval response takes the broker's arrival time), merged by event time and
+handed to the same ``Pipeline`` replay uses; ``checkpoint`` commits the changed state, the
+positions and every output decided since the last one as one transaction.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gc
+import logging
+import time
+from collections import Counter
+from collections.abc import Coroutine
+from typing import TYPE_CHECKING, Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+from models.events import OutputRecord
+from models.state import watermark
+from streams.arrival import stamp_arrival
+from streams.checkpoint import (
+    Positions,
+    Restored,
+)
+from streams.ingest.inputs import OTLP_TYPE, decode_foreign, is_foreign
+from streams.ingest.outputs import cloudevent_headers
+from streams.ingest.rates import SampleBuilder
+from streams.ordering import EventTimeMerger, IdleClock
+from streams.serde import decode, encode
+
+if TYPE_CHECKING:
+    from streams.worker import DecisionEngine
+
+__all__ = ["Lead"]
+
+log = logging.getLogger("rollguard.worker")
+
+PROBE_SECONDS = 0.25
+"""How often the broker's end offsets are asked for (the merger's 'caught up' confirmation)."""
+PROBE_MIN_SECONDS = 0.02
+"""After new input the look-up is made at once, but not more often than this."""
+POLL_MS = 100
+TAKE_CHUNK = 250
+"""Messages per partition decoded before the merger releases (see ``Lead._take``)."""
+GC_THRESHOLD = 200_000
+"""The collector's first-generation threshold while leading (Python's default is 700)."""
+CHECKPOINT_SHARE = 0.05
+"""Checkpoints without outputs take at most this share of the time (their interval grows)."""
+OUTPUT_TOPIC = {
+    "dead_letter": "dead_letters",
+    "decision": "decisions",
+    "rollback_command": "commands",
+    "approval_request": "approvals",
+    "release_verdict": "verdicts",
+}
+
+
+class Lead:
+    """One lead: the clients, the merger and the bookkeeping between two restarts."""
+
+    def __init__(self, engine: DecisionEngine, producer: AIOKafkaProducer,
+                 consumer: AIOKafkaConsumer, probe: AIOKafkaConsumer,
+                 restored: Restored) -> None:
+        self.engine = engine
+        self.settings = engine.settings
+        self.metrics = engine.metrics
+        self.pipeline = engine.pipeline
+        self.producer = producer
+        self.consumer = consumer
+        self.probe = probe
+        self.positions: Positions = restored.positions
+        self.log = restored.log
+        self.topic_types = {self.settings.topic_prefix + name: kind
+                            for name, kind in self.settings.topics.inputs().items()}
+        self.topic_types[self.settings.topic("otlp_metrics")] = OTLP_TYPE
+        self.otlp_samples = SampleBuilder(source="otlp")
+        """Cumulative OTLP series' last values: in memory, so a new leader primes them again."""
+        self.ce_source = f"{self.settings.ingest.cloudevents_source}/{self.settings.app_id}"
+        self.merger = EventTimeMerger()
+        self.clock = IdleClock(self.settings.idle_advance_seconds)
+        if restored.state.services:
+            self.clock.seen(restored.state.fleet.clock)
+        self.clock.arrived(time.monotonic())
+        self.partitions: list[TopicPartition] = []
+        self.pending: list[tuple[str, bytes | None, bytes, OutputRecord, Any]] = []
+        self.dirty = False
+        self.last_commit = time.monotonic()
+        self.last_probe = float("-inf")
+        self.primed = False
+        self.closed_until: dict[tuple[int, float], float] = {}
+
+    async def start(self) -> None:
+        consumer = self.consumer
+        partitions: list[TopicPartition] = []
+        for topic in self.topic_types:
+            found = await self.producer.partitions_for(topic)
+            if not found:
+                raise RuntimeError(f"input topic {topic} does not exist; "
+                                   "run `rollguard topics create`")
+            partitions.extend(TopicPartition(topic, p) for p in sorted(found))
+        self.partitions = partitions
+        consumer.assign(partitions)
+        for tp in partitions:
+            key = (tp.topic, tp.partition)
+            resume = self.positions.next_offset.get(key)
+            if resume is None:
+                await consumer.seek_to_beginning(tp)
+                self.positions.next_offset[key] = await consumer.position(tp)
+            else:
+                consumer.seek(tp, resume)
+            self.merger.set_lag(key, None, time.monotonic())
+
+    async def loop(self, stopping: asyncio.Event, lost: asyncio.Event) -> None:
+        consumer = self.consumer
+        interval = self.settings.commit_interval_seconds
+        spacing = interval  # between two checkpoints without outputs
+        commit: asyncio.Future[float] | None = None  # the checkpoint transaction in flight
+        unconfirmed = False  # something arrived that no end-offsets look-up has covered yet
+        # The merger's live-feed rule reorders a live feed by at most live_within seconds;
+        # within the allowed lateness that never changes a decision (streams/ordering.py).
+        policy = self.engine.policy
+        lateness = min([policy.defaults.allowed_lateness_seconds,
+                        *(rules.allowed_lateness_seconds for rules in policy.services.values())])
+        self.merger.live_within = min(self.merger.live_within, lateness)
+        thresholds = gc.get_threshold()
+        # Tens of thousands of records wait in the merger between two releases; with the
+        # default threshold (700) the collector's passes over them and over the whole state
+        # took a third of the worker's time (docs/performance.md).
+        gc.set_threshold(GC_THRESHOLD, *thresholds[1:])
+        try:
+            while not stopping.is_set() and not lost.is_set():
+                wait = POLL_MS
+                if unconfirmed:
+                    since = time.monotonic() - self.last_probe
+                    wait = max(0, min(wait, int((PROBE_MIN_SECONDS - since) * 1000)))
+                batch = await consumer.getmany(timeout_ms=wait)
+                now = time.monotonic()
+                if batch:
+                    unconfirmed = True
+                    for tp in batch:
+                        await self._read_lag(tp)
+                since = now - self.last_probe
+                if since >= PROBE_SECONDS or (unconfirmed and since >= PROBE_MIN_SECONDS):
+                    # While another input is idle, events wait for a look-up made after they
+                    # arrived (streams/ordering.py): ask at once rather than on the next period,
+                    # and before the batch is taken, so that it can be released as it is taken.
+                    unconfirmed = False
+                    await self._probe()
+                if batch:
+                    self._take(batch, now)
+                self._release(time.monotonic())
+                self._idle(time.monotonic())
+                self._observe()
+                if commit is not None and (commit.done() or self.pending):
+                    # Outputs wait for the transaction in flight, then go in the next one.
+                    # A checkpoint encodes every changed service (~0.1-0.3 ms each); with thousands
+                    # of busy services keep them to CHECKPOINT_SHARE of the time.
+                    spacing = max(interval, await commit / CHECKPOINT_SHARE)
+                    commit = None
+                if commit is None and (
+                    self.pending or (self.dirty and now - self.last_commit >= spacing)
+                ):
+                    # Taken now; committed while the loop goes on reading and deciding.
+                    commit = asyncio.ensure_future(self.checkpoint())
+            if commit is not None:
+                await commit
+                commit = None
+            if self.dirty or self.pending:
+                await self.checkpoint()  # a clean hand-over: the next leader starts from here
+        finally:
+            gc.set_threshold(*thresholds)
+            if commit is not None and not commit.done():
+                commit.cancel()
+                with contextlib.suppress(BaseException):
+                    await commit
+
+    def _take(self, batch: dict[TopicPartition, list[Any]], now: float) -> None:
+        """Decode a fetched batch: dead letters to publish, valid records into the merger.
+
+        A fetch holds thousands of messages per partition. They are taken in rounds of up to
+        ``TAKE_CHUNK`` per partition, and the merger releases after each round, so a record
+        reaches the core while it is still in the CPU's caches and few wait in memory (where
+        the collector traverses them). A partition with messages left for a later round counts
+        as not caught up, so nothing passes what it has not delivered yet. Per message there
+        is only the decode and two appends; the rest is done per partition and round.
+        """
+        settings = self.settings
+        skew = settings.max_clock_skew_seconds
+        max_bytes = settings.max_message_bytes
+        positions = self.positions
+        merger = self.merger
+        reference = time.time()
+        newest = float("-inf")
+        work = []
+        for tp, messages in batch.items():
+            if messages:
+                key = (tp.topic, tp.partition)
+                lag = merger.lag(key)
+                # Unknown lag: the merger would stop waiting for this partition after a while,
+                # so it is taken whole.
+                chunk = TAKE_CHUNK if lag is not None else len(messages)
+                work.append((key, messages, self.topic_types.get(tp.topic), lag, chunk))
+        start = 0
+        while work:
+            for key, messages, expected, lag, chunk in work:
+                topic, partition = key
+                skip = positions.skip.get(key)  # Positions.seen, hoisted out of the loop
+                stamp = expected == "approval_response"  # timed by the broker (DESIGN §6)
+                times: list[float] = []
+                items: list[tuple[Any, bytes, tuple[str, int], int]] = []
+                for message in messages[start:start + chunk]:
+                    offset = message.offset
+                    if skip and offset in skip:
+                        self.metrics.redelivered(topic)
+                        continue
+                    value = message.value
+                    if is_foreign(expected, message.headers):
+                        decoded = decode_foreign(
+                            value, key=message.key, headers=message.headers, topic=topic,
+                            partition=partition, offset=offset, expected=expected,
+                            otlp=settings.ingest.otlp, reference_time=reference,
+                            max_clock_skew_seconds=skew, max_message_bytes=max_bytes,
+                        )
+                    else:
+                        decoded = decode(
+                            value, key=message.key, topic=topic, partition=partition,
+                            offset=offset, expected_type=expected, reference_time=reference,
+                            max_clock_skew_seconds=skew, max_message_bytes=max_bytes,
+                        )
+                    record = decoded.record
+                    letter = decoded.dead_letter
+                    if stamp and record is not None:
+                        record, letter = stamp_arrival(record, message, reference)
+                    if record is None:
+                        if letter is None:  # nothing rollguard maps (unmapped OTLP metrics)
+                            positions.done(key, offset)
+                            continue
+                        self.metrics.dead_letter(topic)
+                        log.warning(
+                            "dead letter %s[%s]@%s: %s", topic, partition, offset,
+                            letter.error, extra={"topic": topic, "partition": partition,
+                                                 "offset": offset, "error": letter.error},
+                        )
+                        self._emit(letter, message.key, message.headers)
+                        positions.done(key, offset)
+                        continue
+                    times.append(record.arrival if stamp else record.ts)
+                    items.append((record, value, key, offset))
+                if items:
+                    merger.add_many(key, times, items, now)
+                    newest = max(newest, max(times))
+                    if expected:
+                        self.metrics.events_in.labels(type=expected).inc(len(items))
+                    else:
+                        for kind, count in Counter(item[0].type for item in items).items():
+                            self.metrics.events_in.labels(type=kind).inc(count)
+                left = len(messages) - start - chunk
+                if left > 0:
+                    merger.set_lag(key, (lag or 0) + left)
+                else:
+                    if lag is not None and chunk < len(messages):
+                        merger.set_lag(key, lag)  # what the fetch response or the probe said
+                    positions.read(key, messages[-1].offset)  # offsets ascend in a partition
+            start += TAKE_CHUNK
+            work = [entry for entry in work if entry[4] == TAKE_CHUNK and len(entry[1]) > start]
+            self.dirty = True
+            if work:
+                self._release(time.monotonic())
+        self.clock.seen(newest)
+        self.clock.arrived(now)
+
+    async def _read_lag(self, tp: TopicPartition) -> None:
+        """Unread messages of ``tp`` as the last fetch response saw them (may be stale)."""
+        end = self.consumer.last_stable_offset(tp)
+        if end is None:
+            end = self.consumer.highwater(tp)
+        if end is not None and end >= 0:
+            position = await self.consumer.position(tp)
+            self.merger.set_lag((tp.topic, tp.partition), max(0, end - position))
+
+    async def _probe(self) -> None:
+        """Ask the broker (on its own connection) how far each input partition goes."""
+        asked = time.monotonic()  # what arrived before now is covered by the answer
+        ends = await self.probe.end_offsets(self.partitions)
+        for tp in self.partitions:
+            end = ends.get(tp)
+            if end is None:
+                continue
+            position = await self.consumer.position(tp)
+            lag = max(0, end - position)
+            self.merger.set_lag((tp.topic, tp.partition), lag, asked, confirmed=True)
+            self.metrics.lag(tp.topic, tp.partition, lag)
+        self.last_probe = asked
+        self.primed = True
+
+    def _release(self, now: float) -> None:
+        if not self.primed:
+            return  # the merger does not know every partition's position yet
+        released = self.merger.release(now, time.time())
+        if not released:
+            return
+        process = self.pipeline.process
+        handled = self.positions.handled  # Positions.done, inlined: one append per event
+        emit = self._emit
+        for record, raw, key, offset in released:
+            handled[key].append(offset)
+            if record.type == OTLP_TYPE:
+                # One OTLP message, released whole: its samples, oldest first.
+                for sample in self.otlp_samples.samples(list(record.points)):
+                    for output in process(sample, b""):
+                        emit(output, output.service.encode())
+                continue
+            outputs = process(record, raw)
+            if outputs:
+                for output in outputs:
+                    emit(output, output.service.encode())
+        self.metrics.events_processed.inc(len(released))
+        self.dirty = True
+
+    def _idle(self, now: float) -> None:
+        """When every input is caught up and quiet, let event time pass (IdleClock)."""
+        if len(self.merger) or self.merger.watermark(now) != float("inf"):
+            return
+        target = self.clock.idle_target(now, time.time())
+        if target is None or target <= self.pipeline.state.fleet.floor:
+            return
+        for output in self.pipeline.advance(target):
+            self._emit(output, output.service.encode())
+        self.dirty = True
+
+    def _observe(self) -> None:
+        """Window-close lag: wall time from the earliest moment a window may close (its end
+        plus the allowed lateness) to the moment the watermark closed it."""
+        fleet = self.pipeline.state.fleet
+        self.metrics.progress(len(self.merger), fleet.clock)
+        wall = time.time()
+        for width, lateness in fleet.configs:
+            closed = int(watermark(fleet, lateness) // width) * width
+            last = self.closed_until.get((width, lateness))
+            if last is not None and closed > last:
+                self.metrics.window_close_lag.observe(max(0.0, wall - (closed + lateness)))
+            self.closed_until[(width, lateness)] = closed
+
+    def _emit(self, record: Any, key: bytes | None, headers: Any = None) -> None:
+        """Queue an output; a dead letter keeps the original message's ``headers``."""
+        topic = self.settings.topic(OUTPUT_TOPIC[record.type])
+        value = encode(record)
+        if record.type == "dead_letter" and headers:
+            out = [(str(name), bytes(v or b"")) for name, v in headers]
+        else:
+            out = cloudevent_headers(record, value, self.ce_source)
+        self.pending.append((topic, key, value, record, out))
+
+    def checkpoint(self) -> Coroutine[Any, Any, float]:
+        """Take a checkpoint now — the state, the positions and every output decided so far —
+        and return the transaction that commits them as one; it returns its duration (s).
+
+        What is taken is bytes, so the loop may read and decide on while the transaction is
+        sent; a failed commit ends the lead (``loop`` awaits it) and nothing of it is visible.
+        """
+        started = time.monotonic()
+        buffered = ((item[2], item[3]) for item in self.merger.items())
+        state = self.pipeline.state
+        touched, state.touched = state.touched, set()  # what the core changed since the last
+        entries = self.log.entries(state, touched, self.positions.snapshot(buffered))
+        pending, self.pending = self.pending, []
+        self.dirty = False
+        self.last_commit = started
+        return self._commit(entries, pending, started)
+
+    async def _commit(self, entries: list[tuple[bytes, bytes | None]],
+                      pending: list[tuple[str, bytes | None, bytes, OutputRecord, Any]],
+                      started: float) -> float:
+        producer = self.producer
+        state_topic = self.settings.state_topic
+        await producer.begin_transaction()
+        try:
+            for topic, key, value, _, headers in pending:
+                await producer.send(topic, value, key=key, headers=headers)
+            for key, value in entries:
+                await producer.send(state_topic, value, key=key, partition=0)
+            await producer.commit_transaction()
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await producer.abort_transaction()
+            raise
+        for _, _, _, record, _ in pending:
+            self.metrics.published(record)
+        done = time.monotonic()
+        self.engine.last_checkpoint = done
+        self.metrics.checkpoints.inc()
+        return done - started
