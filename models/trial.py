@@ -198,6 +198,9 @@ class Deployment:
     request_id: str | None = None
     request_expires_at: float | None = None
     request_reasons: tuple[str, ...] = ()
+    due: tuple[dict[ReasonCode, str], bool, dict[ReasonCode, str]] | None = None
+    """The latest actionable (triggers, confirmed, blockers): a request that waited for another
+    trigger is made from them if the triggers clear while it waits (never dropped)."""
 
     @classmethod
     def open(cls, facts: DeploymentFacts, policy: ServicePolicy) -> Deployment:
@@ -413,6 +416,15 @@ class Deployment:
                 "samples": self.samples,
             },
         }
+        # A request due but waiting for another trigger is never dropped (DESIGN §1, issue 11):
+        # if the triggers clear while it waits, it is made as it was due.
+        if triggers:
+            self.due = (dict(triggers), confirmed, dict(blockers))
+        elif self.due is not None and self.trigger_windows < need:
+            was, confirmed, held = self.due
+            triggers = {code: f"{text} (the window before)" for code, text in was.items()}
+            blockers = {**held, **blockers}
+            self.trigger_windows += 1
         findings = Findings(
             triggers=triggers,
             confirmed=confirmed,
