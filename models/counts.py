@@ -42,11 +42,11 @@ def binomial_sf(k: float, n: float, p: float) -> float:
 class CountEvidence:
     """The count test of one window.
 
-    ``verdict``: ``breach`` (above the limit, and significantly above the baseline rate),
-    ``unsupported`` (above the limit, but as many errors are plausible at the baseline rate),
-    ``within`` (not above the limit) or ``low_traffic`` (too few requests to tell even at the
-    limit). ``p_value``: P(at least ``errors`` errors | ``requests``, baseline rate);
-    ``p_at_limit``: the same for an error rate exactly at the limit.
+    ``verdict``: ``breach`` (above the limit, and so, given the request count, significantly
+    above the baseline rate), ``within`` (not above the limit) or ``low_traffic`` (too few
+    requests: even a rate at the limit would not be significant). ``p_value``: P(at least
+    ``errors`` errors | ``requests``, baseline rate); ``p_at_limit``: the same for an error
+    rate exactly at the limit.
     """
 
     verdict: str
@@ -85,12 +85,9 @@ def error_count_test(
             f"{n} requests: even {limit_rate:.3g} errors per request would not be "
             f"distinguishable from the baseline {p0:.3g} (p {at_limit:.2g} >= {alpha:.2g})"
         )
-    elif rate <= limit_rate:
+    elif rate <= limit_rate or p >= alpha:  # (p >= alpha above the limit: rounding only)
         verdict, detail = "within", f"{errors}/{n} errors, within the limit {limit_rate:.3g}"
-    elif p < alpha:
+    else:
         verdict = "breach"
         detail = f"{errors}/{n} errors against a baseline of {p0:.3g}: p {p:.2g} < {alpha:.2g}"
-    else:
-        verdict = "unsupported"
-        detail = f"{errors}/{n} errors are plausible at the baseline {p0:.3g} (p {p:.2g})"
     return CountEvidence(verdict, errors, n, p0, limit_rate, p, at_limit, detail)

@@ -3,22 +3,28 @@
 The per-window detectors remember ~24-120 recent windows, so a burst that a service has every
 few hours is a stranger to them. ``LongMemory`` learns every healthy window of one (service,
 metric) for days, in bounded memory, and answers one question: what fraction of this service's
-healthy windows (at this time of day, once it knows enough of them) were at least this bad?
+healthy windows were at least this bad, once its time-of-day level is taken into account?
 
-Storage per (service, metric): for the whole day and for each hour of the day, the count of
-windows and the ``top`` largest values seen (a tail sample), in two generations of
-``generation`` windows each (the older one is dropped when the newer one is full): so the
-memory spans one to two generations and forgets what is older. Above the smallest kept value
-the tail count is exact; below it the value is "not rare" (at least ``top`` windows were as
-bad). Pure, deterministic, plain-data state; no clock (times come with the values).
+- **Time of day**: a level per hour of day (a running mean over the last ~``hour_span``
+  windows of that hour). Once an hour has ``min_windows`` windows, a value is rescaled by
+  ``day level / hour level`` before it is judged, so a value normal for the night is rare at
+  noon and the reverse. A series without a daily profile has equal hour levels: a no-op.
+- **Tail**: the number of (rescaled) windows learned and the ``top`` largest of them, in two
+  generations of ``generation`` windows (the older is dropped when the newer is full): the
+  memory spans one to two generations. Above the smallest kept value the tail count is exact;
+  below it a value is not rare (at least ``top`` windows per generation were as bad).
+
+So a service's routine burst (2-3x every few hours) is in its own tail: ``routine`` once it
+has been seen ``routine_windows`` times, never ``rare``, while a departure it has not shown in
+a day or two is ``rare``. Pure, deterministic, plain-data state of
+~120 numbers; no clock (times come with the values).
 
 Why not ``river.stats.Quantile`` / ``river.sketch.Histogram``: a P² quantile answers "where is
-the 99th percentile", not "how rare is x", forgets nothing and needs one object per quantile;
-river's histogram keeps ~100-byte bin objects (25 profiles x 2 generations x its bins is
-~100 KB per metric). The question here is a tail count, which the largest values answer
-exactly, in ~450 floats.
+the 99.9th percentile", not "how rare is x", forgets nothing and needs one object per
+quantile; river's histogram keeps ~100-byte bin objects and interpolates inside bins, where
+the question here is a tail count that the largest values answer exactly.
 
->>> mem = LongMemory(generation=100, top=4)
+>>> mem = LongMemory(generation=100, top=4, min_windows=10)
 >>> for i in range(200):
 ...     mem.learn(100.0 + (i % 10), ts=30.0 * i)
 >>> mem.tail(150.0, ts=0.0).p_value < 0.01
@@ -46,25 +52,31 @@ STATE_VERSION = 1
 class Tail:
     """The answer for one value: its tail probability among the service's healthy windows.
 
-    ``p_value`` is (windows at least as bad + 0.5) / (windows + 1); ``scope`` is ``hour`` (the
-    hour of day and its two neighbours) or ``day`` (every hour), ``windows`` how many windows
-    the answer rests on, and ``rare`` whether ``p_value < alpha`` with enough windows learned.
+    ``p_value`` is (windows at least as bad + 0.5) / (windows + 1) (a lower bound when the
+    value is below the kept tail); ``windows`` how many windows it rests on; ``rescaled``
+    the value after the time-of-day rescaling; ``as_bad`` how many learned windows were at
+    least as bad (at least, when the value is below the kept tail).
+
+    ``routine``: the service did this at least ``routine_windows`` times in its memory: its
+    own bursts, never a reason to confirm anything. ``rare``: not routine, and ``p_value <
+    alpha`` with at least ``min_windows`` windows learned. A cold memory finds nothing
+    routine and nothing rare.
     """
 
     p_value: float
     windows: int
-    scope: str
+    rescaled: float
+    as_bad: int
+    routine: bool
     rare: bool
 
 
+@dataclass(slots=True)
 class _TailSample:
     """Count of values and the ``top`` largest of them (sorted ascending)."""
 
-    __slots__ = ("n", "top")
-
-    def __init__(self, n: int = 0, top: list[float] | None = None) -> None:
-        self.n = n
-        self.top: list[float] = top if top is not None else []
+    n: int
+    top: list[float]
 
     def add(self, v: float, keep: int) -> None:
         self.n += 1
@@ -76,11 +88,10 @@ class _TailSample:
             bisect.insort(top, v)
 
     def at_least(self, v: float) -> tuple[int, bool]:
-        """(count of kept values >= v, whether that count is exact)."""
+        """(count of kept values >= v, whether that is the exact count)."""
         top = self.top
         count = len(top) - bisect.bisect_left(top, v)
-        exact = count < len(top) or len(top) == self.n
-        return count, exact
+        return count, (count < len(top) or len(top) == self.n)
 
 
 class LongMemory:
@@ -89,26 +100,32 @@ class LongMemory:
     Parameters
     ----------
     generation
-        Windows per generation (2,880 = one day of 30-s windows); the memory holds the current
+        Windows per generation (2,880 = one day of 30-s windows); the tail holds the current
         generation and the previous one.
     top
-        Largest values kept per hour of day (per generation); the whole-day sample keeps
-        ``4 * top``.
+        Largest values kept per generation.
     direction
         ``"up"``: large values are bad (latency, errors); ``"down"``: small values are bad.
     min_windows
-        Windows an hour-of-day answer needs before it is used instead of the whole day's.
+        Windows needed before an hour's level is used, and before anything is ``rare``.
+    hour_span
+        Windows of one hour of day that its running level averages over (~2 days).
     alpha
-        Tail probability below which a value is ``rare``.
+        Tail probability below which a value is ``rare`` (1e-3: rarer than once in ~8 hours of
+        30-s windows).
+    routine_windows
+        A value at least as bad as this many learned windows is ``routine`` for the service.
     """
 
     def __init__(
         self,
         generation: int = 2880,
-        top: int = 8,
+        top: int = 32,
         direction: str = "up",
-        min_windows: int = 240,
+        min_windows: int = 60,
+        hour_span: int = 240,
         alpha: float = 1e-3,
+        routine_windows: int = 3,
     ) -> None:
         if direction not in ("up", "down"):
             raise ValueError(f"direction must be 'up' or 'down', not {direction!r}")
@@ -116,92 +133,81 @@ class LongMemory:
         self.top = top
         self.direction = direction
         self.min_windows = min_windows
+        self.hour_span = hour_span
         self.alpha = alpha
-        self._cur = self._fresh()
-        self._prev: list[_TailSample] | None = None
-        self._n_learned = 0
-
-    def _fresh(self) -> list[_TailSample]:
-        return [_TailSample() for _ in range(_HOURS + 1)]  # 24 hours, then the whole day
+        self.routine_windows = routine_windows
+        self._level = [0.0] * (_HOURS + 1)  # per hour of day, then the whole day
+        self._seen = [0] * (_HOURS + 1)
+        self._cur = _TailSample(0, [])
+        self._prev: _TailSample | None = None
 
     @property
     def n_learned(self) -> int:
         """Healthy windows learned so far (not capped)."""
-        return self._n_learned
-
-    def _signed(self, v: float) -> float:
-        return v if self.direction == "up" else -v
+        return self._seen[_HOURS]
 
     @staticmethod
     def _hour(ts: float) -> int:
         return int((ts % _DAY) // 3600.0) % _HOURS
 
+    def _rescale(self, value: float, hour: int) -> float:
+        """``value`` at the day's level: times day level / hour level, once the hour is known."""
+        lh, ld = self._level[hour], self._level[_HOURS]
+        if self._seen[hour] < self.min_windows or lh <= 0.0 or ld <= 0.0:
+            return value
+        return value * ld / lh
+
+    def _signed(self, v: float) -> float:
+        return v if self.direction == "up" else -v
+
     def learn(self, value: float, ts: float) -> None:
         """Learn one healthy window's value; ``ts`` is the window's start (epoch seconds)."""
         if not math.isfinite(value):
             return
-        v = self._signed(value)
-        if self._cur[_HOURS].n >= self.generation:
-            self._prev, self._cur = self._cur, self._fresh()
-        self._cur[self._hour(ts)].add(v, self.top)
-        self._cur[_HOURS].add(v, 4 * self.top)
-        self._n_learned += 1
+        h = self._hour(ts)
+        v = self._signed(self._rescale(value, h))
+        if self._cur.n >= self.generation:
+            self._prev, self._cur = self._cur, _TailSample(0, [])
+        self._cur.add(v, self.top)
+        for i, span in ((h, self.hour_span), (_HOURS, 24 * self.hour_span)):
+            self._seen[i] += 1
+            self._level[i] += (value - self._level[i]) / min(self._seen[i], span)
 
-    def _count(self, idx: list[int], v: float) -> tuple[int, int, bool]:
+    def tail(self, value: float, ts: float) -> Tail:
+        """How rare ``value`` is for this service at the time of day of ``ts``."""
+        if not math.isfinite(value):
+            return Tail(1.0, 0, value, 0, False, False)
+        rescaled = self._rescale(value, self._hour(ts))
+        v = self._signed(rescaled)
         n = hits = 0
         exact = True
         for gen in (self._cur, self._prev):
-            if gen is None:
-                continue
-            for i in idx:
-                sample = gen[i]
-                c, ok = sample.at_least(v)
-                n += sample.n
-                hits += c
-                exact = exact and ok
-        return n, hits, exact
-
-    def tail(self, value: float, ts: float) -> Tail:
-        """How rare ``value`` is for this service at the time of day of ``ts``.
-
-        The hour of day (pooled with its neighbours) once it holds ``min_windows`` windows,
-        else the whole day. A value below the kept tail sample is not rare (its ``p_value`` is
-        then a lower bound).
-        """
-        if not math.isfinite(value):
-            return Tail(1.0, 0, "day", False)
-        v = self._signed(value)
-        h = self._hour(ts)
-        hours = [(h - 1) % _HOURS, h, (h + 1) % _HOURS]
-        n, hits, exact = self._count(hours, v)
-        scope = "hour"
-        if n < self.min_windows:
-            n, hits, exact = self._count([_HOURS], v)
-            scope = "day"
-        # Inexact: the whole kept tail was at least as bad, so p is a lower bound (not rare).
-        p = (hits + 0.5) / (n + 1.0)
-        return Tail(min(1.0, p), n, scope, exact and n >= self.min_windows and p < self.alpha)
+            if gen is not None:
+                c, ok = gen.at_least(v)
+                n, hits, exact = n + gen.n, hits + c, exact and ok
+        p = min(1.0, (hits + 0.5) / (n + 1.0))
+        routine = hits >= self.routine_windows
+        rare = exact and not routine and n >= self.min_windows and p < self.alpha
+        return Tail(p, n, rescaled, hits, routine, rare)
 
     # -- plain-data state ---------------------------------------------------------------------
 
     def to_state(self) -> dict[str, Any]:
         """JSON-safe plain data; ``from_state`` rebuilds the memory exactly."""
-
-        def gen(g: list[_TailSample] | None) -> list[list[Any]] | None:
-            return None if g is None else [[s.n, list(s.top)] for s in g]
-
+        prev = None if self._prev is None else [self._prev.n, list(self._prev.top)]
         return {
             "kind": "LongMemory",
             "version": STATE_VERSION,
             "params": {
-                "generation": self.generation,
-                "top": self.top,
-                "direction": self.direction,
-                "min_windows": self.min_windows,
-                "alpha": self.alpha,
+                "generation": self.generation, "top": self.top, "direction": self.direction,
+                "min_windows": self.min_windows, "hour_span": self.hour_span,
+                "alpha": self.alpha, "routine_windows": self.routine_windows,
             },
-            "state": {"n_learned": self._n_learned, "cur": gen(self._cur), "prev": gen(self._prev)},
-        }
+            "state": {
+                "level": list(self._level), "seen": list(self._seen),
+                "cur": [self._cur.n, list(self._cur.top)], "prev": prev,
+            },
+        }  # fmt: skip
 
     @classmethod
     def from_state(cls, state: Mapping[str, Any]) -> LongMemory:
@@ -210,14 +216,9 @@ class LongMemory:
             raise ValueError(f"not a LongMemory state: {state.get('kind')!r}")
         obj = cls(**state["params"])
         s = state["state"]
-
-        def gen(g: list[list[Any]] | None) -> list[_TailSample] | None:
-            if g is None:
-                return None
-            return [_TailSample(int(n), [float(v) for v in top]) for n, top in g]
-
-        cur = gen(s["cur"])
-        obj._cur = cur if cur is not None else obj._fresh()
-        obj._prev = gen(s["prev"])
-        obj._n_learned = int(s["n_learned"])
+        obj._level = [float(v) for v in s["level"]]
+        obj._seen = [int(v) for v in s["seen"]]
+        obj._cur = _TailSample(int(s["cur"][0]), [float(v) for v in s["cur"][1]])
+        if s["prev"] is not None:
+            obj._prev = _TailSample(int(s["prev"][0]), [float(v) for v in s["prev"][1]])
         return obj

@@ -114,30 +114,59 @@ def attribute_onset(
     scale = max(noise_unit(b), 1e-3 * abs(level), 1e-12)
     x = [sign * v for v in b + o]
     nb = len(b)
-    k, _ = _change_point(x, scale)
-    if 0 < k < nb:
-        before = _median(x[:k])
-        departure = _median(x[nb:]) - before
-        pre = _median(x[k:nb]) - before
-        z = pre / (scale * math.sqrt(1.0 / k + 1.0 / (nb - k)))
-        if departure > 0.0 and pre >= min_share * departure and z >= min_z:
-            return Onset(
-                "shift", nb - k, pre / departure, departure,
-                f"level shift began {nb - k} windows before the deploy: "
-                f"{pre:.6g} of the {departure:.6g} departure already in the baseline "
-                f"({z:.1f} noise units)",
-            )  # fmt: skip
-    slope = sign * _theil_sen(b)
-    departure = _median(x[nb:]) - sign * level
-    rise = slope * (nb - 1)
-    if slope > 0.0 and departure > 0.0 and rise >= min_z * scale:
-        explained = slope * 0.5 * (nb + len(o))  # baseline centre to observation centre
-        if explained >= min_share * departure:
-            share = min(1.0, explained / departure)
-            return Onset(
-                "trend", 0, share, departure,
-                f"trend under way before the deploy: {slope:.6g} per window over the "
-                f"baseline ({rise / scale:.1f} noise units) explains {share:.0%} of the "
-                f"{departure:.6g} departure",
-            )  # fmt: skip
+    shift = _shift(x, nb, scale, min_share, min_z)
+    trend = _trend(x, nb, scale, min_share, min_z)
+    if shift is not None and trend is not None:
+        # Both fit: keep the one whose model (a step, or the baseline's line extended) leaves
+        # the smaller absolute residuals over the whole series.
+        return shift[0] if shift[1] <= trend[1] else trend[0]
+    if shift is not None:
+        return shift[0]
+    if trend is not None:
+        return trend[0]
     return none
+
+
+def _shift(
+    x: list[float], nb: int, scale: float, min_share: float, min_z: float
+) -> tuple[Onset, float] | None:
+    k, _ = _change_point(x, scale)
+    if not 0 < k < nb:
+        return None
+    before = _median(x[:k])
+    after = _median(x[k:])
+    departure = _median(x[nb:]) - before
+    pre = _median(x[k:nb]) - before
+    z = pre / (scale * math.sqrt(1.0 / k + 1.0 / (nb - k)))
+    if departure <= 0.0 or pre < min_share * departure or z < min_z:
+        return None
+    misfit = math.fsum(abs(v - before) for v in x[:k]) + math.fsum(abs(v - after) for v in x[k:])
+    onset = Onset(
+        "shift", nb - k, pre / departure, departure,
+        f"level shift began {nb - k} windows before the deploy: {pre:.6g} of the "
+        f"{departure:.6g} departure already in the baseline ({z:.1f} noise units)",
+    )  # fmt: skip
+    return onset, misfit
+
+
+def _trend(
+    x: list[float], nb: int, scale: float, min_share: float, min_z: float
+) -> tuple[Onset, float] | None:
+    b = x[:nb]
+    slope = _theil_sen(b)
+    departure = _median(x[nb:]) - _median(b)
+    rise = slope * (nb - 1)
+    if slope <= 0.0 or departure <= 0.0 or rise < min_z * scale:
+        return None
+    explained = slope * 0.5 * len(x)  # from the baseline's centre to the observation's
+    if explained < min_share * departure:
+        return None
+    share = min(1.0, explained / departure)
+    icpt = _median([v - slope * i for i, v in enumerate(b)])
+    misfit = math.fsum(abs(v - icpt - slope * i) for i, v in enumerate(x))
+    onset = Onset(
+        "trend", 0, share, departure,
+        f"trend under way before the deploy: {slope:.6g} per window over the baseline "
+        f"({rise / scale:.1f} noise units) explains {share:.0%} of the {departure:.6g} departure",
+    )  # fmt: skip
+    return onset, misfit
