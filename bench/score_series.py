@@ -226,16 +226,19 @@ def best_threshold(scores: Sequence[Scores], series: Sequence[LabelledSeries]) -
 
 
 def saturation(scores: Sequence[Scores]) -> tuple[float, int]:
-    """(share of points at their series' maximum score, longest run at it)."""
+    """(share of points tied at their series' maximum score, longest run at it), over the
+    series whose maximum is above 0 (a series scored 0 throughout has nothing to rank)."""
     at_max = points = longest = 0
     for s in scores:
         top = max(s)
+        points += len(s)
+        if top <= 0:
+            continue
         run = 0
         for v in s:
             run = run + 1 if v >= top else 0
             longest = max(longest, run)
-        at_max += sum(1 for v in s if v >= top) if top > 0 else 0
-        points += len(s)
+        at_max += sum(1 for v in s if v >= top)
     return at_max / max(1, points), longest
 
 
