@@ -420,8 +420,8 @@ class Deployment:
         # if the triggers clear while it waits, it is made as it was due.
         if triggers:
             self.due = (dict(triggers), confirmed, dict(blockers))
-        elif self.due is not None and self.trigger_windows < need:
-            was, confirmed, held = self.due
+        elif (due := getattr(self, "due", None)) is not None and self.trigger_windows < need:
+            was, confirmed, held = due  # (getattr: a checkpoint from before the field)
             triggers = {code: f"{text} (the window before)" for code, text in was.items()}
             blockers = {**held, **blockers}
             self.trigger_windows += 1
