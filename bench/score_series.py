@@ -25,8 +25,9 @@ Detectors: ``SeriesScorer`` (``score_series``); river's out-of-the-box univariat
 (``HalfSpaceTrees`` behind a ``MinMaxScaler``, ``GaussianScorer``,
 ``StandardAbsoluteDeviation``, ``OneClassSVM`` behind a ``StandardScaler``,
 ``PredictiveAnomalyDetection`` with ``SNARIMAX(1, 0, 0)``), the best of which is reported; and
-NAB's trailing-window Gaussian (window 6,400). Also printed per detector: how often the score
-sits at its series maximum (ties at the top) and the longest run of maximal scores.
+NAB's trailing-window Gaussian (window 6,400). Also printed per detector (``tied``, ``run``):
+of the alarming points (score >= its threshold), the share tied at their series' maximum score,
+and the longest run of maximal scores: saturation that no threshold can split.
 
     python bench/score_series.py                       # train seeds 0-4, test 100-109
     python bench/score_series.py --train 0-9 --test 100-119 --river hst,gauss
@@ -225,21 +226,21 @@ def best_threshold(scores: Sequence[Scores], series: Sequence[LabelledSeries]) -
     return max(candidates(scores), key=lambda t: nab_fast(scores, series, t)["nab"])
 
 
-def saturation(scores: Sequence[Scores]) -> tuple[float, int]:
-    """(share of points tied at their series' maximum score, longest run at it), over the
-    series whose maximum is above 0 (a series scored 0 throughout has nothing to rank)."""
-    at_max = points = longest = 0
+def saturation(scores: Sequence[Scores], threshold: float) -> tuple[float, int]:
+    """Ties at the top: over the series that alarm (max >= ``threshold``), the share of their
+    alarming points that sit exactly at the series' maximum, and the longest run at it."""
+    tied = alarms = longest = 0
     for s in scores:
         top = max(s)
-        points += len(s)
-        if top <= 0:
+        if top < threshold:
             continue
         run = 0
         for v in s:
             run = run + 1 if v >= top else 0
             longest = max(longest, run)
-        at_max += sum(1 for v in s if v >= top)
-    return at_max / max(1, points), longest
+        tied += sum(1 for v in s if v >= top)
+        alarms += sum(1 for v in s if v >= threshold)
+    return tied / max(1, alarms), longest
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -265,7 +266,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     results: dict[str, dict[str, float]] = {}
     print(
         f"{'detector':20s} {'thr':>10s} {'train':>6s} {'test':>6s} {'real':>6s} "
-        f"{'test+real':>9s} {'det':>9s} {'FP/10k':>7s} {'at max':>8s} {'run':>5s} {'s':>5s}"
+        f"{'test+real':>9s} {'det':>9s} {'FP/10k':>7s} {'tied':>8s} {'run':>5s} {'s':>5s}"
     )
     for name, fn in detectors.items():
         t0 = time.perf_counter()
@@ -278,7 +279,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         b = nab_fast(s_te, test, thr)
         r = nab_fast(s_re, real, thr) if real else {"nab": float("nan")}
         c = nab_fast(s_te + s_re, test + real, thr)
-        share, run = saturation(s_te + s_re)
+        share, run = saturation(s_te + s_re, thr)
         results[name] = {"test": b["nab"], "all": c["nab"]}
         print(
             f"{name:20s} {thr:10.4g} {a['nab']:6.1f} {b['nab']:6.1f} {r['nab']:6.1f} "
