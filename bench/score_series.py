@@ -26,8 +26,8 @@ Detectors: ``SeriesScorer`` (``score_series``); river's out-of-the-box univariat
 ``StandardAbsoluteDeviation``, ``OneClassSVM`` behind a ``StandardScaler``,
 ``PredictiveAnomalyDetection`` with ``SNARIMAX(1, 0, 0)``), the best of which is reported; and
 NAB's trailing-window Gaussian (window 6,400). Also printed per detector (``tied``, ``run``):
-of the alarming points (score >= its threshold), the share tied at their series' maximum score,
-and the longest run of maximal scores: saturation that no threshold can split.
+of the alarming points (score >= its threshold), the share that tie with another point at their
+series' maximum score, and the longest run of maximal scores: saturation no threshold can split.
 
     python bench/score_series.py                       # train seeds 0-4, test 100-109
     python bench/score_series.py --train 0-9 --test 100-119 --river hst,gauss
@@ -228,7 +228,8 @@ def best_threshold(scores: Sequence[Scores], series: Sequence[LabelledSeries]) -
 
 def saturation(scores: Sequence[Scores], threshold: float) -> tuple[float, int]:
     """Ties at the top: over the series that alarm (max >= ``threshold``), the share of their
-    alarming points that sit exactly at the series' maximum, and the longest run at it."""
+    alarming points that share the series' maximum score with another point, and the longest
+    run of maximal scores."""
     tied = alarms = longest = 0
     for s in scores:
         top = max(s)
@@ -238,7 +239,8 @@ def saturation(scores: Sequence[Scores], threshold: float) -> tuple[float, int]:
         for v in s:
             run = run + 1 if v >= top else 0
             longest = max(longest, run)
-        tied += sum(1 for v in s if v >= top)
+        at_top = sum(1 for v in s if v >= top)
+        tied += at_top if at_top > 1 else 0
         alarms += sum(1 for v in s if v >= threshold)
     return tied / max(1, alarms), longest
 
