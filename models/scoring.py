@@ -75,9 +75,12 @@ class DetectorKit:
         """A fresh per-metric detector; ``direction`` is ``up`` or ``both``."""
         return self.window(direction=direction)
 
-    def joint_detector(self, context: list[str]) -> Detector:
-        """A fresh joint detector; ``context`` names the metrics it conditions on (traffic)."""
-        return self.joint(context=context)
+    def joint_detector(self, context: list[str], up: list[str] | None = None) -> Detector:
+        """A fresh joint detector; ``context`` names the metrics it conditions on (traffic),
+        ``up`` those only bad going up (the policy's threshold metrics)."""
+        if up is None:
+            return self.joint(context=context)
+        return self.joint(context=context, up=up)
 
 
 def default_kit() -> DetectorKit:
@@ -139,7 +142,10 @@ class ServiceModels:
         if self.joint is None:
             # Traffic is the condition the service runs under, not a symptom of the release:
             # the joint model scores the other metrics given it (docs/core.md).
-            self.joint = kit.joint_detector(sorted(policy.traffic_metrics()))
+            # Threshold metrics are only bad going up: an improvement never scores (issue 11).
+            self.joint = kit.joint_detector(
+                sorted(policy.traffic_metrics()), up=sorted(policy.threshold_metrics())
+            )
         return self.joint
 
     def catch_up(

@@ -65,6 +65,9 @@ class Deployment:
     request_id: str | None = None
     """The approval request this deployment raised (its state: ``FleetState.requests``)."""
     request_reasons: tuple[str, ...] = ()
+    due: tuple[dict[ReasonCode, str], bool, dict[ReasonCode, str]] | None = None
+    """The latest actionable (triggers, confirmed, blockers): a request that waited for another
+    trigger is made from them if the triggers clear while it waits (never dropped)."""
 
     @classmethod
     def open(cls, facts: DeploymentFacts, policy: ServicePolicy) -> Deployment:
@@ -215,10 +218,20 @@ class Deployment:
         nothing = not breaching and not anomalous and not j.critical and observed
         self.clear_windows = self.clear_windows + 1 if nothing else 0
         bake_over = summary.end >= self.bake_until and not found.episode
+        triggers, confirmed, blockers = dict(found.triggers), j.confirmed, dict(found.blockers)
+        # A request due but waiting for another trigger is never dropped (DESIGN §1, issue 11):
+        # if the triggers clear while it waits, it is made as it was due.
+        if triggers:
+            self.due = (dict(triggers), confirmed, dict(blockers))
+        elif self.due is not None and self.trigger_windows < sp.consecutive_breach_windows:
+            was, confirmed, held = self.due
+            triggers = {code: f"{text} (the window before)" for code, text in was.items()}
+            blockers = {**held, **blockers}
+            self.trigger_windows += 1
         return Findings(
-            triggers=found.triggers,
-            confirmed=j.confirmed,
-            blockers=found.blockers,
+            triggers=triggers,
+            confirmed=confirmed,
+            blockers=blockers,
             episode=found.episode,
             clear_windows=self.clear_windows,
             trigger_windows=self.trigger_windows,

@@ -8,6 +8,13 @@
 
 from __future__ import annotations
 
-from streams.scenarios import DEFAULT_START, SCENARIOS, Scenario, generate, generate_all
+from streams.scenarios import (
+    DEFAULT_START,
+    NOISE_SCENARIOS,
+    SCENARIOS,
+    Scenario,
+    generate,
+    generate_all,
+)
 
-__all__ = ["DEFAULT_START", "SCENARIOS", "Scenario", "generate", "generate_all"]
+__all__ = ["DEFAULT_START", "NOISE_SCENARIOS", "SCENARIOS", "Scenario", "generate", "generate_all"]

@@ -57,6 +57,10 @@ class JointDetector(AnomalyDetector, StatefulDetector):
     scores nothing by itself and widens, rather than narrows, what counts as normal for the
     others; "quieter yet slower" still scores. With only context metrics the score is 0.
 
+    ``up`` names metrics whose only bad direction is up (error rate, latency): such a metric
+    below what the context predicts for it counts as exactly at that prediction, so an
+    improvement (latency falling while traffic dips) never scores; a rise still does.
+
     Examples
     --------
     >>> import random
@@ -81,9 +85,11 @@ class JointDetector(AnomalyDetector, StatefulDetector):
         rel_floor: float = 0.05,
         abs_floor: float = 1e-9,
         context: Sequence[str] | None = None,
+        up: Sequence[str] | None = None,
     ) -> None:
         self.metrics = metrics
         self.context = context
+        self.up = up
         self.history = history
         self.rel_floor = rel_floor
         self.abs_floor = abs_floor
@@ -207,8 +213,13 @@ class JointDetector(AnomalyDetector, StatefulDetector):
         t2 = 0.0
         t2_ctx = 0.0
         c = self._n_ctx
+        up = set(self.__dict__.get("up") or ())
         for a, za in enumerate(z):
             la = low[a]
+            if a >= c and self._names[a] in up:
+                # One-sided: never below its expectation given the context (L21 y_context).
+                expect = math.fsum(la[b] * y[b] for b in range(c))
+                za = expect if za < expect else za
             acc = za
             for b, yb in enumerate(y):
                 acc -= la[b] * yb

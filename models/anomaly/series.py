@@ -18,6 +18,27 @@ SCORE_WIDTH = 0.5
 _EWR_ALPHA = 0.2  # residual mean over ~9 points: sustained small shifts and drifts
 _PHI_ALPHA = 0.02  # lag-1 autocorrelation memory
 _CHECK_EVERY = 256  # learned points between season-length estimates
+_KNEE = 2.0  # logistic up to here (score 0.881), then a slow tail that never reaches 1
+_S_KNEE = 1.0 / (1.0 + math.exp(-_KNEE))
+
+
+def graded(z: float) -> float:
+    """``squash(z)`` up to z = 2 (0.881), then ``1 - 0.119 / (1 + 0.881 asinh(z - 2))``.
+
+    Same value and slope at the knee, strictly increasing, and below 0.9999 for any finite
+    evidence: the strongest points of a series keep their order (no ties at 1.0), so one
+    threshold can be selective on any series.
+
+    >>> graded(0.0), graded(2.0) == squash(2.0), graded(1e300) < 0.9999 < 1.0
+    (0.5, True, True)
+    >>> graded(50.0) < graded(500.0) < graded(5e5)
+    True
+    """
+    if z != z:
+        return 0.0
+    if z <= _KNEE:
+        return squash(z)
+    return 1.0 - (1.0 - _S_KNEE) / (1.0 + _S_KNEE * math.asinh(z - _KNEE))
 
 
 def _value(x: Mapping[Any, float]) -> float:
@@ -257,7 +278,10 @@ class SeriesScorer(AnomalyDetector, StatefulDetector):
         if not math.isfinite(v) or "_mu" not in self.__dict__ or self._n < self.grace_period:
             return 0.0
         ev = self._evaluate(clip_value(v))[0]
-        return squash((ev - SCORE_CENTER) / SCORE_WIDTH)
+        # Inside a protected run the departure is known: only what is still new counts, so a
+        # change alarms at its onset and fades (log10 of the run's length), instead of holding
+        # the same high score for the ~25 points until it is re-learned.
+        return graded((ev - math.log10(1.0 + self._streak) - SCORE_CENTER) / SCORE_WIDTH)
 
     # -- learning -----------------------------------------------------------------------------
 
@@ -273,7 +297,7 @@ class SeriesScorer(AnomalyDetector, StatefulDetector):
             self._n = 1
             return None
         ev, r_n, ewr_n, r_s, ewr_s, base_s, has_s = self._evaluate(v)
-        score = squash((ev - SCORE_CENTER) / SCORE_WIDTH)
+        score = graded((ev - SCORE_CENTER) / SCORE_WIDTH)
         self._n += 1
         self._recent_n.append(v - self._mu)
         if has_s:
@@ -282,6 +306,12 @@ class SeriesScorer(AnomalyDetector, StatefulDetector):
             self._streak += 1
             self._streak_len += 1
             if self._streak < self.relearn_after:
+                if self._streak == 1:
+                    # The calibration counts events, not points: the first point of a protected
+                    # run enters it. So a departure the series makes routinely (a flat series'
+                    # one-unit steps, 1 % of its points) becomes as common as it is, while a
+                    # level shift adds one value, not 24.
+                    self._calibrate(r_n, ewr_n, v - self._mu, r_s, ewr_s, v - base_s, has_s)
                 # Winsorise: move the level only as far as a 99th-percentile residual would.
                 lim = self._wn[0].quantile(0.99)
                 clean = v - r_n + (lim if r_n > lim else (-lim if r_n < -lim else r_n))
@@ -319,6 +349,17 @@ class SeriesScorer(AnomalyDetector, StatefulDetector):
         self._last = v
         self._recalibrate()
         return None
+
+    def _calibrate(
+        self, r_n: float, ewr_n: float, d_n: float, r_s: float, ewr_s: float, d_s: float, s: bool
+    ) -> None:
+        """Push one point's evidence into the calibration windows and recalibrate."""
+        for q, e in zip(self._wn, (r_n, ewr_n, d_n), strict=True):
+            q.push(abs(e))
+        if s:
+            for q, e in zip(self._ws, (r_s, ewr_s, d_s), strict=True):
+                q.push(abs(e))
+        self._recalibrate()
 
     def _update_level(self, v: float) -> None:
         a = 2.0 / (self.level_span + 1.0)
@@ -417,13 +458,21 @@ class SeriesScorer(AnomalyDetector, StatefulDetector):
             self._recalibrate()
 
     def _recalibrate(self) -> None:
-        """Per evidence kind: (90th percentile, 1 / spread up to the 99th percentile)."""
+        """Per evidence kind: (90th percentile, 1 / spread up to the 99th percentile).
+
+        The spread is at least half the mean excess of the top 1 % over the 99th percentile:
+        on a series that is flat 99 % of the time (q90 = q99 = 0) the rare steps it does take
+        set the scale, instead of a tiny floor that would make each of them 1e5 times rare.
+        """
         floor = 1e-3 * self._amp + 1e-9 * abs(self._mu) + TINY
         cal = []
         for q in (*self._wn, *self._ws):
             q90 = q.quantile(0.9)
             q99 = q.quantile(0.99)
-            spread = max(q99 - q90, 0.25 * q90, floor)
+            srt = q.sorted
+            k = max(1, len(srt) // 100)
+            excess = 0.5 * (math.fsum(srt[-k:]) / k - q99) if srt else 0.0
+            spread = max(q99 - q90, 0.25 * q90, floor, excess)
             alpha = 1.0 / math.log10(q99 / q90) if q90 > 0.0 and q99 > 1.001 * q90 else 0.0
             cal.append((q90, 1.0 / spread, q99, alpha))
         self._cal = cal

@@ -46,11 +46,11 @@ def simulate(
     bootstrap_servers: str | None,
 ) -> None:
     """Write a labelled synthetic SCENARIO (events JSONL + labels JSON)."""
-    from streams.simulate import SCENARIOS, generate
+    from streams.simulate import NOISE_SCENARIOS, SCENARIOS, generate
     from streams.simulate_io import publish_scenario, write_scenario
 
     if list_only:
-        click.echo("\n".join(SCENARIOS))
+        click.echo("\n".join(SCENARIOS + NOISE_SCENARIOS))
         return
     if all_dir:
         for name in SCENARIOS:
@@ -61,8 +61,9 @@ def simulate(
         return
     if not scenario:
         raise click.UsageError("give a SCENARIO (see --list) or --all DIR")
-    if scenario not in SCENARIOS:
-        raise click.UsageError(f"unknown scenario {scenario!r}; one of: {', '.join(SCENARIOS)}")
+    if scenario not in SCENARIOS + NOISE_SCENARIOS:
+        known = ", ".join(SCENARIOS + NOISE_SCENARIOS)
+        raise click.UsageError(f"unknown scenario {scenario!r}; one of: {known}")
     if to_kafka:
         settings = settings_for(bootstrap_servers)
         count = publish_scenario(scenario, seed, settings)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import math
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -123,8 +123,13 @@ class Fleet:
         source: str = "prometheus",
         phase: float | None = None,
         missing_rate: float = 0.01,
+        observe: Callable[[str, float], float] | None = None,
     ) -> None:
-        """Record every scrape of ``profile`` in [``start``, ``end``) from ``source``."""
+        """Record every scrape of ``profile`` in [``start``, ``end``) from ``source``.
+
+        ``observe(metric, value)``, if given, maps each value as the exporter reports it (e.g. a
+        p99 read off coarse histogram buckets).
+        """
         rng = random.Random(self.rng.getrandbits(64))
         for tick in scrape(
             profile,
@@ -144,7 +149,7 @@ class Fleet:
                         "type": "metric",
                         "service": profile.name,
                         "name": name,
-                        "value": value,
+                        "value": observe(name, value) if observe else value,
                         "ts": tick.ts,
                         "source": source,
                     },

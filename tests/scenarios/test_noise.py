@@ -1,0 +1,113 @@
+"""Issue 11: each failure mode on real-world noise is a named test (docs/scenarios.md,
+"Realistic noise").
+
+The recipes are in ``streams/scenarios/noise.py``. Tests marked ``xfail(strict=True)`` fail on
+today's rules and need the rule wiring that the rule registry (issue 10) enables; they flip to
+a failure (XPASS) when fixed, and the marker goes then. The building blocks each fix needs are
+tested on their own in ``tests/unit/test_noise_blocks.py``.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from streams.simulate import NOISE_SCENARIOS, generate
+from tests.scenarios.test_corpus import Outcome, outcomes, run
+
+WIRING = "issue 11: wired after the rule registry (issue 10)"
+
+
+def _outcomes(name: str, seeds: range) -> list[tuple[int, Outcome]]:
+    found = []
+    for seed in seeds:
+        scenario = generate(name, seed)
+        for outcome in outcomes(scenario, run(scenario)).values():
+            found.append((seed, outcome))
+    return found
+
+
+def _story(seed: int, outcome: Outcome) -> str:
+    return f"seed {seed}:\n{outcome.story()}"
+
+
+@pytest.mark.xfail(strict=True, reason=WIRING)
+def test_routine_burst_is_not_confirmed() -> None:
+    # The service's p99 bursts 2.3-3.2x for two windows every 12-30 min; one lands in the bake.
+    # Today the 24-window detector has never seen one and confirms the breach: a rollback.
+    rolled = [_story(s, o) for s, o in _outcomes("noise-routine-burst", range(5)) if o.commands]
+    assert not rolled, "\n".join(rolled)
+
+
+@pytest.mark.xfail(strict=True, reason=WIRING)
+@pytest.mark.parametrize("name", ["noise-pre-deploy-shift", "noise-pre-deploy-trend"])
+def test_pre_deploy_shift_is_not_blamed(name: str) -> None:
+    # The departure began before the deploy: never automated, a human gets BASELINE_UNSTABLE.
+    wrong = [
+        _story(s, o)
+        for s, o in _outcomes(name, range(5))
+        if o.commands or not any("BASELINE_UNSTABLE" in d.reasons for d in o.deciding())
+    ]
+    assert not wrong, "\n".join(wrong)
+
+
+def test_improvement_never_pages() -> None:
+    # p99 falls to 0.55-0.7x while traffic dips: the joint detector is one-sided for latency
+    # and errors now (it scored such windows 1.0 before: 11 of 20 seeds asked a human).
+    paged = []
+    for seed, outcome in _outcomes("noise-improvement", range(10)):
+        for d in outcome.acting("request_approval"):
+            text = d.evidence.get("details", {}).get("ANOMALY", "")
+            if "latency_p99_ms" in text or "*joint*" in text:
+                paged.append(_story(seed, outcome))
+    assert not paged, "\n".join(paged)
+
+
+@pytest.mark.xfail(strict=True, reason=WIRING)
+def test_error_ratio_without_counts_is_not_a_breach() -> None:
+    # 1.3-1.7 req/s: two errors in a minute are "3x the baseline". Too few requests to tell
+    # (models.counts): no THRESHOLD_BREACH, so no request for it.
+    asked = [
+        _story(s, o)
+        for s, o in _outcomes("noise-low-traffic-errors", range(20))
+        if any("THRESHOLD_BREACH" in d.reasons for d in o.acting("request_approval"))
+    ]
+    assert not asked, "\n".join(asked)
+
+
+@pytest.mark.xfail(strict=True, reason=WIRING)
+def test_sustained_moderate_regression_is_caught() -> None:
+    # p99 x1.5-1.8 for the whole bake on a noisy series: it never holds 4 anomalous windows in
+    # a row, and today ends `pass`. The sequential test (models.sequential) accumulates it.
+    missed = [
+        _story(s, o)
+        for s, o in _outcomes("noise-moderate-regression", range(10))
+        if o.action in ("pass", "nothing")
+    ]
+    assert not missed, "\n".join(missed)
+
+
+@pytest.mark.xfail(strict=True, reason=WIRING)
+def test_noise_corpus_meets_the_issue_targets() -> None:
+    # 0 automatic rollbacks and <= 2 % approvals of healthy releases, 0 missed bad ones.
+    healthy_rollbacks, healthy_approvals, missed, healthy = [], [], [], 0
+    for name in NOISE_SCENARIOS:
+        for seed, outcome in _outcomes(name, range(5)):
+            label = generate(name, seed).labels[outcome.deployment_id]
+            if label == "pass":
+                healthy += 1
+                if outcome.action == "rollback":
+                    healthy_rollbacks.append(f"{name} {_story(seed, outcome)}")
+                elif outcome.action == "approval":
+                    healthy_approvals.append(f"{name} {_story(seed, outcome)}")
+            elif outcome.action in ("pass", "nothing"):
+                missed.append(f"{name} {_story(seed, outcome)}")
+    assert not healthy_rollbacks, "\n".join(healthy_rollbacks)
+    assert len(healthy_approvals) <= 0.02 * healthy, "\n".join(healthy_approvals)
+    assert not missed, "\n".join(missed)
+
+
+@pytest.mark.parametrize("name", NOISE_SCENARIOS)
+def test_noise_recipes_are_pure_and_labelled(name: str) -> None:
+    a, b = generate(name, 3), generate(name, 3)
+    assert a.to_jsonl() == b.to_jsonl()
+    assert set(a.labels.values()) <= {"pass", "approval", "rollback"} and len(a.labels) == 1
