@@ -23,6 +23,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from models.alerts import AlertBook
+from models.events import ReasonCode
 from models.facts import BakeEvidence, DeploymentFacts, Findings, FleetFacts, Stage
 from models.judgement import Judgement, Streaks
 from models.policy import Policy, ServicePolicy
