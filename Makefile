@@ -35,9 +35,15 @@ test: $(STAMP)
 unit: $(STAMP)
 	$(PY) -m pytest -q tests/unit
 
+# mypy reads files, not the editable install's import hook: it gets a tree where the folders
+# models/ and streams/ appear under their installed names, rollguard.models and rollguard.streams.
+MYPY_PATH := .cache/mypy-path
 lint: $(STAMP)
 	$(VENV)/bin/ruff check models streams tests bench
-	$(VENV)/bin/mypy --strict models
+	mkdir -p $(MYPY_PATH)/rollguard
+	ln -sfn ../../../models $(MYPY_PATH)/rollguard/models
+	ln -sfn ../../../streams $(MYPY_PATH)/rollguard/streams
+	MYPYPATH=$(MYPY_PATH) $(VENV)/bin/mypy --strict -p rollguard.models -p rollguard.streams
 	$(VENV)/bin/lint-imports
 
 demo: $(STAMP)

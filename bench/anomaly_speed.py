@@ -31,7 +31,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from models.anomaly import JointDetector, WindowDetector, score_series  # noqa: E402
+from rollguard.models.anomaly import JointDetector, WindowDetector, score_series  # noqa: E402
 
 # ----------------------------------------------------------------------------------------------
 # Synthetic corpus

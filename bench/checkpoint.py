@@ -35,11 +35,11 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.replay_throughput import fleet_lines  # noqa: E402
-from models.engine import EngineState  # noqa: E402
-from streams.checkpoint import StateLog, restore, state_secret  # noqa: E402
-from streams.pipeline import Pipeline  # noqa: E402
-from streams.serde import decode_line  # noqa: E402
-from streams.settings import load_policy  # noqa: E402
+from rollguard.models.engine import EngineState  # noqa: E402
+from rollguard.streams.checkpoint import StateLog, restore, state_secret  # noqa: E402
+from rollguard.streams.pipeline import Pipeline  # noqa: E402
+from rollguard.streams.serde import decode_line  # noqa: E402
+from rollguard.streams.settings import load_policy  # noqa: E402
 
 SECRET = state_secret("bench", b"bench key material, 32 bytes...")
 

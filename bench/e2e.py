@@ -71,11 +71,11 @@ sys.path[:0] = [str(REPO), str(REPO / "bench")]
 
 from replay_throughput import METRICS, fleet_lines  # noqa: E402
 
-from streams.lead import GC_THRESHOLD  # noqa: E402
-from streams.pipeline import Pipeline  # noqa: E402
-from streams.serde import decode  # noqa: E402
-from streams.settings import Settings, TopicNames, load_policy  # noqa: E402
-from streams.signing import generate_key_pair  # noqa: E402
+from rollguard.streams.lead import GC_THRESHOLD  # noqa: E402
+from rollguard.streams.pipeline import Pipeline  # noqa: E402
+from rollguard.streams.serde import decode  # noqa: E402
+from rollguard.streams.settings import Settings, TopicNames, load_policy  # noqa: E402
+from rollguard.streams.signing import generate_key_pair  # noqa: E402
 
 PYTHON = sys.executable
 ROLLGUARD = str(Path(sys.executable).with_name("rollguard"))
@@ -438,7 +438,7 @@ def profile_pass(args: argparse.Namespace, worker: Worker, total: int, workdir: 
     app_id = worker.app_id + "-prof"
     if args.profile == "cprofile":
         out = workdir / "worker.prof"
-        argv = [PYTHON, "-m", "cProfile", "-o", str(out), "-m", "streams.cli", "worker"]
+        argv = [PYTHON, "-m", "cProfile", "-o", str(out), "-m", "rollguard.streams.cli", "worker"]
         samples, *_ = worker_pass(worker, total, app_id, argv)
         import pstats
 

@@ -40,12 +40,12 @@ import orjson
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from streams.bridges.prometheus import samples_of  # noqa: E402
-from streams.bridges.prompb import WriteRequest  # noqa: E402
-from streams.ingest.mapping import MetricRule, OtlpConfig, PrometheusBridge  # noqa: E402
-from streams.ingest.otlp import decode_otlp  # noqa: E402
-from streams.ingest.rates import SampleBuilder  # noqa: E402
-from streams.serde import decode  # noqa: E402
+from rollguard.streams.bridges.prometheus import samples_of  # noqa: E402
+from rollguard.streams.bridges.prompb import WriteRequest  # noqa: E402
+from rollguard.streams.ingest.mapping import MetricRule, OtlpConfig, PrometheusBridge  # noqa: E402
+from rollguard.streams.ingest.otlp import decode_otlp  # noqa: E402
+from rollguard.streams.ingest.rates import SampleBuilder  # noqa: E402
+from rollguard.streams.serde import decode  # noqa: E402
 from tests.otlp_messages import encode, gauge, number, request  # noqa: E402
 
 METRICS = ("error_rate", "latency_p99_ms", "request_rate")
@@ -155,9 +155,9 @@ async def bridge_rate(bodies: list[bytes], points: int, senders: int) -> None:
     import aiohttp
     from aiohttp import web
 
-    from streams.bridges.prometheus import PrometheusWriteBridge
-    from streams.settings import load_settings
-    from streams.topics import create_topics
+    from rollguard.streams.bridges.prometheus import PrometheusWriteBridge
+    from rollguard.streams.settings import load_settings
+    from rollguard.streams.topics import create_topics
 
     rules = [{"source": m, "metric": m} for m in METRICS]
     os.environ["ROLLGUARD_INGEST__PROMETHEUS__RULES"] = orjson.dumps(rules).decode()

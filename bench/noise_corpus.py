@@ -24,10 +24,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pydantic import TypeAdapter  # noqa: E402
 
-from models.engine import advance, new_state, step  # noqa: E402
-from models.events import Decision, InputEvent  # noqa: E402
-from streams.settings import load_policy  # noqa: E402
-from streams.simulate import NOISE_SCENARIOS, Scenario, generate  # noqa: E402
+from rollguard.models.engine import advance, new_state, step  # noqa: E402
+from rollguard.models.events import Decision, InputEvent  # noqa: E402
+from rollguard.streams.settings import load_policy  # noqa: E402
+from rollguard.streams.simulate import NOISE_SCENARIOS, Scenario, generate  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 ADAPTER: TypeAdapter[Any] = TypeAdapter(InputEvent)

@@ -35,14 +35,14 @@ from aiohttp import web
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 
-from models.events import ApprovalResponse
-from streams.notify import Notifier
-from streams.notify_config import NotifyConfig
-from streams.serde import record_to_dict
-from streams.settings import load_settings
-from streams.signing import generate_key_pair, load_private_key, sign_record
-from streams.simulate import generate
-from streams.simulate_io import send_events, shifted_to_now
+from rollguard.models.events import ApprovalResponse
+from rollguard.streams.notify import Notifier
+from rollguard.streams.notify_config import NotifyConfig
+from rollguard.streams.serde import record_to_dict
+from rollguard.streams.settings import load_settings
+from rollguard.streams.signing import generate_key_pair, load_private_key, sign_record
+from rollguard.streams.simulate import generate
+from rollguard.streams.simulate_io import send_events, shifted_to_now
 
 REPO = Path(__file__).resolve().parents[1]
 ROLLGUARD = str(Path(sys.executable).with_name("rollguard"))

@@ -38,9 +38,9 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from models.engine import EngineState, advance, new_state, step  # noqa: E402
-from models.policy import Policy  # noqa: E402
-from streams.serde import decode_line  # noqa: E402
+from rollguard.models.engine import EngineState, advance, new_state, step  # noqa: E402
+from rollguard.models.policy import Policy  # noqa: E402
+from rollguard.streams.serde import decode_line  # noqa: E402
 
 T0 = 1_795_593_600.0  # 2026-11-25T08:00:00Z
 METRICS = (("error_rate", 0.004), ("latency_p99_ms", 180.0), ("request_rate", 120.0))

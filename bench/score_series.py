@@ -60,7 +60,7 @@ from anomaly_speed import (  # noqa: E402
     windowed_gaussian,
 )
 
-from models.anomaly import score_series  # noqa: E402
+from rollguard.models.anomaly import score_series  # noqa: E402
 
 Scores = list[float]
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from models.decide import DeploymentFacts, Ruling, Stage
-from models.events import (
+from rollguard.models.decide import DeploymentFacts, Ruling, Stage
+from rollguard.models.events import (
     ApprovalResponse,
     CoreOutput,
     DecisionAction,
@@ -20,9 +20,9 @@ from models.events import (
     DeployStatus,
     ReasonCode,
 )
-from models.policy import Policy
-from models.records import At, approval_request, decision, rollback_command, verdict
-from models.state import (
+from rollguard.models.policy import Policy
+from rollguard.models.records import At, approval_request, decision, rollback_command, verdict
+from rollguard.models.state import (
     ApprovalCheck,
     ApprovalControl,
     Batch,
@@ -40,8 +40,8 @@ from models.state import (
     take_late_events,
     watermark,
 )
-from models.trial import Deployment
-from models.windows import window_index
+from rollguard.models.trial import Deployment
+from rollguard.models.windows import window_index
 
 __all__ = ["apply_control", "carry_out"]
 

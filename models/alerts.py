@@ -23,7 +23,7 @@ from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from models.events import Alert
+from rollguard.models.events import Alert
 
 __all__ = ["AlertBook"]
 

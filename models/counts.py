@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from models.anomaly._base import regularized_beta
+from rollguard.models.anomaly._base import regularized_beta
 
 __all__ = ["CountEvidence", "binomial_sf", "error_count_test"]
 

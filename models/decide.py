@@ -29,10 +29,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from models.events import BLOCKERS, TRIGGERS, ReasonCode, VerdictOutcome
-from models.facts import BakeEvidence, DeploymentFacts, Findings, FleetFacts, Stage
-from models.policy import Policy, PreAuthorization, ServicePolicy
-from models.rules import deployment_blockers, unconfirmed_fallback
+from rollguard.models.events import BLOCKERS, TRIGGERS, ReasonCode, VerdictOutcome
+from rollguard.models.facts import BakeEvidence, DeploymentFacts, Findings, FleetFacts, Stage
+from rollguard.models.policy import Policy, PreAuthorization, ServicePolicy
+from rollguard.models.rules import deployment_blockers, unconfirmed_fallback
 
 __all__ = [
     "BakeEvidence",

@@ -31,9 +31,9 @@ from bisect import insort
 from collections import deque
 from collections.abc import Mapping
 
-from models.actions import apply_control, carry_out
-from models.decide import FleetFacts, Stage, decide
-from models.events import (
+from rollguard.models.actions import apply_control, carry_out
+from rollguard.models.decide import FleetFacts, Stage, decide
+from rollguard.models.events import (
     Alert,
     ApprovalResponse,
     CoreOutput,
@@ -41,10 +41,10 @@ from models.events import (
     DeployStatus,
     MetricSample,
 )
-from models.evidence import trial_evidence
-from models.policy import Policy, ServicePolicy
-from models.scoring import DetectorKit, default_kit
-from models.state import (
+from rollguard.models.evidence import trial_evidence
+from rollguard.models.policy import Policy, ServicePolicy
+from rollguard.models.scoring import DetectorKit, default_kit
+from rollguard.models.state import (
     ApprovalCheck,
     ApprovalControl,
     Batch,
@@ -62,14 +62,14 @@ from models.state import (
     schedule,
     watermark,
 )
-from models.thresholds import (
+from rollguard.models.thresholds import (
     ThresholdCheck,
     ThresholdRule,
     check_thresholds,
     exceeds,
     threshold_rules,
 )
-from models.windows import (
+from rollguard.models.windows import (
     MetricStats,
     WindowAccumulator,
     WindowSummary,

@@ -11,12 +11,12 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from models.judgement import Judgement
-from models.policy import ServicePolicy
-from models.quality import Signals, baseline_cvs, coverage
-from models.records import At
-from models.trial import Deployment
-from models.windows import Baseline, WindowSummary, window_bounds
+from rollguard.models.judgement import Judgement
+from rollguard.models.policy import ServicePolicy
+from rollguard.models.quality import Signals, baseline_cvs, coverage
+from rollguard.models.records import At
+from rollguard.models.trial import Deployment
+from rollguard.models.windows import Baseline, WindowSummary, window_bounds
 
 __all__ = ["trial_evidence"]
 

@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from models.events import ChangeSet, ReasonCode
+from rollguard.models.events import ChangeSet, ReasonCode
 
 __all__ = ["BakeEvidence", "DeploymentFacts", "Findings", "FleetFacts", "Stage"]
 

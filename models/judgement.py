@@ -11,13 +11,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from models.events import ReasonCode
-from models.facts import DeploymentFacts, FleetFacts
-from models.policy import Policy, ServicePolicy
-from models.quality import Signals
-from models.scoring import Score
-from models.thresholds import ThresholdCheck
-from models.windows import Baseline, WindowSummary
+from rollguard.models.events import ReasonCode
+from rollguard.models.facts import DeploymentFacts, FleetFacts
+from rollguard.models.policy import Policy, ServicePolicy
+from rollguard.models.quality import Signals
+from rollguard.models.scoring import Score
+from rollguard.models.thresholds import ThresholdCheck
+from rollguard.models.windows import Baseline, WindowSummary
 
 __all__ = ["Finding", "Judgement", "Streaks"]
 

@@ -26,7 +26,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from models.events import BLOCKERS, TRIGGERS, ReasonCode
+from rollguard.models.events import BLOCKERS, TRIGGERS, ReasonCode
 
 __all__ = [
     "DEFAULT_METRICS",

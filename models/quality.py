@@ -25,9 +25,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from models.alerts import AlertBook
-from models.policy import ServicePolicy
-from models.windows import Baseline, WindowSummary, stat_of
+from rollguard.models.alerts import AlertBook
+from rollguard.models.policy import ServicePolicy
+from rollguard.models.windows import Baseline, WindowSummary, stat_of
 
 __all__ = [
     "SPAN_MAX_WINDOWS",

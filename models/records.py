@@ -17,8 +17,8 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-from models.decide import DeploymentFacts, Ruling
-from models.events import (
+from rollguard.models.decide import DeploymentFacts, Ruling
+from rollguard.models.events import (
     ApprovalRequest,
     Decision,
     DecisionAction,
@@ -30,7 +30,7 @@ from models.events import (
     format_ts,
     stable_id,
 )
-from models.policy import ServicePolicy
+from rollguard.models.policy import ServicePolicy
 
 __all__ = [
     "ISSUER",

@@ -15,18 +15,18 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-from models.events import ReasonCode
-from models.facts import DeploymentFacts, FleetFacts
-from models.judgement import Finding, Judgement
-from models.policy import Policy
-from models.quality import (
+from rollguard.models.events import ReasonCode
+from rollguard.models.facts import DeploymentFacts, FleetFacts
+from rollguard.models.judgement import Finding, Judgement
+from rollguard.models.policy import Policy
+from rollguard.models.quality import (
     TRAFFIC_DRAIN_RATIO,
     Signals,
     baseline_instability,
     cold_models,
     low_traffic,
 )
-from models.thresholds import breach_text
+from rollguard.models.thresholds import breach_text
 
 __all__ = [
     "DEPLOYMENT_BLOCKERS",

@@ -20,8 +20,8 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from models.policy import ServicePolicy
-from models.windows import MetricStats, Stat, WindowSummary, stat_of
+from rollguard.models.policy import ServicePolicy
+from rollguard.models.windows import MetricStats, Stat, WindowSummary, stat_of
 
 __all__ = [
     "JOINT",
@@ -85,7 +85,7 @@ class DetectorKit:
 
 def default_kit() -> DetectorKit:
     """The kit of ``models.anomaly`` (imported lazily, so the core loads without it)."""
-    anomaly = importlib.import_module("models.anomaly")
+    anomaly = importlib.import_module("rollguard.models.anomaly")
     return DetectorKit(window=anomaly.WindowDetector, joint=anomaly.JointDetector)
 
 

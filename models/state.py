@@ -21,14 +21,14 @@ from dataclasses import dataclass, field
 from enum import IntEnum, StrEnum
 from typing import Any, NamedTuple
 
-from models.alerts import AlertBook
-from models.events import ApprovalResponse, CoreOutput, DeployEvent, DeployStatus
-from models.facts import DeploymentFacts
-from models.records import At, deployment_evidence
-from models.scoring import DetectorKit, ServiceModels
-from models.thresholds import ThresholdCheck, ThresholdRule
-from models.trial import Deployment
-from models.windows import WindowAccumulator, WindowSummary, window_end
+from rollguard.models.alerts import AlertBook
+from rollguard.models.events import ApprovalResponse, CoreOutput, DeployEvent, DeployStatus
+from rollguard.models.facts import DeploymentFacts
+from rollguard.models.records import At, deployment_evidence
+from rollguard.models.scoring import DetectorKit, ServiceModels
+from rollguard.models.thresholds import ThresholdCheck, ThresholdRule
+from rollguard.models.trial import Deployment
+from rollguard.models.windows import WindowAccumulator, WindowSummary, window_end
 
 __all__ = [
     "ApprovalCheck",

@@ -6,8 +6,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from models.policy import ServicePolicy
-from models.windows import MetricStats, Stat, stat_of
+from rollguard.models.policy import ServicePolicy
+from rollguard.models.windows import MetricStats, Stat, stat_of
 
 __all__ = [
     "ThresholdCheck",

@@ -22,16 +22,16 @@ from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from models.alerts import AlertBook
-from models.events import ReasonCode
-from models.facts import BakeEvidence, DeploymentFacts, Findings, FleetFacts, Stage
-from models.judgement import Judgement, Streaks
-from models.policy import Policy, ServicePolicy
-from models.quality import SPAN_MAX_WINDOWS, expected_samples, read_signals
-from models.rules import judge
-from models.scoring import JOINT, Score
-from models.thresholds import ThresholdCheck
-from models.windows import Baseline, WindowSummary, first_window_from, window_index
+from rollguard.models.alerts import AlertBook
+from rollguard.models.events import ReasonCode
+from rollguard.models.facts import BakeEvidence, DeploymentFacts, Findings, FleetFacts, Stage
+from rollguard.models.judgement import Judgement, Streaks
+from rollguard.models.policy import Policy, ServicePolicy
+from rollguard.models.quality import SPAN_MAX_WINDOWS, expected_samples, read_signals
+from rollguard.models.rules import judge
+from rollguard.models.scoring import JOINT, Score
+from rollguard.models.thresholds import ThresholdCheck
+from rollguard.models.windows import Baseline, WindowSummary, first_window_from, window_index
 
 __all__ = ["Deployment"]
 

@@ -24,7 +24,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
-from models.events import Alert
+from rollguard.models.events import Alert
 
 __all__ = [
     "Baseline",

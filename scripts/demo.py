@@ -25,10 +25,10 @@ import yaml
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from rich.console import Console
 
-from streams.settings import load_settings
-from streams.signing import generate_key_pair
-from streams.simulate import generate
-from streams.simulate_io import send_events, shifted_to_now
+from rollguard.streams.settings import load_settings
+from rollguard.streams.signing import generate_key_pair
+from rollguard.streams.simulate import generate
+from rollguard.streams.simulate_io import send_events, shifted_to_now
 
 REPO = Path(__file__).resolve().parents[1]
 ROLLGUARD = str(Path(sys.executable).with_name("rollguard"))

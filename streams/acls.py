@@ -22,7 +22,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
 
-from streams.settings import ConfigError, Settings
+from rollguard.streams.settings import ConfigError, Settings
 
 __all__ = ["AclEntry", "AclReport", "PrincipalMap", "ROLES", "acl_set", "apply_acls",
            "load_principals", "render"]
@@ -248,7 +248,7 @@ def admin_config(settings: Settings) -> dict[str, str | int | float | bool]:
 
 
 def _binding(entry: AclEntry) -> Any:
-    from confluent_kafka.admin import AclBinding
+    from confluent_kafka.admin import AclBinding  # type: ignore[attr-defined]
 
     return AclBinding(entry.resource_type, entry.name, entry.pattern, entry.principal, "*",
                       entry.operation, "ALLOW")
@@ -270,13 +270,14 @@ def apply_acls(settings: Settings, entries: list[AclEntry], *, prune: bool = Fal
     are only listed.
     Needs a principal allowed to alter ACLs (a super user).
     """
-    from confluent_kafka.admin import AclBindingFilter, AdminClient
+    from confluent_kafka.admin import AclBindingFilter, AdminClient  # type: ignore[attr-defined]
 
     admin = AdminClient(admin_config(settings))
     wanted = {_binding(e): e for e in entries}
     resources = sorted({(e.resource_type, e.name) for e in entries})
-    futures = [admin.describe_acls(AclBindingFilter(kind, name, "MATCH", None, None, "ANY",
-                                                    "ALLOW"), request_timeout=timeout)
+    # None principal and host match any (librdkafka's filter; the stubs say str).
+    futures = [admin.describe_acls(AclBindingFilter(kind, name, "MATCH", None, None,  # type: ignore[arg-type]
+                                                    "ANY", "ALLOW"), request_timeout=timeout)
                for kind, name in resources]
     existing = {binding for future in futures for binding in future.result()}
     missing = [b for b in wanted if b not in existing]

@@ -16,12 +16,12 @@ from typing import Any
 import faust
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
-from models.policy import Policy
-from streams.approvers import ApproverDirectory, load_approvers
-from streams.logs import logging_config
-from streams.metrics import WorkerMetrics
-from streams.settings import Settings
-from streams.worker import DecisionEngine
+from rollguard.models.policy import Policy
+from rollguard.streams.approvers import ApproverDirectory, load_approvers
+from rollguard.streams.logs import logging_config
+from rollguard.streams.metrics import WorkerMetrics
+from rollguard.streams.settings import Settings
+from rollguard.streams.worker import DecisionEngine
 
 __all__ = ["create_app", "run_worker"]
 
@@ -80,7 +80,7 @@ def run_worker(settings: Settings, policy: Policy) -> None:
     """Run the worker in the foreground until SIGTERM/SIGINT (graceful shutdown)."""
     signing_key = None
     if settings.signing_key is not None:
-        from streams.signing import load_private_key
+        from rollguard.streams.signing import load_private_key
 
         signing_key = load_private_key(settings.signing_key)
     app, engine = create_app(settings, policy, approvers=load_approvers(settings.approvers),

@@ -17,7 +17,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from models.events import parse_ts
+from rollguard.models.events import parse_ts
 
 __all__ = ["ApprovalBook", "ApprovalChange", "RequestView", "State", "TERMINAL"]
 

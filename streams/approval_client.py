@@ -10,11 +10,11 @@ from typing import Any, Literal
 
 import orjson
 
-from models.events import ApprovalResponse
-from streams.keyring import Keyring
-from streams.serde import record_to_dict
-from streams.settings import Settings
-from streams.signing import sign_record
+from rollguard.models.events import ApprovalResponse
+from rollguard.streams.keyring import Keyring
+from rollguard.streams.serde import record_to_dict
+from rollguard.streams.settings import Settings
+from rollguard.streams.signing import sign_record
 
 __all__ = ["find_request", "publish_response"]
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from models.events import parse_ts
+from rollguard.models.events import parse_ts
 
 __all__ = ["EXPLANATIONS", "EvidenceView", "clock", "evidence_view", "explain", "fmt",
            "response_command"]

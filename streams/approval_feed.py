@@ -15,8 +15,8 @@ from typing import Any
 
 import orjson
 
-from streams.approval_book import ApprovalBook, ApprovalChange
-from streams.settings import Settings
+from rollguard.streams.approval_book import ApprovalBook, ApprovalChange
+from rollguard.streams.settings import Settings
 
 __all__ = ["BookFeed", "output_consumer", "read_book"]
 

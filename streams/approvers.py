@@ -11,10 +11,10 @@ import yaml
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from models.engine import ApprovalCheck
-from models.events import ApprovalResponse
-from streams.settings import ConfigError
-from streams.signing import KeyError_, public_key_from_text, verify_mapping
+from rollguard.models.engine import ApprovalCheck
+from rollguard.models.events import ApprovalResponse
+from rollguard.streams.settings import ConfigError
+from rollguard.streams.signing import KeyError_, public_key_from_text, verify_mapping
 
 __all__ = ["Approver", "ApproverDirectory", "load_approvers"]
 

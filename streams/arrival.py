@@ -23,7 +23,7 @@ from typing import Any
 
 import orjson
 
-from models.events import DeadLetter
+from rollguard.models.events import DeadLetter
 
 __all__ = ["CREATE_TIME_ERROR", "LOG_APPEND_TIME", "arrival_of", "stamp_arrival", "with_arrival"]
 

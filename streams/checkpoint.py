@@ -40,12 +40,12 @@ import orjson
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from models.anomaly import JointDetector, WindowDetector
-from models.engine import EngineState
-from models.events import ApprovalResponse, DeployEvent
-from models.records import At
-from models.state import ApprovalCheck, FleetState, ServiceState
-from streams.statecodec import StateCodec, StateDecodeError
+from rollguard.models.anomaly import JointDetector, WindowDetector
+from rollguard.models.engine import EngineState
+from rollguard.models.events import ApprovalResponse, DeployEvent
+from rollguard.models.records import At
+from rollguard.models.state import ApprovalCheck, FleetState, ServiceState
+from rollguard.streams.statecodec import StateCodec, StateDecodeError
 
 __all__ = [
     "FORMAT",

@@ -25,10 +25,10 @@ from typing import Any
 
 import orjson
 
-from models.events import format_ts, parse_ts, stable_id
-from streams.keyring import Keyring, load_keyring
-from streams.settings import Settings
-from streams.signing import KeyError_
+from rollguard.models.events import format_ts, parse_ts, stable_id
+from rollguard.streams.keyring import Keyring, load_keyring
+from rollguard.streams.settings import Settings
+from rollguard.streams.signing import KeyError_
 
 __all__ = ["ExecutorConfig", "Ledger", "check_command", "run_executor", "render_command"]
 
@@ -202,7 +202,7 @@ class KeyringWatch:
 async def _announce(producer: Any, settings: Settings, config: ExecutorConfig,
                     raw: bytes) -> None:
     """Report an executed rollback as a CDEvents ``service.rolledback`` (binary mode)."""
-    from streams.ingest.cdevents import rolledback_event
+    from rollguard.streams.ingest.cdevents import rolledback_event
 
     command = orjson.loads(raw)
     headers, value = rolledback_event(command, f"rollguard-executor/{config.name}")

@@ -31,8 +31,8 @@ import yaml
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from models.events import format_ts, parse_ts
-from streams.signing import (
+from rollguard.models.events import format_ts, parse_ts
+from rollguard.streams.signing import (
     KeyError_,
     generate_key_pair,
     key_id_of,

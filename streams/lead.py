@@ -22,21 +22,21 @@ from typing import TYPE_CHECKING, Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from models.events import OutputRecord
-from models.state import watermark
-from streams.arrival import stamp_arrival
-from streams.checkpoint import (
+from rollguard.models.events import ApprovalResponse, OutputRecord
+from rollguard.models.state import watermark
+from rollguard.streams.arrival import stamp_arrival
+from rollguard.streams.checkpoint import (
     Positions,
     Restored,
 )
-from streams.ingest.inputs import OTLP_TYPE, decode_foreign, is_foreign
-from streams.ingest.outputs import cloudevent_headers
-from streams.ingest.rates import SampleBuilder
-from streams.ordering import EventTimeMerger, IdleClock
-from streams.serde import decode, encode
+from rollguard.streams.ingest.inputs import OTLP_TYPE, decode_foreign, is_foreign
+from rollguard.streams.ingest.outputs import cloudevent_headers
+from rollguard.streams.ingest.rates import SampleBuilder
+from rollguard.streams.ordering import EventTimeMerger, IdleClock
+from rollguard.streams.serde import decode, encode
 
 if TYPE_CHECKING:
-    from streams.worker import DecisionEngine
+    from rollguard.streams.worker import DecisionEngine
 
 __all__ = ["Lead"]
 
@@ -251,7 +251,9 @@ class Lead:
                         self._emit(letter, message.key, message.headers)
                         positions.done(key, offset)
                         continue
-                    times.append(record.arrival if stamp else record.ts)
+                    times.append(
+                        record.arrival if isinstance(record, ApprovalResponse) else record.ts
+                    )
                     items.append((record, value, key, offset))
                 if items:
                     merger.add_many(key, times, items, now)
@@ -382,10 +384,10 @@ class Lead:
         state_topic = self.settings.state_topic
         await producer.begin_transaction()
         try:
-            for topic, key, value, _, headers in pending:
-                await producer.send(topic, value, key=key, headers=headers)
-            for key, value in entries:
-                await producer.send(state_topic, value, key=key, partition=0)
+            for topic, out_key, value, _, headers in pending:
+                await producer.send(topic, value, key=out_key, headers=headers)
+            for state_key, state_value in entries:
+                await producer.send(state_topic, state_value, key=state_key, partition=0)
             await producer.commit_transaction()
         except BaseException:
             with contextlib.suppress(Exception):

@@ -21,7 +21,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener
 from aiokafka.coordinator.assignors.sticky.sticky_assignor import StickyPartitionAssignor
 
-from streams.settings import Settings
+from rollguard.streams.settings import Settings
 
 __all__ = ["Lease"]
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import orjson
 
-from models.events import format_ts
+from rollguard.models.events import format_ts
 
 __all__ = ["JsonFormatter", "logging_config"]
 

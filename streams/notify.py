@@ -25,13 +25,13 @@ from typing import Any
 import click
 import orjson
 
-from models.events import DeadLetter
-from streams.approval_book import ApprovalBook, ApprovalChange
-from streams.approval_feed import assign_outputs, fold, output_consumer
-from streams.notify_bodies import body_for
-from streams.notify_config import NotifyConfig, Webhook
-from streams.serde import encode
-from streams.settings import Settings
+from rollguard.models.events import DeadLetter
+from rollguard.streams.approval_book import ApprovalBook, ApprovalChange
+from rollguard.streams.approval_feed import assign_outputs, fold, output_consumer
+from rollguard.streams.notify_bodies import body_for
+from rollguard.streams.notify_config import NotifyConfig, Webhook
+from rollguard.streams.serde import encode
+from rollguard.streams.settings import Settings
 
 __all__ = ["Delivery", "Notifier", "notify_command"]
 
@@ -222,8 +222,8 @@ def notify_command(config_path: str, group: str | None, bootstrap_servers: str |
     """Post approval requests and every change to them to the configured webhooks."""
     from pathlib import Path
 
-    from streams.notify_config import load_notify_config
-    from streams.settings import ConfigError, load_settings
+    from rollguard.streams.notify_config import load_notify_config
+    from rollguard.streams.settings import ConfigError, load_settings
 
     try:
         settings = load_settings(bootstrap_servers=bootstrap_servers)

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from streams.approval_book import TERMINAL, ApprovalChange
-from streams.approval_evidence import explain
-from streams.notify_config import Webhook
+from rollguard.streams.approval_book import TERMINAL, ApprovalChange
+from rollguard.streams.approval_evidence import explain
+from rollguard.streams.notify_config import Webhook
 
 __all__ = ["body_for"]
 

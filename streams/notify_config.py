@@ -26,7 +26,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, HttpUrl, ValidationError, model_validator
 
-from streams.settings import ConfigError
+from rollguard.streams.settings import ConfigError
 
 __all__ = ["NotifyConfig", "RetryPolicy", "Webhook", "load_notify_config"]
 

@@ -10,12 +10,19 @@ from collections import Counter, defaultdict
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from models.engine import ApprovalCheck, EngineState, advance, last_bake_end, new_state, step
-from models.events import ApprovalRequest, ApprovalResponse, CoreOutput, RollbackCommand
-from models.policy import Policy
-from streams.approvers import ApproverDirectory, approval_check
-from streams.serde import InputRecord
-from streams.signing import key_id_of, sign_record
+from rollguard.models.engine import (
+    ApprovalCheck,
+    EngineState,
+    advance,
+    last_bake_end,
+    new_state,
+    step,
+)
+from rollguard.models.events import ApprovalRequest, ApprovalResponse, CoreOutput, RollbackCommand
+from rollguard.models.policy import Policy
+from rollguard.streams.approvers import ApproverDirectory, approval_check
+from rollguard.streams.serde import InputRecord
+from rollguard.streams.signing import key_id_of, sign_record
 
 __all__ = ["Pipeline"]
 

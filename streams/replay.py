@@ -14,10 +14,10 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from models.policy import Policy
-from streams.approvers import ApproverDirectory
-from streams.pipeline import Pipeline
-from streams.serde import decode_line, encode
+from rollguard.models.policy import Policy
+from rollguard.streams.approvers import ApproverDirectory
+from rollguard.streams.pipeline import Pipeline
+from rollguard.streams.serde import decode_line, encode
 
 __all__ = ["ReplayStats", "replay_lines", "replay_to_bytes"]
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from models.events import (
+from rollguard.models.events import (
     Alert,
     ApprovalRequest,
     ApprovalResponse,

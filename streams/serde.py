@@ -15,7 +15,7 @@ from typing import Any
 import orjson
 from pydantic import TypeAdapter, ValidationError
 
-from models.events import (
+from rollguard.models.events import (
     INPUT_TYPES,
     Alert,
     ApprovalResponse,

@@ -24,8 +24,8 @@ from pydantic_settings import (
     YamlConfigSettingsSource,
 )
 
-from models.policy import Policy, PolicyError
-from streams.ingest.mapping import IngestConfig
+from rollguard.models.policy import Policy, PolicyError
+from rollguard.streams.ingest.mapping import IngestConfig
 
 __all__ = ["ConfigError", "Settings", "TopicNames", "load_policy", "load_settings"]
 

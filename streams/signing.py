@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from pydantic import BaseModel
 
-from streams.serde import dumps, record_to_dict
+from rollguard.streams.serde import dumps, record_to_dict
 
 _Signed = TypeVar("_Signed", bound=BaseModel)
 

@@ -8,7 +8,7 @@
 
 from __future__ import annotations
 
-from streams.scenarios import (
+from rollguard.streams.scenarios import (
     DEFAULT_START,
     NOISE_SCENARIOS,
     SCENARIOS,

@@ -7,8 +7,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from streams.serde import dumps
-from streams.settings import Settings
+from rollguard.streams.serde import dumps
+from rollguard.streams.settings import Settings
 
 __all__ = ["publish_scenario", "send_events", "shifted_to_now", "write_scenario"]
 
@@ -67,7 +67,7 @@ async def send_events(producer: Any, events: list[dict[str, Any]], settings: Set
 
 def publish_scenario(scenario_name: str, seed: int, settings: Settings) -> int:
     """Publish a scenario to the input topics, keyed by service, ending at the current time."""
-    from streams.simulate import generate
+    from rollguard.streams.simulate import generate
 
     events = shifted_to_now(list(generate(scenario_name, seed).events), time.time())
     return asyncio.run(_publish(events, settings))

@@ -667,7 +667,8 @@ class _SchemaWriter:
             if dataclasses.is_dataclass(tp):
                 return self._ref(tp, lambda: self._dataclass(tp))
             if _is_named_tuple(tp):
-                return self._ref(tp, lambda: self.of(tuple[_named_tuple_fields(tp)]))
+                fields = types.GenericAlias(tuple, _named_tuple_fields(tp))
+                return self._ref(tp, lambda: self.of(fields))
             if getattr(tp, "_is_protocol", False):
                 return {"type": "object", "required": ["kind", "version", "params", "state"],
                         "properties": {"kind": {"enum": sorted(self.codec._detectors)}},

@@ -9,7 +9,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import for_code
 
-from streams.settings import Settings
+from rollguard.streams.settings import Settings
 
 __all__ = [
     "ARRIVAL_ORDERED",

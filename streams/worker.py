@@ -37,22 +37,22 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from mode import Service
 
-from models.policy import Policy
-from streams.approvers import ApproverDirectory
-from streams.checkpoint import (
+from rollguard.models.policy import Policy
+from rollguard.streams.approvers import ApproverDirectory
+from rollguard.streams.checkpoint import (
     Restored,
     StateRefused,
     key_material,
     restore,
     state_secret,
 )
-from streams.keyring import retired_keys
-from streams.lead import Lead
-from streams.lease import Lease
-from streams.metrics import WorkerMetrics
-from streams.pipeline import Pipeline
-from streams.settings import Settings
-from streams.topics import create_topics
+from rollguard.streams.keyring import retired_keys
+from rollguard.streams.lead import Lead
+from rollguard.streams.lease import Lease
+from rollguard.streams.metrics import WorkerMetrics
+from rollguard.streams.pipeline import Pipeline
+from rollguard.streams.settings import Settings
+from rollguard.streams.topics import create_topics
 
 __all__ = ["DecisionEngine"]
 

@@ -16,8 +16,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from models.policy import Policy
-from streams.analysis.labels import DeploymentOutcome
+from rollguard.models.policy import Policy
+from rollguard.streams.analysis.labels import DeploymentOutcome
 
 __all__ = ["Difference", "compare_outcomes", "flatten", "policy_changes"]
 

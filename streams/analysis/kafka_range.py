@@ -38,11 +38,11 @@ from typing import Any
 
 import orjson
 
-from models.events import DeadLetter
-from streams.analysis.progress import ProgressReporter
-from streams.arrival import CREATE_TIME_ERROR, arrival_of, with_arrival
-from streams.serde import decode
-from streams.settings import Settings
+from rollguard.models.events import DeadLetter
+from rollguard.streams.analysis.progress import ProgressReporter
+from rollguard.streams.arrival import CREATE_TIME_ERROR, arrival_of, with_arrival
+from rollguard.streams.serde import decode
+from rollguard.streams.settings import Settings
 
 __all__ = ["RangeError", "RangeStats", "TimeRange", "input_topics", "read_range"]
 

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from models.events import parse_ts
+from rollguard.models.events import parse_ts
 
 __all__ = [
     "ACTIONS",

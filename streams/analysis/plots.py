@@ -17,8 +17,8 @@ from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from streams.analysis.timeline import DeploymentTimeline, MetricSeries
-from streams.analysis.timerange import parse_time_arg
+from rollguard.streams.analysis.timeline import DeploymentTimeline, MetricSeries
+from rollguard.streams.analysis.timerange import parse_time_arg
 
 __all__ = ["ACTION_COLORS", "series_png", "timeline_png"]
 

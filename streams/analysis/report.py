@@ -14,12 +14,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from html import escape
 
-from streams.analysis.compare import Difference
-from streams.analysis.labels import ACTIONS, DeploymentOutcome, Scorecard
-from streams.analysis.plots import ACTION_COLORS, timeline_png
-from streams.analysis.tables import fmt_seconds, fmt_value
-from streams.analysis.timeline import DeploymentTimeline
-from streams.replay import ReplayStats
+from rollguard.streams.analysis.compare import Difference
+from rollguard.streams.analysis.labels import ACTIONS, DeploymentOutcome, Scorecard
+from rollguard.streams.analysis.plots import ACTION_COLORS, timeline_png
+from rollguard.streams.analysis.tables import fmt_seconds, fmt_value
+from rollguard.streams.analysis.timeline import DeploymentTimeline
+from rollguard.streams.replay import ReplayStats
 
 __all__ = ["ReportInput", "render_report"]
 

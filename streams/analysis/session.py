@@ -13,12 +13,12 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import IO, Any
 
-from models.events import CoreOutput, DeadLetter
-from models.policy import Policy
-from streams.analysis.timeline import TimelineCollector
-from streams.pipeline import Pipeline
-from streams.replay import ReplayStats, replay_lines
-from streams.serde import InputRecord, encode, record_to_dict
+from rollguard.models.events import CoreOutput, DeadLetter
+from rollguard.models.policy import Policy
+from rollguard.streams.analysis.timeline import TimelineCollector
+from rollguard.streams.pipeline import Pipeline
+from rollguard.streams.replay import ReplayStats, replay_lines
+from rollguard.streams.serde import InputRecord, encode, record_to_dict
 
 __all__ = ["RunResult", "Item", "replay_items", "run_replay"]
 

@@ -10,12 +10,12 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import IO
 
-from models.events import DeadLetter
-from streams.analysis.kafka_range import RangeStats, TimeRange, input_topics, read_range
-from streams.analysis.progress import ProgressReporter
-from streams.analysis.session import Item
-from streams.analysis.timerange import parse_time_arg
-from streams.settings import Settings
+from rollguard.models.events import DeadLetter
+from rollguard.streams.analysis.kafka_range import RangeStats, TimeRange, input_topics, read_range
+from rollguard.streams.analysis.progress import ProgressReporter
+from rollguard.streams.analysis.session import Item
+from rollguard.streams.analysis.timerange import parse_time_arg
+from rollguard.streams.settings import Settings
 
 __all__ = ["KafkaSource", "file_items"]
 

@@ -8,8 +8,8 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from streams.analysis.compare import Difference
-from streams.analysis.labels import ACTIONS, Scorecard
+from rollguard.streams.analysis.compare import Difference
+from rollguard.streams.analysis.labels import ACTIONS, Scorecard
 
 __all__ = ["fmt_seconds", "fmt_value", "print_comparison", "print_scorecard"]
 

@@ -19,9 +19,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from models.events import Alert, DeployEvent, DeployStatus, MetricSample, parse_ts
-from models.policy import Policy, ServicePolicy
-from models.windows import (
+from rollguard.models.events import Alert, DeployEvent, DeployStatus, MetricSample, parse_ts
+from rollguard.models.policy import Policy, ServicePolicy
+from rollguard.models.windows import (
     WindowAccumulator,
     WindowSummary,
     build_baseline,
@@ -30,7 +30,7 @@ from models.windows import (
     window_end,
     window_index,
 )
-from streams.analysis.labels import DeploymentOutcome
+from rollguard.streams.analysis.labels import DeploymentOutcome
 
 __all__ = [
     "AlertSpan",

@@ -6,7 +6,7 @@
 
 from __future__ import annotations
 
-from models.events import parse_ts
+from rollguard.models.events import parse_ts
 
 __all__ = ["parse_time_arg"]
 

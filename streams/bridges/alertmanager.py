@@ -19,10 +19,10 @@ import orjson
 from aiohttp import web
 from pydantic import ValidationError
 
-from models.events import Alert
-from streams.bridges.common import Bridge, BridgeError
-from streams.ingest.mapping import AlertmanagerBridge
-from streams.settings import Settings
+from rollguard.models.events import Alert
+from rollguard.streams.bridges.common import Bridge, BridgeError
+from rollguard.streams.ingest.mapping import AlertmanagerBridge
+from rollguard.streams.settings import Settings
 
 __all__ = ["AlertmanagerWebhookBridge", "alerts_of"]
 

@@ -20,10 +20,10 @@ from aiohttp import web
 from aiokafka import AIOKafkaProducer
 from prometheus_client import CollectorRegistry, Counter, generate_latest
 
-from models.events import DeadLetter
-from streams.ingest.outputs import cloudevent_headers
-from streams.serde import encode
-from streams.settings import Settings
+from rollguard.models.events import DeadLetter
+from rollguard.streams.ingest.outputs import cloudevent_headers
+from rollguard.streams.serde import encode
+from rollguard.streams.settings import Settings
 
 __all__ = ["Bridge", "BridgeError", "RETRY_AFTER_SECONDS"]
 

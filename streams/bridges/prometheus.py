@@ -24,12 +24,12 @@ import cramjam
 from aiohttp import web
 from google.protobuf.message import DecodeError
 
-from models.events import MetricSample
-from streams.bridges.common import Bridge, BridgeError
-from streams.bridges.prompb import WriteRequest
-from streams.ingest.mapping import MetricRule, PrometheusBridge
-from streams.ingest.rates import Point, SampleBuilder
-from streams.settings import Settings
+from rollguard.models.events import MetricSample
+from rollguard.streams.bridges.common import Bridge, BridgeError
+from rollguard.streams.bridges.prompb import WriteRequest
+from rollguard.streams.ingest.mapping import MetricRule, PrometheusBridge
+from rollguard.streams.ingest.rates import Point, SampleBuilder
+from rollguard.streams.settings import Settings
 
 __all__ = ["STALE_NAN_BITS", "PrometheusWriteBridge", "is_stale", "samples_of"]
 

@@ -17,15 +17,15 @@ import sys
 
 import click
 
-from streams.cli.acls import acls
-from streams.cli.admin import keys, policy, schema, topics
-from streams.cli.analysis import export_command, replay, score_series_command, simulate
-from streams.cli.answers import approve, deny
-from streams.cli.approvals import approvals
-from streams.cli.bridge import bridge
-from streams.cli.runtime import executor, worker
-from streams.console.cli import console_command
-from streams.notify import notify_command
+from rollguard.streams.cli.acls import acls
+from rollguard.streams.cli.admin import keys, policy, schema, topics
+from rollguard.streams.cli.analysis import export_command, replay, score_series_command, simulate
+from rollguard.streams.cli.answers import approve, deny
+from rollguard.streams.cli.approvals import approvals
+from rollguard.streams.cli.bridge import bridge
+from rollguard.streams.cli.runtime import executor, worker
+from rollguard.streams.console.cli import console_command
+from rollguard.streams.notify import notify_command
 
 __all__ = ["cli", "main"]
 

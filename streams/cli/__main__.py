@@ -1,5 +1,5 @@
-"""``python -m streams.cli``: the ``rollguard`` command."""
+"""``python -m rollguard.streams.cli``: the ``rollguard`` command."""
 
-from streams.cli import main
+from rollguard.streams.cli import main
 
 main()

@@ -8,8 +8,8 @@ from typing import Literal
 
 import click
 
-from streams.cli.common import BOOTSTRAP_OPTION, BadConfig
-from streams.settings import ConfigError, load_settings
+from rollguard.streams.cli.common import BOOTSTRAP_OPTION, BadConfig
+from rollguard.streams.settings import ConfigError, load_settings
 
 __all__ = ["acls"]
 
@@ -30,7 +30,7 @@ def acls(principals_path: str, output: Literal["table", "json", "kafka-acls"], a
          prune: bool, bootstrap_servers: str | None) -> None:
     """Print the exact ACLs each role needs (topic prefix and app id respected); --apply
     creates them through Kafka's Admin API."""
-    from streams.acls import acl_set, apply_acls, load_principals, render
+    from rollguard.streams.acls import acl_set, apply_acls, load_principals, render
 
     if prune and not apply_:
         raise click.UsageError("--prune goes with --apply")

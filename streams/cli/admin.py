@@ -10,14 +10,14 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from streams.cli.common import (
+from rollguard.streams.cli.common import (
     BOOTSTRAP_OPTION,
     POLICY_OPTION,
     Failure,
     fail_config,
     settings_for,
 )
-from streams.settings import ConfigError, load_policy
+from rollguard.streams.settings import ConfigError, load_policy
 
 # --------------------------------------------------------------------------------------------
 # policy
@@ -100,7 +100,7 @@ def schema() -> None:
 @click.argument("directory", type=click.Path(file_okay=False))
 def schema_export(directory: str) -> None:
     """Write one JSON Schema per record type into DIRECTORY."""
-    from streams.schemas import export_schemas
+    from rollguard.streams.schemas import export_schemas
 
     for path in export_schemas(Path(directory)):
         click.echo(str(path))
@@ -111,7 +111,7 @@ def schema_state() -> None:
     """Print the JSON Schema of the worker's state records (svc:*, fleet payloads' "data")."""
     import json
 
-    from streams.checkpoint import state_schema
+    from rollguard.streams.checkpoint import state_schema
 
     click.echo(json.dumps(state_schema(), indent=2))
 
@@ -131,7 +131,7 @@ def keys() -> None:
 @click.option("--dir", "directory", default="keys", show_default=True, type=click.Path())
 def keys_generate(name: str, directory: str) -> None:
     """Make an Ed25519 key pair NAME.key (0600) and NAME.pub."""
-    from streams.signing import KeyError_, generate_key_pair
+    from rollguard.streams.signing import KeyError_, generate_key_pair
 
     try:
         private, public = generate_key_pair(Path(directory), name)
@@ -152,8 +152,8 @@ def keys_rotate(name: str, directory: str, keyring_file: str, overlap: float) ->
     """Retire NAME.key, make a new one, and write the keyring with both (docs/security.md)."""
     import time
 
-    from streams.keyring import rotate
-    from streams.signing import KeyError_
+    from rollguard.streams.keyring import rotate
+    from rollguard.streams.signing import KeyError_
 
     try:
         new, old = rotate(Path(directory), name, Path(keyring_file), overlap, time.time())
@@ -184,7 +184,7 @@ def topics_create(bootstrap_servers: str | None) -> None:
     """Create every topic of DESIGN §2 with the configured partitions (idempotent)."""
     import asyncio
 
-    from streams.topics import ensure_topics
+    from rollguard.streams.topics import ensure_topics
 
     settings = settings_for(bootstrap_servers)
     try:

@@ -11,7 +11,7 @@ from typing import Any
 import click
 from rich.console import Console
 
-from streams.cli.common import (
+from rollguard.streams.cli.common import (
     BOOTSTRAP_OPTION,
     POLICY_OPTION,
     BadConfig,
@@ -21,7 +21,7 @@ from streams.cli.common import (
     private_key,
     settings_for,
 )
-from streams.settings import ConfigError, load_policy
+from rollguard.streams.settings import ConfigError, load_policy
 
 # --------------------------------------------------------------------------------------------
 # simulate / replay / score-series
@@ -46,8 +46,8 @@ def simulate(
     bootstrap_servers: str | None,
 ) -> None:
     """Write a labelled synthetic SCENARIO (events JSONL + labels JSON)."""
-    from streams.simulate import NOISE_SCENARIOS, SCENARIOS, generate
-    from streams.simulate_io import publish_scenario, write_scenario
+    from rollguard.streams.simulate import NOISE_SCENARIOS, SCENARIOS, generate
+    from rollguard.streams.simulate_io import publish_scenario, write_scenario
 
     if list_only:
         click.echo("\n".join(SCENARIOS + NOISE_SCENARIOS))
@@ -74,7 +74,7 @@ def simulate(
         events_path, labels_path = write_scenario(generated, Path(out))
         click.echo(f"{events_path}  {labels_path}")
     else:
-        from streams.serde import dumps
+        from rollguard.streams.serde import dumps
 
         for event in generated.events:
             sys.stdout.buffer.write(dumps(event) + b"\n")
@@ -121,16 +121,16 @@ def replay(
     same bytes out); score, compare, report. Tables go to stderr when decisions go to stdout."""
     import tempfile
 
-    from streams.analysis.compare import compare_outcomes
-    from streams.analysis.kafka_range import RangeError
-    from streams.analysis.labels import final_outcomes, load_labels, score
-    from streams.analysis.progress import ProgressReporter
-    from streams.analysis.report import ReportInput, render_report
-    from streams.analysis.session import run_replay
-    from streams.analysis.sources import KafkaSource, file_items
-    from streams.analysis.tables import print_comparison, print_scorecard
-    from streams.analysis.timeline import build_timelines
-    from streams.serde import dumps
+    from rollguard.streams.analysis.compare import compare_outcomes
+    from rollguard.streams.analysis.kafka_range import RangeError
+    from rollguard.streams.analysis.labels import final_outcomes, load_labels, score
+    from rollguard.streams.analysis.progress import ProgressReporter
+    from rollguard.streams.analysis.report import ReportInput, render_report
+    from rollguard.streams.analysis.session import run_replay
+    from rollguard.streams.analysis.sources import KafkaSource, file_items
+    from rollguard.streams.analysis.tables import print_comparison, print_scorecard
+    from rollguard.streams.analysis.timeline import build_timelines
+    from rollguard.streams.serde import dumps
 
     if bool(file) == from_kafka:
         raise click.UsageError("give FILE.jsonl or --from-kafka (not both)")
@@ -217,11 +217,11 @@ def export_command(since: str | None, until: str | None, topic_names: tuple[str,
                    bootstrap_servers: str | None) -> None:
     """Write a time range of the input topics as a replay file (DESIGN §9), in event-time
     order. Records that cannot be decoded are not events: they go to OUT.dead-letters.jsonl."""
-    from models.events import DeadLetter
-    from streams.analysis.kafka_range import RangeError
-    from streams.analysis.progress import ProgressReporter
-    from streams.analysis.sources import KafkaSource
-    from streams.serde import encode
+    from rollguard.models.events import DeadLetter
+    from rollguard.streams.analysis.kafka_range import RangeError
+    from rollguard.streams.analysis.progress import ProgressReporter
+    from rollguard.streams.analysis.sources import KafkaSource
+    from rollguard.streams.serde import encode
 
     settings = settings_for(bootstrap_servers)
     try:
@@ -259,7 +259,7 @@ def export_command(since: str | None, until: str | None, topic_names: tuple[str,
               help="Also draw the series with its anomaly score underneath (PNG).")
 def score_series_command(infile: str, outfile: str, plot_path: str | None) -> None:
     """Online anomaly scores for a timestamp,value CSV → timestamp,value,anomaly_score."""
-    from models.anomaly import score_csv_rows
+    from rollguard.models.anomaly import score_csv_rows
 
     rows = list(_read_series(Path(infile)))
     scored: list[tuple[str, float, float]] = []
@@ -271,7 +271,7 @@ def score_series_command(infile: str, outfile: str, plot_path: str | None) -> No
             scored.append((timestamp, value, score))
     click.echo(f"scored {len(rows)} points → {outfile}", err=True)
     if plot_path:
-        from streams.analysis.plots import series_png
+        from rollguard.streams.analysis.plots import series_png
 
         Path(plot_path).write_bytes(series_png(
             [t for t, _, _ in scored], [v for _, v, _ in scored], [s for _, _, s in scored],

@@ -6,7 +6,7 @@ from typing import Any, Literal
 
 import click
 
-from streams.cli.common import (
+from rollguard.streams.cli.common import (
     BOOTSTRAP_OPTION,
     Failure,
     private_key,
@@ -20,7 +20,7 @@ def _respond(decision: Literal["approve", "deny"], request_id: str, identity: st
              keyring_file: str | None, bootstrap_servers: str | None) -> None:
     import asyncio
 
-    from streams.approval_client import publish_response
+    from rollguard.streams.approval_client import publish_response
 
     settings = settings_for(bootstrap_servers)
     keyring = verifier_keyring(verify_keys, keyring_file)

@@ -10,20 +10,20 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from streams.approval_book import ApprovalBook, RequestView
-from streams.approval_evidence import (
+from rollguard.streams.approval_book import ApprovalBook, RequestView
+from rollguard.streams.approval_evidence import (
     THRESHOLD_HEADERS,
     clock,
     evidence_view,
     response_command,
 )
-from streams.cli.common import BOOTSTRAP_OPTION
-from streams.settings import ConfigError, load_settings
+from rollguard.streams.cli.common import BOOTSTRAP_OPTION
+from rollguard.streams.settings import ConfigError, load_settings
 
 __all__ = ["approvals"]
 
 def _book(bootstrap_servers: str | None) -> ApprovalBook:
-    from streams.approval_feed import read_book
+    from rollguard.streams.approval_feed import read_book
 
     try:
         settings = load_settings(bootstrap_servers=bootstrap_servers)

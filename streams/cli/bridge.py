@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from streams.cli.common import BOOTSTRAP_OPTION, settings_for
+from rollguard.streams.cli.common import BOOTSTRAP_OPTION, settings_for
 
 __all__ = ["bridge"]
 
@@ -21,9 +21,9 @@ def _options(func: Any) -> Any:
 
 
 def _run(kind: str, host: str | None, port: int | None, bootstrap_servers: str | None) -> None:
-    from streams.bridges.alertmanager import AlertmanagerWebhookBridge
-    from streams.bridges.common import serve
-    from streams.bridges.prometheus import PrometheusWriteBridge
+    from rollguard.streams.bridges.alertmanager import AlertmanagerWebhookBridge
+    from rollguard.streams.bridges.common import serve
+    from rollguard.streams.bridges.prometheus import PrometheusWriteBridge
 
     settings = settings_for(bootstrap_servers)
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(name)s %(message)s")
@@ -32,7 +32,7 @@ def _run(kind: str, host: str | None, port: int | None, bootstrap_servers: str |
         app = PrometheusWriteBridge(settings).application()
         path = "/api/v1/write"
     else:
-        config = settings.ingest.alertmanager  # type: ignore[assignment]
+        config = settings.ingest.alertmanager
         app = AlertmanagerWebhookBridge(settings).application()
         path = "/alerts"
     host = host or config.host

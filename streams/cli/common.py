@@ -8,7 +8,7 @@ from typing import Any, NoReturn
 
 import click
 
-from streams.settings import ConfigError, load_settings
+from rollguard.streams.settings import ConfigError, load_settings
 
 __all__ = [
     "BOOTSTRAP_OPTION",
@@ -64,7 +64,7 @@ def settings_for(bootstrap_servers: str | None, **extra: Any) -> Any:
 
 
 def approver_directory(settings: Any) -> Any:
-    from streams.approvers import load_approvers
+    from rollguard.streams.approvers import load_approvers
 
     try:
         return load_approvers(Path(settings.approvers))
@@ -74,8 +74,8 @@ def approver_directory(settings: Any) -> Any:
 
 def verifier_keyring(verify_keys: tuple[str, ...], keyring_file: str | None) -> Any:
     """The gate keys a verifier trusts; bad usage (exit 2) if none is given."""
-    from streams.keyring import load_verifiers
-    from streams.signing import KeyError_
+    from rollguard.streams.keyring import load_verifiers
+    from rollguard.streams.signing import KeyError_
 
     if not verify_keys and not keyring_file:
         raise click.UsageError("give the gate's public key: --verify-key FILE or --keyring FILE "
@@ -87,7 +87,7 @@ def verifier_keyring(verify_keys: tuple[str, ...], keyring_file: str | None) -> 
 
 
 def private_key(path: str) -> Any:
-    from streams.signing import KeyError_, load_private_key
+    from rollguard.streams.signing import KeyError_, load_private_key
 
     try:
         return load_private_key(Path(path))

@@ -6,14 +6,14 @@ from pathlib import Path
 
 import click
 
-from streams.cli.common import (
+from rollguard.streams.cli.common import (
     BOOTSTRAP_OPTION,
     POLICY_OPTION,
     fail_config,
     settings_for,
     verifier_keyring,
 )
-from streams.settings import ConfigError, load_policy
+from rollguard.streams.settings import ConfigError, load_policy
 
 
 @click.command()
@@ -21,7 +21,7 @@ from streams.settings import ConfigError, load_policy
 @POLICY_OPTION
 def worker(bootstrap_servers: str | None, policy_path: str) -> None:
     """Run the stream processor against Kafka."""
-    from streams.app import run_worker
+    from rollguard.streams.app import run_worker
 
     settings = settings_for(bootstrap_servers, policy=policy_path)
     try:
@@ -58,7 +58,7 @@ def executor(exec_template: str, verify_keys: tuple[str, ...], keyring_file: str
     import asyncio
     import logging
 
-    from streams.executor import ExecutorConfig, run_executor
+    from rollguard.streams.executor import ExecutorConfig, run_executor
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     settings = settings_for(bootstrap_servers)

@@ -15,9 +15,9 @@ from typing import Any
 import orjson
 from pydantic import ValidationError
 
-from models.events import ApprovalResponse
-from streams.approval_book import ApprovalBook
-from streams.approvers import ApproverDirectory, approval_check
+from rollguard.models.events import ApprovalResponse
+from rollguard.streams.approval_book import ApprovalBook
+from rollguard.streams.approvers import ApproverDirectory, approval_check
 
 __all__ = ["Accepted", "Refused", "check_answer"]
 

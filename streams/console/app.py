@@ -20,14 +20,14 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from models.policy import Policy
-from streams.approval_book import ApprovalBook
-from streams.approval_feed import BookFeed
-from streams.approvers import ApproverDirectory
-from streams.console.answers import Accepted, check_answer
-from streams.console.pages import detail_page, index_page, not_found_page
-from streams.console.plots import request_png
-from streams.settings import Settings
+from rollguard.models.policy import Policy
+from rollguard.streams.approval_book import ApprovalBook
+from rollguard.streams.approval_feed import BookFeed
+from rollguard.streams.approvers import ApproverDirectory
+from rollguard.streams.console.answers import Accepted, check_answer
+from rollguard.streams.console.pages import detail_page, index_page, not_found_page
+from rollguard.streams.console.plots import request_png
+from rollguard.streams.settings import Settings
 
 __all__ = ["CSP", "ConsoleState", "make_app", "run_console"]
 

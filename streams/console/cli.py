@@ -21,9 +21,9 @@ def console_command(host: str, port: int, policy_path: str, bootstrap_servers: s
     """Serve the approval console: pending requests, evidence, plots; sign in the browser."""
     import logging
 
-    from streams.approvers import load_approvers
-    from streams.console.app import ConsoleState, run_console
-    from streams.settings import ConfigError, load_policy, load_settings
+    from rollguard.streams.approvers import load_approvers
+    from rollguard.streams.console.app import ConsoleState, run_console
+    from rollguard.streams.settings import ConfigError, load_policy, load_settings
 
     try:
         settings = load_settings(bootstrap_servers=bootstrap_servers, policy=policy_path)

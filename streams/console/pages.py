@@ -6,9 +6,9 @@ from collections.abc import Sequence
 from html import escape
 from typing import Any
 
-from models.events import parse_ts
-from streams.approval_book import ApprovalBook, RequestView
-from streams.approval_evidence import (
+from rollguard.models.events import parse_ts
+from rollguard.streams.approval_book import ApprovalBook, RequestView
+from rollguard.streams.approval_evidence import (
     THRESHOLD_HEADERS,
     clock,
     evidence_view,

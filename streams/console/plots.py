@@ -12,14 +12,14 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
-from models.events import parse_ts
-from models.policy import Policy
-from streams.analysis.kafka_range import TimeRange, input_topics, read_range
-from streams.analysis.labels import final_outcomes
-from streams.analysis.plots import timeline_png
-from streams.analysis.timeline import TimelineCollector, build_timelines
-from streams.serde import decode_line
-from streams.settings import Settings
+from rollguard.models.events import parse_ts
+from rollguard.models.policy import Policy
+from rollguard.streams.analysis.kafka_range import TimeRange, input_topics, read_range
+from rollguard.streams.analysis.labels import final_outcomes
+from rollguard.streams.analysis.plots import timeline_png
+from rollguard.streams.analysis.timeline import TimelineCollector, build_timelines
+from rollguard.streams.serde import decode_line
+from rollguard.streams.settings import Settings
 
 __all__ = ["request_png"]
 

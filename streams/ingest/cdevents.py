@@ -33,7 +33,7 @@ from cloudevents.core.formats.json import JSONFormat
 from cloudevents.core.v1.event import CloudEvent
 from pydantic import ValidationError
 
-from models.events import DeployEvent, format_ts, parse_ts
+from rollguard.models.events import DeployEvent, format_ts, parse_ts
 
 __all__ = [
     "CDEVENT_PREFIX",

@@ -22,12 +22,12 @@ import base64
 from dataclasses import dataclass
 from typing import Literal
 
-from models.events import DeadLetter, format_ts
-from streams.ingest.cdevents import decode_cdevent, is_cloudevent
-from streams.ingest.mapping import OtlpConfig
-from streams.ingest.otlp import decode_otlp, encoding_of
-from streams.ingest.rates import Point
-from streams.serde import Decoded
+from rollguard.models.events import DeadLetter, format_ts
+from rollguard.streams.ingest.cdevents import decode_cdevent, is_cloudevent
+from rollguard.streams.ingest.mapping import OtlpConfig
+from rollguard.streams.ingest.otlp import decode_otlp, encoding_of
+from rollguard.streams.ingest.rates import Point
+from rollguard.streams.serde import Decoded
 
 __all__ = ["OTLP_TYPE", "FanOut", "decode_foreign", "header_map", "is_foreign"]
 

@@ -23,8 +23,8 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.metrics.v1 import metrics_pb2
 
-from streams.ingest.mapping import MetricRule, OtlpConfig
-from streams.ingest.rates import Kind, Point
+from rollguard.streams.ingest.mapping import MetricRule, OtlpConfig
+from rollguard.streams.ingest.rates import Kind, Point
 
 __all__ = ["OtlpDecoded", "decode_otlp", "encoding_of"]
 

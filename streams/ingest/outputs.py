@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
-from models.events import format_ts
+from rollguard.models.events import format_ts
 
 __all__ = ["CE_TYPE_PREFIX", "cloudevent_headers"]
 

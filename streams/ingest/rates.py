@@ -30,8 +30,8 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import Literal
 
-from models.events import MetricSample
-from streams.ingest.mapping import MetricRule
+from rollguard.models.events import MetricSample
+from rollguard.streams.ingest.mapping import MetricRule
 
 __all__ = ["Point", "SampleBuilder", "percentile"]
 

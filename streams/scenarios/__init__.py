@@ -5,13 +5,13 @@ returns the events with the label a careful operator would give each deployment.
 pure: a seeded ``random.Random``, no Kafka, no clock, no I/O (``streams.simulate_io`` writes).
 """
 
-from streams.scenarios.catalog import (
+from rollguard.streams.scenarios.catalog import (
     DEFAULT_START,
     NOISE_SCENARIOS,
     SCENARIOS,
     generate,
     generate_all,
 )
-from streams.scenarios.fleet import Scenario
+from rollguard.streams.scenarios.fleet import Scenario
 
 __all__ = ["DEFAULT_START", "NOISE_SCENARIOS", "SCENARIOS", "Scenario", "generate", "generate_all"]

@@ -14,9 +14,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from streams.scenarios.fleet import DEPLOYER, SERVICE_POOL, Fleet, Scenario
-from streams.scenarios.noise import NOISE_RECIPES
-from streams.scenarios.releases import (
+from rollguard.streams.scenarios.fleet import DEPLOYER, SERVICE_POOL, Fleet, Scenario
+from rollguard.streams.scenarios.noise import NOISE_RECIPES
+from rollguard.streams.scenarios.releases import (
     BAKE_SECONDS,
     STALE_ONSET,
     BadKind,
@@ -28,7 +28,7 @@ from streams.scenarios.releases import (
     slow_burn,
     traffic_drain,
 )
-from streams.scenarios.signals import (
+from rollguard.streams.scenarios.signals import (
     ERROR_RATE,
     LATENCY,
     METRICS,

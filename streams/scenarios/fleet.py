@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from streams.scenarios.signals import (
+from rollguard.streams.scenarios.signals import (
     METRICS,
     Effect,
     ServiceProfile,

@@ -22,9 +22,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from streams.scenarios.fleet import SERVICE_POOL, Fleet
-from streams.scenarios.releases import BAKE_SECONDS, bad_release, healthy_release
-from streams.scenarios.signals import (
+from rollguard.streams.scenarios.fleet import SERVICE_POOL, Fleet
+from rollguard.streams.scenarios.releases import (
+    BAKE_SECONDS,
+    BadKind,
+    bad_release,
+    healthy_release,
+)
+from rollguard.streams.scenarios.signals import (
     ERROR_RATE,
     LATENCY,
     REQUEST_RATE,
@@ -216,7 +221,8 @@ def bursty_bad_deploy(fleet: Fleet) -> None:
 
     def effects(svc: ServiceProfile, deployed_at: float) -> list[Effect]:
         out = _bursts(fleet, fleet.start, deployed_at - 300.0, (720.0, 1800.0))
-        kind = rng.choice(("errors", "errors+latency", "latency"))
+        kinds: tuple[BadKind, ...] = ("errors", "errors+latency", "latency")
+        kind = rng.choice(kinds)
         return out + bad_release(fleet, svc.name, deployed_at, kind=kind).effects
 
     deployment, _ = _record(fleet, effects, history=LONG_HISTORY, profile={"noisy": 1.5})

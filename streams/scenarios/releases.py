@@ -12,8 +12,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Literal
 
-from streams.scenarios.fleet import Fleet
-from streams.scenarios.signals import (
+from rollguard.streams.scenarios.fleet import Fleet
+from rollguard.streams.scenarios.signals import (
     ERROR_RATE,
     LATENCY,
     REQUEST_RATE,

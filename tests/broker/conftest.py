@@ -19,7 +19,7 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from streams.settings import Settings, load_settings
+from rollguard.streams.settings import Settings, load_settings
 from tests.broker.secure import SecureBroker, secure_broker_session
 
 REPO = Path(__file__).resolve().parents[2]

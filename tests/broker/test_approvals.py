@@ -20,17 +20,17 @@ import pytest
 import yaml
 from aiokafka import AIOKafkaProducer
 
-from models.events import ApprovalResponse
-from streams.serde import record_to_dict
-from streams.signing import (
+from rollguard.models.events import ApprovalResponse
+from rollguard.streams.serde import record_to_dict
+from rollguard.streams.signing import (
     generate_key_pair,
     load_private_key,
     load_public_key,
     sign_record,
     verify_mapping,
 )
-from streams.simulate import generate
-from streams.simulate_io import send_events, shifted_to_now
+from rollguard.streams.simulate import generate
+from rollguard.streams.simulate_io import send_events, shifted_to_now
 from tests.broker.conftest import REPO, ROLLGUARD, WorkerRun, consume
 
 pytestmark = [pytest.mark.broker, pytest.mark.timeout(300)]

@@ -20,14 +20,14 @@ import pytest
 import yaml
 from aiokafka import AIOKafkaProducer
 
-from models.events import ApprovalResponse
-from streams.approvers import load_approvers
-from streams.replay import replay_to_bytes
-from streams.serde import record_to_dict
-from streams.settings import load_policy
-from streams.signing import generate_key_pair, load_private_key, sign_record
-from streams.simulate import generate
-from streams.simulate_io import send_events, shifted_to_now
+from rollguard.models.events import ApprovalResponse
+from rollguard.streams.approvers import load_approvers
+from rollguard.streams.replay import replay_to_bytes
+from rollguard.streams.serde import record_to_dict
+from rollguard.streams.settings import load_policy
+from rollguard.streams.signing import generate_key_pair, load_private_key, sign_record
+from rollguard.streams.simulate import generate
+from rollguard.streams.simulate_io import send_events, shifted_to_now
 from tests.broker.conftest import REPO, WorkerRun, consume
 from tests.broker.worker_io import assert_equal_to_replay, worker_outputs
 

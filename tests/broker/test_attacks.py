@@ -34,19 +34,19 @@ import pytest
 import yaml
 from aiokafka import AIOKafkaProducer
 
-from models.events import ApprovalRequest, ApprovalResponse, RollbackCommand, stable_id
-from streams.executor import Ledger, check_command
-from streams.keyring import Keyring, TrustedKey, load_keyring, write_keyring
-from streams.serde import record_to_dict
-from streams.signing import (
+from rollguard.models.events import ApprovalRequest, ApprovalResponse, RollbackCommand, stable_id
+from rollguard.streams.executor import Ledger, check_command
+from rollguard.streams.keyring import Keyring, TrustedKey, load_keyring, write_keyring
+from rollguard.streams.serde import record_to_dict
+from rollguard.streams.signing import (
     generate_key_pair,
     key_id_of,
     load_private_key,
     load_public_key,
     sign_record,
 )
-from streams.simulate import generate
-from streams.simulate_io import send_events, shifted_to_now
+from rollguard.streams.simulate import generate
+from rollguard.streams.simulate_io import send_events, shifted_to_now
 from tests.broker.conftest import REPO, ROLLGUARD, WorkerRun, free_port
 from tests.broker.worker_io import read_all
 

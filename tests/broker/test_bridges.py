@@ -29,9 +29,9 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from streams.replay import replay_to_bytes
-from streams.serde import dumps
-from streams.settings import load_policy
+from rollguard.streams.replay import replay_to_bytes
+from rollguard.streams.serde import dumps
+from rollguard.streams.settings import load_policy
 from tests.broker.conftest import REPO, ROLLGUARD, WorkerRun, consume
 from tests.broker.worker_io import read_all
 

@@ -21,8 +21,8 @@ from pathlib import Path
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from streams.simulate import generate
-from streams.simulate_io import send_events
+from rollguard.streams.simulate import generate
+from rollguard.streams.simulate_io import send_events
 from tests.broker.conftest import REPO, WorkerRun, free_port
 from tests.broker.worker_io import (
     assert_equal_to_replay,

@@ -27,9 +27,9 @@ import pytest
 import yaml
 from aiokafka import AIOKafkaProducer
 
-from streams.signing import generate_key_pair, load_public_key, verify_mapping
-from streams.simulate import generate
-from streams.simulate_io import send_events, shifted_to_now
+from rollguard.streams.signing import generate_key_pair, load_public_key, verify_mapping
+from rollguard.streams.simulate import generate
+from rollguard.streams.simulate_io import send_events, shifted_to_now
 from tests.broker.conftest import REPO, ROLLGUARD, WorkerRun, consume, free_port
 
 pytestmark = [pytest.mark.broker, pytest.mark.timeout(300)]

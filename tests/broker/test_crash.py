@@ -21,9 +21,9 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from streams.signing import generate_key_pair, load_private_key
-from streams.simulate import generate
-from streams.simulate_io import send_events
+from rollguard.streams.signing import generate_key_pair, load_private_key
+from rollguard.streams.simulate import generate
+from rollguard.streams.simulate_io import send_events
 from tests.broker.conftest import WorkerRun
 from tests.broker.worker_io import (
     assert_equal_to_replay,

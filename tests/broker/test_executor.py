@@ -20,9 +20,9 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from models.events import RollbackCommand, stable_id
-from streams.serde import record_to_dict
-from streams.signing import generate_key_pair, load_private_key, sign_record
+from rollguard.models.events import RollbackCommand, stable_id
+from rollguard.streams.serde import record_to_dict
+from rollguard.streams.signing import generate_key_pair, load_private_key, sign_record
 from tests.broker.conftest import REPO, ROLLGUARD, WorkerRun, consume
 
 pytestmark = [pytest.mark.broker, pytest.mark.timeout(240)]

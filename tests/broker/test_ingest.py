@@ -11,8 +11,8 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from streams.ingest.cdevents import decode_cdevent
-from streams.serde import dumps
+from rollguard.streams.ingest.cdevents import decode_cdevent
+from rollguard.streams.serde import dumps
 from tests.broker.conftest import WorkerRun, consume
 from tests.broker.worker_io import (
     assert_equal_to_replay,
@@ -128,7 +128,7 @@ async def test_bad_foreign_input_is_dead_lettered_with_its_headers(
 async def test_executor_announces_each_rollback_as_a_cdevent(
     worker_run: WorkerRun, producer: AIOKafkaProducer, kafka_bootstrap: str, tmp_path: Path,
 ) -> None:
-    from streams.signing import generate_key_pair, load_private_key
+    from rollguard.streams.signing import generate_key_pair, load_private_key
     from tests.broker.test_executor import _command, _start_executor, _stop
 
     generate_key_pair(tmp_path / "keys", "gate")

@@ -17,10 +17,10 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from streams.replay import replay_to_bytes
-from streams.settings import load_policy
-from streams.simulate import SCENARIOS, generate
-from streams.simulate_io import send_events
+from rollguard.streams.replay import replay_to_bytes
+from rollguard.streams.settings import load_policy
+from rollguard.streams.simulate import SCENARIOS, generate
+from rollguard.streams.simulate_io import send_events
 from tests.broker.conftest import REPO, WorkerRun, consume
 
 pytestmark = [pytest.mark.broker, pytest.mark.timeout(600)]

@@ -17,10 +17,10 @@ import pytest
 import yaml
 from aiokafka import AIOKafkaProducer
 
-from streams.keyring import load_keyring
-from streams.signing import generate_key_pair, key_id_of, load_public_key
-from streams.simulate import generate
-from streams.simulate_io import send_events, shifted_to_now
+from rollguard.streams.keyring import load_keyring
+from rollguard.streams.signing import generate_key_pair, key_id_of, load_public_key
+from rollguard.streams.simulate import generate
+from rollguard.streams.simulate_io import send_events, shifted_to_now
 from tests.broker.conftest import WorkerRun, consume
 from tests.broker.worker_io import wait_checkpoint_after, wait_role
 

@@ -24,11 +24,11 @@ import yaml
 from aiohttp import web
 from aiokafka import AIOKafkaProducer
 
-from streams.notify import Notifier
-from streams.notify_config import NotifyConfig
-from streams.signing import generate_key_pair
-from streams.simulate import generate
-from streams.simulate_io import send_events, shifted_to_now
+from rollguard.streams.notify import Notifier
+from rollguard.streams.notify_config import NotifyConfig
+from rollguard.streams.signing import generate_key_pair
+from rollguard.streams.simulate import generate
+from rollguard.streams.simulate_io import send_events, shifted_to_now
 from tests.broker.conftest import REPO, ROLLGUARD, WorkerRun, consume, eventually
 
 pytestmark = [pytest.mark.broker, pytest.mark.timeout(300)]

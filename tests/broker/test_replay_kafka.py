@@ -17,9 +17,9 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from models.events import format_ts
-from streams.simulate import generate
-from streams.simulate_io import send_events, write_scenario
+from rollguard.models.events import format_ts
+from rollguard.streams.simulate import generate
+from rollguard.streams.simulate_io import send_events, write_scenario
 from tests.broker.conftest import WorkerRun
 
 pytestmark = [pytest.mark.broker, pytest.mark.timeout(180)]

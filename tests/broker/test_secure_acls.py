@@ -33,10 +33,10 @@ from aiokafka.errors import (
     TransactionalIdAuthorizationFailed,
 )
 
-from streams.settings import load_settings
-from streams.signing import generate_key_pair, load_public_key, verify_mapping
-from streams.simulate import generate
-from streams.simulate_io import send_events, shifted_to_now
+from rollguard.streams.settings import load_settings
+from rollguard.streams.signing import generate_key_pair, load_public_key, verify_mapping
+from rollguard.streams.simulate import generate
+from rollguard.streams.simulate_io import send_events, shifted_to_now
 from tests.broker.conftest import REPO, ROLLGUARD, WorkerRun, free_port
 from tests.broker.secure import SecureBroker
 

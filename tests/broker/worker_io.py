@@ -24,11 +24,11 @@ import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
-from streams.pipeline import Pipeline
-from streams.replay import replay_to_bytes
-from streams.serde import decode_line
-from streams.settings import load_policy
-from streams.simulate import generate
+from rollguard.streams.pipeline import Pipeline
+from rollguard.streams.replay import replay_to_bytes
+from rollguard.streams.serde import decode_line
+from rollguard.streams.settings import load_policy
+from rollguard.streams.simulate import generate
 from tests.broker.conftest import REPO, WorkerRun, free_port
 
 OUTPUT_TYPES = {

@@ -14,11 +14,11 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from models.records import request_id
-from streams.approvers import Approver, ApproverDirectory
-from streams.scenarios import generate
-from streams.serde import dumps
-from streams.signing import signature_of
+from rollguard.models.records import request_id
+from rollguard.streams.approvers import Approver, ApproverDirectory
+from rollguard.streams.scenarios import generate
+from rollguard.streams.serde import dumps
+from rollguard.streams.signing import signature_of
 
 __all__ = ["APPROVERS", "EDGES", "edge_lines"]
 

@@ -17,11 +17,11 @@ from pathlib import Path
 
 import pytest
 
-from models.policy import Policy
-from streams.replay import replay_to_bytes
-from streams.scenarios import SCENARIOS, generate
-from streams.serde import dumps
-from streams.settings import load_policy
+from rollguard.models.policy import Policy
+from rollguard.streams.replay import replay_to_bytes
+from rollguard.streams.scenarios import SCENARIOS, generate
+from rollguard.streams.serde import dumps
+from rollguard.streams.settings import load_policy
 from tests.golden.edges import APPROVERS, EDGES
 
 REPO = Path(__file__).resolve().parents[2]

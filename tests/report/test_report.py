@@ -22,7 +22,7 @@ import orjson
 import pytest
 from matplotlib import image
 
-from streams.simulate import generate
+from rollguard.streams.simulate import generate
 
 REPO = Path(__file__).resolve().parents[2]
 ROLLGUARD = str(Path(sys.executable).with_name("rollguard"))

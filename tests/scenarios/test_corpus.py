@@ -29,16 +29,16 @@ from typing import Any
 import pytest
 from pydantic import TypeAdapter
 
-from models.events import (
+from rollguard.models.events import (
     ApprovalRequest,
     Decision,
     InputEvent,
     ReleaseVerdict,
     RollbackCommand,
 )
-from models.policy import Policy
-from streams.settings import load_policy
-from streams.simulate import SCENARIOS, Scenario, generate
+from rollguard.models.policy import Policy
+from rollguard.streams.settings import load_policy
+from rollguard.streams.simulate import SCENARIOS, Scenario, generate
 
 REPO = Path(__file__).resolve().parents[2]
 ADAPTER: TypeAdapter[Any] = TypeAdapter(InputEvent)
@@ -46,9 +46,9 @@ SEEDS = (0, 1, 2)
 RATE_SEEDS = range(200)
 
 try:
-    from models.engine import advance, new_state, step
+    from rollguard.models.engine import advance, new_state, step
 except ImportError as err:  # the core is written by someone else, concurrently
-    ENGINE_MISSING: str | None = f"models.engine is not importable: {err}"
+    ENGINE_MISSING: str | None = f"rollguard.models.engine is not importable: {err}"
 else:
     ENGINE_MISSING = None
 

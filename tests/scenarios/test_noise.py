@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import pytest
 
-from streams.simulate import NOISE_SCENARIOS, generate
+from rollguard.streams.simulate import NOISE_SCENARIOS, generate
 from tests.scenarios.test_corpus import Outcome, outcomes, run
 
 WIRING = "issue 11: wired after the rule registry (issue 10)"

@@ -25,9 +25,9 @@ import pytest
 import yaml
 from pydantic import TypeAdapter
 
-from models.events import InputEvent, ReasonCode
-from models.policy import Policy, ServicePolicy
-from streams.simulate import SCENARIOS, Scenario, generate, generate_all
+from rollguard.models.events import InputEvent, ReasonCode
+from rollguard.models.policy import Policy, ServicePolicy
+from rollguard.streams.simulate import SCENARIOS, Scenario, generate, generate_all
 
 REPO = Path(__file__).resolve().parents[2]
 POLICY = Policy.from_mapping(
@@ -376,7 +376,7 @@ def test_generation_is_pure() -> None:
         "pathlib",
         "subprocess",
         "datetime.now",
-        "streams.simulate_io",
+        "rollguard.streams.simulate_io",
     }
     package = REPO / "streams" / "scenarios"
     for path in [*package.glob("*.py"), REPO / "streams" / "simulate.py"]:

@@ -9,16 +9,16 @@ from typing import Any
 
 import yaml
 
-from models.engine import ApprovalCheck, EngineState, advance, new_state, step
-from models.events import (
+from rollguard.models.engine import ApprovalCheck, EngineState, advance, new_state, step
+from rollguard.models.events import (
     Alert,
     ApprovalResponse,
     DeployEvent,
     MetricSample,
     OutputRecord,
 )
-from models.policy import Policy
-from models.scoring import default_kit
+from rollguard.models.policy import Policy
+from rollguard.models.scoring import default_kit
 
 REPO = Path(__file__).resolve().parents[2]
 T0 = 1_795_593_600.0  # 2026-11-25T08:00:00Z, a multiple of 30 s

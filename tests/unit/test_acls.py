@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from streams.acls import PrincipalMap, acl_set, load_principals, render
-from streams.settings import ConfigError, Settings
+from rollguard.streams.acls import PrincipalMap, acl_set, load_principals, render
+from rollguard.streams.settings import ConfigError, Settings
 
 REPO = Path(__file__).resolve().parents[2]
 ROLLGUARD = str(Path(sys.executable).with_name("rollguard"))

@@ -11,11 +11,11 @@ from datetime import UTC, datetime
 
 import pytest
 
-from models import rules
-from models.decide import Findings, FleetFacts, Stage, decide
-from models.events import ReasonCode
-from models.facts import DeploymentFacts
-from models.judgement import Finding, Judgement
+from rollguard.models import rules
+from rollguard.models.decide import Findings, FleetFacts, Stage, decide
+from rollguard.models.events import ReasonCode
+from rollguard.models.facts import DeploymentFacts
+from rollguard.models.judgement import Finding, Judgement
 from tests.unit.core_factories import REPO, load_policy
 
 POLICY = load_policy()

@@ -13,15 +13,15 @@ import pytest
 import yaml
 from matplotlib import image
 
-from models.events import DeadLetter, parse_ts
-from streams.analysis.kafka_range import TimeRange, input_topics
-from streams.analysis.labels import final_outcomes
-from streams.analysis.session import replay_items, run_replay
-from streams.analysis.timeline import build_timelines
-from streams.analysis.timerange import parse_time_arg
-from streams.replay import replay_to_bytes
-from streams.settings import Settings, load_policy
-from streams.simulate import generate
+from rollguard.models.events import DeadLetter, parse_ts
+from rollguard.streams.analysis.kafka_range import TimeRange, input_topics
+from rollguard.streams.analysis.labels import final_outcomes
+from rollguard.streams.analysis.session import replay_items, run_replay
+from rollguard.streams.analysis.timeline import build_timelines
+from rollguard.streams.analysis.timerange import parse_time_arg
+from rollguard.streams.replay import replay_to_bytes
+from rollguard.streams.settings import Settings, load_policy
+from rollguard.streams.simulate import generate
 
 REPO = Path(__file__).resolve().parents[2]
 ROLLGUARD = str(Path(sys.executable).with_name("rollguard"))

@@ -11,9 +11,9 @@ from typing import Any
 import orjson
 import pytest
 
-from models.events import format_ts
-from streams.analysis.labels import final_outcomes, load_labels, nearest_rank, score
-from streams.simulate import generate
+from rollguard.models.events import format_ts
+from rollguard.streams.analysis.labels import final_outcomes, load_labels, nearest_rank, score
+from rollguard.streams.simulate import generate
 
 REPO = Path(__file__).resolve().parents[2]
 ROLLGUARD = str(Path(sys.executable).with_name("rollguard"))
@@ -155,6 +155,6 @@ def test_labels_over_the_corpus(tmp_path: Path) -> None:
 
 
 def _epoch(text: str) -> float:
-    from models.events import parse_ts
+    from rollguard.models.events import parse_ts
 
     return parse_ts(text)

@@ -17,8 +17,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import models.anomaly as anomaly
-from models.anomaly import (
+import rollguard.models.anomaly as anomaly
+from rollguard.models.anomaly import (
     JointDetector,
     SeriesScorer,
     WindowDetector,
@@ -498,7 +498,7 @@ def test_snapshot_id_is_short_stable_and_tracks_learning() -> None:
 _SUBPROCESS = """
 import json, sys
 sys.path.insert(0, {root!r})
-from models.anomaly import JointDetector, SeriesScorer, WindowDetector, score_series
+from rollguard.models.anomaly import JointDetector, SeriesScorer, WindowDetector, score_series
 import tests.unit.test_anomaly as t
 s = SeriesScorer()
 scores = score_series(t._series_stream(), s)

@@ -6,10 +6,10 @@ from typing import Any
 
 import pytest
 
-from streams.approval_book import ApprovalBook
-from streams.approval_evidence import EXPLANATIONS, evidence_view, response_command
-from streams.notify_bodies import body_for
-from streams.notify_config import Webhook
+from rollguard.streams.approval_book import ApprovalBook
+from rollguard.streams.approval_evidence import EXPLANATIONS, evidence_view, response_command
+from rollguard.streams.notify_bodies import body_for
+from rollguard.streams.notify_config import Webhook
 
 T0 = 1_795_593_600.0
 
@@ -106,7 +106,7 @@ def test_evidence_view_explains_every_reason_and_names_the_numbers() -> None:
 
 
 def test_every_reason_code_has_words() -> None:
-    from models.events import ReasonCode
+    from rollguard.models.events import ReasonCode
 
     assert {c.value for c in ReasonCode} <= set(EXPLANATIONS)
 

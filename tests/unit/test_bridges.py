@@ -9,12 +9,12 @@ import cramjam
 import orjson
 import pytest
 
-from streams.bridges.alertmanager import alerts_of
-from streams.bridges.common import BridgeError
-from streams.bridges.prometheus import STALE_NAN_BITS, is_stale, samples_of
-from streams.bridges.prompb import WriteRequest
-from streams.ingest.mapping import AlertmanagerBridge, PrometheusBridge
-from streams.ingest.rates import SampleBuilder
+from rollguard.streams.bridges.alertmanager import alerts_of
+from rollguard.streams.bridges.common import BridgeError
+from rollguard.streams.bridges.prometheus import STALE_NAN_BITS, is_stale, samples_of
+from rollguard.streams.bridges.prompb import WriteRequest
+from rollguard.streams.ingest.mapping import AlertmanagerBridge, PrometheusBridge
+from rollguard.streams.ingest.rates import SampleBuilder
 
 T0_MS = 1_795_593_600_000
 STALE = struct.unpack("<d", struct.pack("<Q", STALE_NAN_BITS))[0]
@@ -106,9 +106,9 @@ def test_bad_webhook_payloads_are_refused(data: bytes) -> None:
 
 
 async def test_a_saturated_bridge_answers_503_without_dead_lettering() -> None:
-    from models.events import MetricSample
-    from streams.bridges.prometheus import PrometheusWriteBridge
-    from streams.settings import load_settings
+    from rollguard.models.events import MetricSample
+    from rollguard.streams.bridges.prometheus import PrometheusWriteBridge
+    from rollguard.streams.settings import load_settings
 
     bridge = PrometheusWriteBridge(load_settings())
     bridge.in_flight = bridge.max_in_flight  # the producer has this much unacknowledged
@@ -127,7 +127,7 @@ async def test_a_saturated_bridge_answers_503_without_dead_lettering() -> None:
 ])
 def test_bad_mapping_is_refused_at_start(monkeypatch: pytest.MonkeyPatch, env: str,
                                          field: str) -> None:
-    from streams.settings import ConfigError, load_settings
+    from rollguard.streams.settings import ConfigError, load_settings
 
     monkeypatch.setenv("ROLLGUARD_INGEST__OTLP__RULES", env)
     with pytest.raises(ConfigError) as caught:

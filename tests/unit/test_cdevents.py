@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from models.events import DeployStatus, MetricSample
-from streams.ingest.cdevents import decode_cdevent, is_cloudevent, rolledback_event
-from streams.ingest.inputs import decode_foreign, is_foreign
-from streams.ingest.mapping import OtlpConfig
-from streams.ingest.outputs import cloudevent_headers
+from rollguard.models.events import DeployStatus, MetricSample
+from rollguard.streams.ingest.cdevents import decode_cdevent, is_cloudevent, rolledback_event
+from rollguard.streams.ingest.inputs import decode_foreign, is_foreign
+from rollguard.streams.ingest.mapping import OtlpConfig
+from rollguard.streams.ingest.outputs import cloudevent_headers
 from tests.cdevents_messages import cdevent, kafka_message
 
 T0 = 1_795_593_600.0

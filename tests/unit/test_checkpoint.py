@@ -15,9 +15,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from models.events import ApprovalResponse
-from models.state import ApprovalControl, ExpiryControl, ServiceState
-from streams.checkpoint import (
+from rollguard.models.events import ApprovalResponse
+from rollguard.models.state import ApprovalControl, ExpiryControl, ServiceState
+from rollguard.streams.checkpoint import (
     CODEC,
     FORMAT,
     Positions,
@@ -28,11 +28,11 @@ from streams.checkpoint import (
     state_schema,
     state_secret,
 )
-from streams.pipeline import Pipeline
-from streams.serde import decode_line, encode
-from streams.settings import load_policy
-from streams.simulate import SCENARIOS as ALL_SCENARIOS
-from streams.simulate import generate
+from rollguard.streams.pipeline import Pipeline
+from rollguard.streams.serde import decode_line, encode
+from rollguard.streams.settings import load_policy
+from rollguard.streams.simulate import SCENARIOS as ALL_SCENARIOS
+from rollguard.streams.simulate import generate
 
 POLICY = load_policy("config/policy.yaml")
 TP = ("t.metrics", 0)

@@ -9,12 +9,12 @@ import orjson
 import pytest
 import yaml
 
-from models.events import ApprovalResponse
-from streams.approval_book import ApprovalBook
-from streams.approvers import load_approvers
-from streams.console.answers import Accepted, Refused, check_answer
-from streams.serde import record_to_dict
-from streams.signing import generate_key_pair, load_private_key, sign_record
+from rollguard.models.events import ApprovalResponse
+from rollguard.streams.approval_book import ApprovalBook
+from rollguard.streams.approvers import load_approvers
+from rollguard.streams.console.answers import Accepted, Refused, check_answer
+from rollguard.streams.serde import record_to_dict
+from rollguard.streams.signing import generate_key_pair, load_private_key, sign_record
 from tests.unit.test_approval_book import T0, decision, request
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import re
 
-from streams.approval_book import ApprovalBook
-from streams.console.pages import detail_page, index_page
+from rollguard.streams.approval_book import ApprovalBook
+from rollguard.streams.console.pages import detail_page, index_page
 from tests.unit.test_approval_book import T0, decision, request
 
 EVIL = "<script>alert(1)</script>"

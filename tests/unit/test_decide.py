@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from models.decide import (
+from rollguard.models.decide import (
     BakeEvidence,
     DeploymentFacts,
     Findings,
@@ -24,7 +24,7 @@ from models.decide import (
     match_preauthorization,
     ordered,
 )
-from models.events import BLOCKERS, TRIGGERS, ChangeSet, ReasonCode
+from rollguard.models.events import BLOCKERS, TRIGGERS, ChangeSet, ReasonCode
 from tests.unit.core_factories import load_policy
 
 R = ReasonCode

@@ -13,9 +13,9 @@ from typing import Any
 
 import pytest
 
-from models.engine import ApprovalCheck, new_state, step
-from models.events import ApprovalRequest, ApprovalResponse, Decision, RollbackCommand
-from models.records import command_id, request_id
+from rollguard.models.engine import ApprovalCheck, new_state, step
+from rollguard.models.events import ApprovalRequest, ApprovalResponse, Decision, RollbackCommand
+from rollguard.models.records import command_id, request_id
 from tests.unit.core_factories import (
     GOOD,
     HEALTHY,

@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import TypeAdapter, ValidationError
 
-from models.events import (
+from rollguard.models.events import (
     ApprovalRequest,
     Decision,
     DeployEvent,

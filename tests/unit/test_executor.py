@@ -9,11 +9,22 @@ from typing import Any
 import orjson
 import pytest
 
-from models.events import RollbackCommand, stable_id
-from streams.executor import ExecutorConfig, Ledger, check_command, handle_command, render_command
-from streams.keyring import Keyring
-from streams.serde import record_to_dict
-from streams.signing import generate_key_pair, load_private_key, load_public_key, sign_record
+from rollguard.models.events import RollbackCommand, stable_id
+from rollguard.streams.executor import (
+    ExecutorConfig,
+    Ledger,
+    check_command,
+    handle_command,
+    render_command,
+)
+from rollguard.streams.keyring import Keyring
+from rollguard.streams.serde import record_to_dict
+from rollguard.streams.signing import (
+    generate_key_pair,
+    load_private_key,
+    load_public_key,
+    sign_record,
+)
 
 NOW = 1795593600.0
 
@@ -89,7 +100,7 @@ def test_fields_fill_arguments_without_a_shell() -> None:
 async def test_a_valid_command_runs_exactly_once(keys: Any, tmp_path: Path,
                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     private, public = keys
-    monkeypatch.setattr("streams.executor.time.time", lambda: NOW + 1)
+    monkeypatch.setattr("rollguard.streams.executor.time.time", lambda: NOW + 1)
     marker = tmp_path / "ran.txt"
     config = ExecutorConfig(
         exec_template=f"{sys.executable} -c \"import sys; open(sys.argv[1], 'a').write("

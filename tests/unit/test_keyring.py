@@ -9,13 +9,13 @@ import orjson
 import pytest
 from click.testing import CliRunner
 
-from models.events import ApprovalRequest, ApprovalResponse, RollbackCommand, stable_id
-from streams.approvers import Approver, ApproverDirectory, approval_check
-from streams.arrival import with_arrival
-from streams.cli import cli
-from streams.keyring import Keyring, load_keyring, rotate
-from streams.serde import record_to_dict
-from streams.signing import (
+from rollguard.models.events import ApprovalRequest, ApprovalResponse, RollbackCommand, stable_id
+from rollguard.streams.approvers import Approver, ApproverDirectory, approval_check
+from rollguard.streams.arrival import with_arrival
+from rollguard.streams.cli import cli
+from rollguard.streams.keyring import Keyring, load_keyring, rotate
+from rollguard.streams.serde import record_to_dict
+from rollguard.streams.signing import (
     generate_key_pair,
     key_id_of,
     load_private_key,
@@ -105,7 +105,7 @@ def test_an_approval_signature_ignores_the_brokers_received_at(tmp_path: Path) -
 
 @pytest.mark.parametrize("text", ["keys: []", "keys: {ed25519-00: {}}", "nope: 1"])
 def test_a_bad_keyring_file_is_refused_with_its_name(tmp_path: Path, text: str) -> None:
-    from streams.signing import KeyError_
+    from rollguard.streams.signing import KeyError_
 
     path = tmp_path / "keyring.yaml"
     path.write_text(text)
@@ -117,8 +117,8 @@ def test_the_worker_refuses_a_response_the_broker_did_not_stamp() -> None:
     """On a CreateTime topic the timestamp is the sender's claim: a dead letter, not a time."""
     from types import SimpleNamespace
 
-    from streams.arrival import CREATE_TIME_ERROR
-    from streams.arrival import stamp_arrival as _arrived
+    from rollguard.streams.arrival import CREATE_TIME_ERROR
+    from rollguard.streams.arrival import stamp_arrival as _arrived
 
     response = ApprovalResponse(request_id="apr-1", approver="user:alice", decision="approve",
                                 ts=NOW, service="checkout", received_at=NOW - 100)
@@ -144,7 +144,7 @@ def test_only_an_approval_responses_received_at_is_unsigned(tmp_path: Path) -> N
 
 
 def test_the_executor_follows_a_rotated_keyring_without_a_restart(tmp_path: Path) -> None:
-    from streams.executor import ExecutorConfig, KeyringWatch
+    from rollguard.streams.executor import ExecutorConfig, KeyringWatch
 
     keys, path = tmp_path / "keys", tmp_path / "keyring.yaml"
     first, _ = rotate(keys, "gate", path, 600, NOW)
@@ -160,9 +160,9 @@ def test_the_executor_follows_a_rotated_keyring_without_a_restart(tmp_path: Path
 
 
 def test_the_worker_still_reads_state_sealed_with_a_rotated_out_key(tmp_path: Path) -> None:
-    from streams.checkpoint import key_material, state_secret
-    from streams.settings import Settings
-    from streams.worker import _state_secrets
+    from rollguard.streams.checkpoint import key_material, state_secret
+    from rollguard.streams.settings import Settings
+    from rollguard.streams.worker import _state_secrets
 
     keys = tmp_path / "keys"
     rotate(keys, "gate", tmp_path / "keyring.yaml", 600, NOW)

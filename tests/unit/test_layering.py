@@ -29,7 +29,7 @@ def test_core_imports_nothing_from_the_shell_or_the_outside_world() -> None:
             elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
                 names = [node.module]
             for name in names:
-                if name.split(".")[0] in FORBIDDEN_IMPORTS:
+                if name.removeprefix("rollguard.").split(".")[0] in FORBIDDEN_IMPORTS:
                     offenders.append(f"{path.relative_to(REPO)}:{node.lineno} imports {name}")
     assert not offenders, "\n".join(offenders)
 
@@ -51,3 +51,21 @@ def test_import_linter_contract_holds() -> None:
         cwd=REPO, capture_output=True, text=True, check=False,
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_nothing_imports_the_folders_by_their_bare_names() -> None:
+    """models/ and streams/ install as rollguard.models and rollguard.streams; importing a
+    module under both names would load it twice, with two copies of every class."""
+    offenders = []
+    for top in ("models", "streams", "tests", "bench", "scripts"):
+        for path in sorted((REPO / top).rglob("*.py")):
+            for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+                if isinstance(node, ast.Import):
+                    names = [alias.name for alias in node.names]
+                elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                    names = [node.module]
+                else:
+                    continue
+                offenders += [f"{path.relative_to(REPO)}:{node.lineno} imports {name}"
+                              for name in names if name.split(".")[0] in {"models", "streams"}]
+    assert not offenders, "\n".join(offenders)

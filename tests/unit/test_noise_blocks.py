@@ -9,11 +9,11 @@ import random
 
 import pytest
 
-from models.anomaly import JointDetector
-from models.counts import binomial_sf, error_count_test
-from models.memory import LongMemory
-from models.onset import attribute_onset
-from models.sequential import SequentialTest
+from rollguard.models.anomaly import JointDetector
+from rollguard.models.counts import binomial_sf, error_count_test
+from rollguard.models.memory import LongMemory
+from rollguard.models.onset import attribute_onset
+from rollguard.models.sequential import SequentialTest
 
 W = 30.0  # window seconds
 DAY = 2880  # windows per day

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from streams.notify_config import RetryPolicy, load_notify_config
-from streams.settings import ConfigError
+from rollguard.streams.notify_config import RetryPolicy, load_notify_config
+from rollguard.streams.settings import ConfigError
 
 
 @pytest.mark.parametrize(("text", "names"), [

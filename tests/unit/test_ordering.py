@@ -7,7 +7,7 @@ import random
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streams.ordering import EventTimeMerger
+from rollguard.streams.ordering import EventTimeMerger
 
 
 def test_a_partition_with_unread_messages_holds_the_watermark() -> None:

@@ -8,7 +8,7 @@ import random
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streams.ordering import EventTimeMerger
+from rollguard.streams.ordering import EventTimeMerger
 
 WALL = 1_800_000_000.0
 

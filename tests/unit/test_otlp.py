@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from streams.ingest.mapping import MetricRule, OtlpConfig
-from streams.ingest.otlp import decode_otlp
-from streams.ingest.rates import SampleBuilder, percentile
+from rollguard.streams.ingest.mapping import MetricRule, OtlpConfig
+from rollguard.streams.ingest.otlp import decode_otlp
+from rollguard.streams.ingest.rates import SampleBuilder, percentile
 from tests.otlp_messages import (
     CUMULATIVE,
     DELTA,
@@ -202,7 +202,7 @@ def test_a_first_error_series_counts_from_zero(encoding: str) -> None:
 
 def _foreign(value: bytes, headers: list[tuple[str, bytes]] | None = None,
              reference: float = T0 + 60) -> str | None:
-    from streams.ingest.inputs import decode_foreign
+    from rollguard.streams.ingest.inputs import decode_foreign
 
     decoded = decode_foreign(value, key=None, headers=headers or [], topic="otlp_metrics",
                              partition=0, offset=3, expected="otlp", otlp=CONFIG,

@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from models.policy import Policy, PolicyError
-from streams.settings import ConfigError, load_policy
+from rollguard.models.policy import Policy, PolicyError
+from rollguard.streams.settings import ConfigError, load_policy
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -19,7 +19,7 @@ import yaml
 from hypothesis import HealthCheck, find, given, settings
 from hypothesis import strategies as st
 
-from models.decide import (
+from rollguard.models.decide import (
     DeploymentFacts,
     Findings,
     FleetFacts,
@@ -27,9 +27,9 @@ from models.decide import (
     decide,
     deployment_blockers,
 )
-from models.events import BLOCKERS, TRIGGERS, ChangeSet, ReasonCode
-from models.policy import Policy
-from models.records import request_id
+from rollguard.models.events import BLOCKERS, TRIGGERS, ChangeSet, ReasonCode
+from rollguard.models.policy import Policy
+from rollguard.models.records import request_id
 from tests.unit.core_factories import (
     HEALTHY,
     REPO,

@@ -7,11 +7,11 @@ from typing import Any
 
 import pytest
 
-from models.alerts import AlertBook
-from models.events import ReasonCode
-from models.facts import DeploymentFacts, FleetFacts
-from models.judgement import Judgement
-from models.quality import (
+from rollguard.models.alerts import AlertBook
+from rollguard.models.events import ReasonCode
+from rollguard.models.facts import DeploymentFacts, FleetFacts
+from rollguard.models.judgement import Judgement
+from rollguard.models.quality import (
     Signals,
     baseline_instability,
     cold_models,
@@ -27,8 +27,8 @@ from models.quality import (
     stale_streams,
     traffic_drain,
 )
-from models.rules import WINDOW_BLOCKERS, evaluate
-from models.windows import (
+from rollguard.models.rules import WINDOW_BLOCKERS, evaluate
+from rollguard.models.windows import (
     Baseline,
     WindowAccumulator,
     WindowSummary,

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import orjson
 
-from streams.replay import ReplayStats, replay_lines, replay_to_bytes
-from streams.settings import load_policy
-from streams.simulate import generate
+from rollguard.streams.replay import ReplayStats, replay_lines, replay_to_bytes
+from rollguard.streams.settings import load_policy
+from rollguard.streams.simulate import generate
 
 REPO = Path(__file__).resolve().parents[2]
 POLICY = load_policy(REPO / "config" / "policy.yaml")

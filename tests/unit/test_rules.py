@@ -15,11 +15,11 @@ from typing import Any
 
 import pytest
 
-from models.events import BLOCKERS, TRIGGERS, ChangeSet, ReasonCode
-from models.facts import DeploymentFacts, FleetFacts
-from models.judgement import Judgement, Streaks
-from models.quality import Signals
-from models.rules import (
+from rollguard.models.events import BLOCKERS, TRIGGERS, ChangeSet, ReasonCode
+from rollguard.models.facts import DeploymentFacts, FleetFacts
+from rollguard.models.judgement import Judgement, Streaks
+from rollguard.models.quality import Signals
+from rollguard.models.rules import (
     DEPLOYMENT_BLOCKERS,
     EPISODE_RULES,
     TRIGGER_RULES,
@@ -36,9 +36,9 @@ from models.rules import (
     model_cold,
     threshold_breach,
 )
-from models.scoring import JOINT, Score
-from models.thresholds import ThresholdCheck
-from models.windows import WindowSummary
+from rollguard.models.scoring import JOINT, Score
+from rollguard.models.thresholds import ThresholdCheck
+from rollguard.models.windows import WindowSummary
 from tests.unit.core_factories import T0, load_policy
 
 R = ReasonCode

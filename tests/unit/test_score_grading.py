@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from models.anomaly import SeriesScorer, score_series
+from rollguard.models.anomaly import SeriesScorer, score_series
 
 N = 3000
 

@@ -6,8 +6,8 @@ import base64
 
 import pytest
 
-from models.events import MetricSample
-from streams.serde import decode, decode_line, encode
+from rollguard.models.events import MetricSample
+from rollguard.streams.serde import decode, decode_line, encode
 
 NOV25 = 1795593600.0
 GOOD = b'{"type":"metric","service":"a","name":"error_rate","value":0.1,"ts":1795593600}'

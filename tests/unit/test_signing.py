@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from models.events import RollbackCommand
-from streams.serde import record_to_dict
-from streams.signing import (
+from rollguard.models.events import RollbackCommand
+from rollguard.streams.serde import record_to_dict
+from rollguard.streams.signing import (
     KeyError_,
     generate_key_pair,
     load_private_key,

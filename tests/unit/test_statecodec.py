@@ -11,8 +11,8 @@ from typing import Any, Literal
 import orjson
 import pytest
 
-from models.events import DeployEvent
-from streams.statecodec import StateCodec, StateDecodeError
+from rollguard.models.events import DeployEvent
+from rollguard.streams.statecodec import StateCodec, StateDecodeError
 
 
 class Kind(StrEnum):

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from models.engine import advance, new_state, step
-from models.windows import (
+from rollguard.models.engine import advance, new_state, step
+from rollguard.models.windows import (
     WindowAccumulator,
     build_baseline,
     first_window_from,
@@ -220,5 +220,5 @@ def test_memory_stays_flat_in_the_number_of_events() -> None:
 def test_core_doctests(module: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """The examples in the core's docstrings run (decide's reads config/policy.yaml)."""
     monkeypatch.chdir(Path(__file__).resolve().parents[2])
-    result = doctest.testmod(importlib.import_module(f"models.{module}"))
+    result = doctest.testmod(importlib.import_module(f"rollguard.models.{module}"))
     assert result.failed == 0
