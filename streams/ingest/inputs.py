@@ -19,6 +19,7 @@ original headers too.
 from __future__ import annotations
 
 import base64
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -33,6 +34,9 @@ __all__ = ["OTLP_TYPE", "FanOut", "decode_foreign", "header_map", "is_foreign"]
 
 OTLP_TYPE = "otlp"
 
+Headers = Sequence[tuple[str, bytes | None]]
+"""Kafka message headers as aiokafka gives them: ``((name, value), ...)``."""
+
 
 @dataclass(frozen=True, slots=True)
 class FanOut:
@@ -45,15 +49,15 @@ class FanOut:
     service: None = None
 
 
-def header_map(headers: object) -> dict[str, bytes]:
+def header_map(headers: Headers | None) -> dict[str, bytes]:
     """aiokafka's ``((name, value), ...)`` headers as a dict (the last value wins)."""
     out: dict[str, bytes] = {}
-    for name, value in headers or ():  # type: ignore[attr-defined]
+    for name, value in headers or ():
         out[str(name).lower()] = value if value is not None else b""
     return out
 
 
-def is_foreign(expected: str | None, headers: object) -> bool:
+def is_foreign(expected: str | None, headers: Headers | None) -> bool:
     """True if the message needs ``decode_foreign`` rather than the native decoder."""
     if expected == OTLP_TYPE:
         return True
@@ -64,7 +68,7 @@ def decode_foreign(
     value: bytes | None,
     *,
     key: bytes | None,
-    headers: object,
+    headers: Headers | None,
     topic: str,
     partition: int | None,
     offset: int | None,
