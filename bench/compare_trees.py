@@ -80,6 +80,16 @@ class Run:
         """parse+core events/s, wall."""
         return self.events / self.core_wall
 
+    @property
+    def parse_cpu_rate(self) -> float:
+        """parse-only events per CPU second."""
+        return self.events / self.parse_cpu
+
+    @property
+    def core_cpu_rate(self) -> float:
+        """parse+core events per CPU second."""
+        return self.events / self.core_cpu
+
 
 def run_tree(tree: Path, events: int, services: int, seed: int, reps: int) -> Run:
     """One process in ``tree`` with that tree's own interpreter."""
@@ -129,6 +139,8 @@ def main() -> int:
         print(f"  ratio, wall  {spread([r.wall_ratio for r in runs[side]])}")
         print(f"  ratio, CPU   {spread([r.cpu_ratio for r in runs[side]])}")
         print(f"  core ev/s    {spread([r.core_rate for r in runs[side]])}")
+        print(f"  parse ev/CPU s  {spread([r.parse_cpu_rate for r in runs[side]])}")
+        print(f"  core ev/CPU s   {spread([r.core_cpu_rate for r in runs[side]])}")
     pairs = list(zip(runs["A"], runs["B"], strict=True))
     print(f"B/A per pair, wall: {spread([b.wall_ratio / a.wall_ratio for a, b in pairs])}")
     print(f"B/A per pair, CPU:  {spread([b.cpu_ratio / a.cpu_ratio for a, b in pairs])}")
