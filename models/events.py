@@ -280,7 +280,7 @@ InputEvent = Annotated[
     DeployEvent | MetricSample | Alert | ApprovalResponse, Field(discriminator="type")
 ]
 
-INPUT_TYPES: dict[str, type[_Record]] = {
+INPUT_TYPES: dict[str, type[DeployEvent | MetricSample | Alert | ApprovalResponse]] = {
     "deploy": DeployEvent,
     "metric": MetricSample,
     "alert": Alert,

@@ -17,7 +17,7 @@ import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
@@ -248,7 +248,7 @@ def admin_config(settings: Settings) -> dict[str, str | int | float | bool]:
 
 
 def _binding(entry: AclEntry) -> Any:
-    from confluent_kafka.admin import AclBinding  # type: ignore[attr-defined]
+    from confluent_kafka.admin import AclBinding
 
     return AclBinding(entry.resource_type, entry.name, entry.pattern, entry.principal, "*",
                       entry.operation, "ALLOW")
@@ -270,13 +270,15 @@ def apply_acls(settings: Settings, entries: list[AclEntry], *, prune: bool = Fal
     are only listed.
     Needs a principal allowed to alter ACLs (a super user).
     """
-    from confluent_kafka.admin import AclBindingFilter, AdminClient  # type: ignore[attr-defined]
+    from confluent_kafka.admin import AclBindingFilter, AdminClient
 
     admin = AdminClient(admin_config(settings))
     wanted = {_binding(e): e for e in entries}
     resources = sorted({(e.resource_type, e.name) for e in entries})
-    # None principal and host match any (librdkafka's filter; the stubs say str).
-    futures = [admin.describe_acls(AclBindingFilter(kind, name, "MATCH", None, None,  # type: ignore[arg-type]
+    # None principal and host match any (librdkafka's filter, as AclBindingFilter's docstring
+    # says); its annotations, inherited from AclBinding, say str.
+    anyone = cast(str, None)
+    futures = [admin.describe_acls(AclBindingFilter(kind, name, "MATCH", anyone, anyone,
                                                     "ANY", "ALLOW"), request_timeout=timeout)
                for kind, name in resources]
     existing = {binding for future in futures for binding in future.result()}

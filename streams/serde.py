@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import base64
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import orjson
 from pydantic import TypeAdapter, ValidationError
@@ -39,12 +39,16 @@ InputRecord = DeployEvent | MetricSample | Alert | ApprovalResponse
 
 _ADAPTER: TypeAdapter[InputRecord] = TypeAdapter(InputEvent)
 _BY_TYPE: dict[str, TypeAdapter[InputRecord]] = {
-    name: TypeAdapter(model) for name, model in INPUT_TYPES.items()  # type: ignore[arg-type]
+    name: TypeAdapter(model) for name, model in INPUT_TYPES.items()
 }
 
 
+RecordT = TypeVar("RecordT", covariant=True)
+"""What a decoder yields: ``InputRecord`` here, also a ``FanOut`` for OTLP (streams.ingest)."""
+
+
 @dataclass(frozen=True, slots=True)
-class Decoded:
+class Decoded(Generic[RecordT]):
     """The outcome of decoding one message: exactly one of ``record`` and ``dead_letter``.
 
     ``too_early`` is set beside a dead letter whose only fault is an event time too far ahead
@@ -52,7 +56,7 @@ class Decoded:
     (replay, after a quiet gap in the file).
     """
 
-    record: InputRecord | None
+    record: RecordT | None
     dead_letter: DeadLetter | None
     too_early: InputRecord | None = None
 
@@ -127,7 +131,7 @@ def decode(
     reference_time: float | None = None,
     max_clock_skew_seconds: float = 300.0,
     max_message_bytes: int = 262144,
-) -> Decoded:
+) -> Decoded[InputRecord]:
     """Decode one Kafka message (or replay line) into a record or a dead letter.
 
     ``expected_type`` restricts the record type (each input topic carries one type).
@@ -135,7 +139,7 @@ def decode(
     an event more than ``max_clock_skew_seconds`` ahead of it is refused.
     """
 
-    def dead(error: str, too_early: InputRecord | None = None) -> Decoded:
+    def dead(error: str, too_early: InputRecord | None = None) -> Decoded[InputRecord]:
         letter = DeadLetter(
             topic=topic,
             partition=partition,
@@ -184,7 +188,7 @@ def decode_line(
     reference_time: float | None = None,
     max_clock_skew_seconds: float = 300.0,
     max_message_bytes: int = 262144,
-) -> Decoded:
+) -> Decoded[InputRecord]:
     """Decode one line of a replay file (DESIGN §9): any input type, no key to check."""
     return decode(
         line,

@@ -28,7 +28,7 @@ import operator
 import types
 from collections.abc import Callable, Iterable, Mapping, MutableMapping, MutableSequence, Sequence
 from collections.abc import Set as AbstractSet
-from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
+from typing import Any, Literal, Protocol, Union, get_args, get_origin, get_type_hints
 
 import orjson
 from pydantic import BaseModel
@@ -94,14 +94,23 @@ def _plain_kind(tp: Any) -> type | None:
     return tp if tp in _SCALARS else None
 
 
-def _is_named_tuple(tp: type) -> bool:
-    return issubclass(tp, tuple) and hasattr(tp, "_fields")
-
-
-def _named_tuple_fields(tp: type) -> tuple[Any, ...]:
-    """A NamedTuple's field types, in order: it is encoded as the plain tuple of them."""
+def _named_tuple_fields(tp: type) -> tuple[Any, ...] | None:
+    """A NamedTuple's field types, in order: it is encoded as the plain tuple of them (None
+    for any other type)."""
+    names = getattr(tp, "_fields", None)
+    if not issubclass(tp, tuple) or names is None:
+        return None
     hints = get_type_hints(tp)
-    return tuple(hints[name] for name in tp._fields)  # type: ignore[attr-defined]
+    return tuple(hints[name] for name in names)
+
+
+class DetectorClass(Protocol):
+    """A detector class the codec may rebuild: its kind, and ``from_state``."""
+
+    @property
+    def _kind(self) -> str: ...
+
+    def from_state(self, state: dict[str, Any], /) -> object: ...
 
 
 def _identity(v: Any) -> Any:
@@ -141,16 +150,15 @@ class StateCodec:
         roots: Iterable[Any],
         *,
         allowed: Iterable[type] = (),
-        detectors: Iterable[type] = (),
+        detectors: Iterable[DetectorClass] = (),
     ) -> None:
         self._compiled: dict[Any, tuple[Fn, Fn]] = {}
         self._natives: dict[Any, bool] = {}
         self._named: dict[str, type] = {}
         self._names: dict[type, str] = {}
-        self._detectors: dict[str, type] = {}
-        for cls in detectors:
-            kind = cls._kind  # type: ignore[attr-defined]
-            self._detectors[kind] = cls
+        self._detectors: dict[str, DetectorClass] = {}
+        for detector in detectors:
+            self._detectors[detector._kind] = detector
         for cls in allowed:
             self._compile(cls)
         for root in roots:
@@ -298,9 +306,9 @@ class StateCodec:
             if dataclasses.is_dataclass(tp):
                 self._register(tp)
                 return self._dataclass(tp)
-            if _is_named_tuple(tp):
+            if (field_types := _named_tuple_fields(tp)) is not None:
                 self._register(tp)
-                enc, dec = self._tuple(_named_tuple_fields(tp))
+                enc, dec = self._tuple(field_types)
                 return enc, (lambda v: tp(*dec(v)))
             if getattr(tp, "_is_protocol", False):
                 return self._detector, self._dec_detector
@@ -522,7 +530,8 @@ class StateCodec:
 
     def _detector(self, v: Any) -> Any:
         kind = getattr(type(v), "_kind", "")
-        if self._detectors.get(kind) is not type(v):
+        registered: object = self._detectors.get(kind)  # a class, compared by identity
+        if registered is not type(v):
             raise TypeError(f"detector {type(v).__name__} is not allowed in the state")
         detector: Any = v
         return self._dyn_enc(detector.to_state())
@@ -530,10 +539,10 @@ class StateCodec:
     def _dec_detector(self, v: Any) -> Any:
         if type(v) is not dict:
             raise _fail("a detector state (an object)", v)
-        cls = self._detectors.get(v.get("kind"))  # type: ignore[arg-type]
+        cls = self._detectors.get(v.get("kind", ""))  # "": no detector has that kind
         if cls is None:
             raise StateDecodeError(f"unknown detector kind {v.get('kind')!r}")
-        return cls.from_state(self._dyn_dec(v))  # type: ignore[attr-defined]
+        return cls.from_state(self._dyn_dec(v))
 
     # ------------------------------------------------------------------ Any
 
@@ -666,8 +675,8 @@ class _SchemaWriter:
                 return self._ref(tp, lambda: self._model(tp))
             if dataclasses.is_dataclass(tp):
                 return self._ref(tp, lambda: self._dataclass(tp))
-            if _is_named_tuple(tp):
-                fields = types.GenericAlias(tuple, _named_tuple_fields(tp))
+            if (field_types := _named_tuple_fields(tp)) is not None:
+                fields = types.GenericAlias(tuple, field_types)
                 return self._ref(tp, lambda: self.of(fields))
             if getattr(tp, "_is_protocol", False):
                 return {"type": "object", "required": ["kind", "version", "params", "state"],

@@ -102,7 +102,7 @@ def compare_outcomes(a: Mapping[str, DeploymentOutcome], b: Mapping[str, Deploym
         reasons_b = right.reasons if right else []
         if action_a == action_b and reasons_a == reasons_b:
             continue
-        service = (left or right).service  # type: ignore[union-attr]
+        service = (left or b[ident]).service  # ident is a key of a or of b
         diff = Difference(
             ident, service, action_a, action_b, reasons_a, reasons_b,
             str(left.final["ts"]) if left and left.final else None,

@@ -32,7 +32,7 @@ import heapq
 import math
 import time
 from collections import Counter, deque
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncGenerator, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -307,7 +307,7 @@ class _RangeReader:
         found = await self.consumer.offsets_for_times({tp: ts_ms for tp in tps})
         return {tp: (found[tp].offset if found.get(tp) is not None else ends[tp]) for tp in tps}
 
-    async def batches(self, plans: list[_Plan]) -> AsyncIterator[list[bytes | DeadLetter]]:
+    async def batches(self, plans: list[_Plan]) -> AsyncGenerator[list[bytes | DeadLetter], None]:
         readers = [
             _PartitionReader(self.consumer, plan, self.topics[plan.tp.topic],
                              self.range.until_ms, self.settings, self.stats, self.progress)
@@ -353,7 +353,7 @@ def read_range(
     reader = _RangeReader(settings, time_range, topics or input_topics(settings), stats,
                           progress)
     loop = asyncio.new_event_loop()
-    batches: AsyncIterator[list[bytes | DeadLetter]] | None = None
+    batches: AsyncGenerator[list[bytes | DeadLetter], None] | None = None
     try:
         plans = loop.run_until_complete(reader.start())
         batches = reader.batches(plans)
@@ -365,6 +365,6 @@ def read_range(
             yield from batch
     finally:
         if batches is not None:
-            loop.run_until_complete(batches.aclose())  # type: ignore[attr-defined]
+            loop.run_until_complete(batches.aclose())
         loop.run_until_complete(reader.stop())
         loop.close()

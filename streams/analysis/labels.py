@@ -48,7 +48,9 @@ Label = Literal["rollback", "approval", "pass"]
 Action = Literal["rollback", "approval", "pass", "none"]
 LABELS: tuple[Label, ...] = ("rollback", "approval", "pass")
 ACTIONS: tuple[Action, ...] = ("rollback", "approval", "pass", "none")
-DECISIVE = {"auto_rollback": "rollback", "request_approval": "approval", "pass": "pass"}
+DECISIVE: dict[str, Label] = {
+    "auto_rollback": "rollback", "request_approval": "approval", "pass": "pass",
+}
 
 
 @dataclass
@@ -102,7 +104,7 @@ def final_outcomes(decisions: Iterable[Mapping[str, Any]]) -> dict[str, Deployme
         if outcome.deployed_at is None and deployed is not None:
             outcome.deployed_at = parse_ts(deployed)
         if _is_decisive(decision):
-            outcome.action = DECISIVE[decision["action"]]  # type: ignore[assignment]
+            outcome.action = DECISIVE[decision["action"]]
             outcome.final = decision
             if outcome.first_decisive_ts is None:
                 outcome.first_decisive_ts = parse_ts(decision["ts"])

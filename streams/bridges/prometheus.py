@@ -28,7 +28,7 @@ from rollguard.models.events import MetricSample
 from rollguard.streams.bridges.common import Bridge, BridgeError
 from rollguard.streams.bridges.prompb import WriteRequest
 from rollguard.streams.ingest.mapping import MetricRule, PrometheusBridge
-from rollguard.streams.ingest.rates import Point, SampleBuilder
+from rollguard.streams.ingest.rates import Kind, Point, SampleBuilder
 from rollguard.streams.settings import Settings
 
 __all__ = ["STALE_NAN_BITS", "PrometheusWriteBridge", "is_stale", "samples_of"]
@@ -64,7 +64,7 @@ def points_of(request: Any, config: PrometheusBridge) -> tuple[list[Point], list
         for rule in rules:
             if rule.where and not rule.selects(labels):
                 continue
-            kind = "cumulative" if rule.kind == "counter" else "gauge"
+            kind: Kind = "cumulative" if rule.kind == "counter" else "gauge"
             if kind == "cumulative" and not identity:
                 identity = tuple(sorted(labels.items()))
             for sample in series.samples:
@@ -72,7 +72,7 @@ def points_of(request: Any, config: PrometheusBridge) -> tuple[list[Point], list
                 stale = value != value and is_stale(value)  # NaN first: the cheap test
                 ts = sample.timestamp / 1000.0
                 points.append(Point(
-                    service, instance, rule, kind, identity, ts, None,  # type: ignore[arg-type]
+                    service, instance, rule, kind, identity, ts, None,
                     None if stale or not math.isfinite(value) else value,
                     (), (), None, None, labels, stale))
     return points, no_service, unmapped

@@ -174,7 +174,7 @@ def run_console(state: ConsoleState, host: str, port: int) -> None:
         await runner.setup()
         site = web.TCPSite(runner, host, port)
         await site.start()
-        bound = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        bound = runner.addresses[0][1]  # the listening socket's (host, port, ...)
         print(f"rollguard console on http://{host}:{bound}/", flush=True)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()

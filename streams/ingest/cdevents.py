@@ -135,9 +135,10 @@ def rolledback_event(command: dict[str, Any], source: str) -> tuple[dict[str, by
     service = str(command.get("service", ""))
     ident = str(uuid.uuid5(uuid.NAMESPACE_URL, f"rollguard:{command.get('command_id')}"))
     when = command.get("issued_at") or format_ts(time.time())
+    kind = "dev.cdevents.service.rolledback.0.2.0"
     data = {
-        "context": {"version": "0.4.1", "id": ident, "source": source,
-                    "type": "dev.cdevents.service.rolledback.0.2.0", "timestamp": when},
+        "context": {"version": "0.4.1", "id": ident, "source": source, "type": kind,
+                    "timestamp": when},
         "subject": {"id": f"service/{service}", "source": source, "type": "service",
                     "content": {"artifactId": f"pkg:generic/{service}@"
                                               f"{command.get('to_version', '')}",
@@ -148,7 +149,7 @@ def rolledback_event(command: dict[str, Any], source: str) -> tuple[dict[str, by
                        "version": command.get("to_version"), "actor": source},
         "customDataContentType": "application/json",
     }
-    event = CloudEvent(attributes={"type": data["context"]["type"], "source": source,  # type: ignore[index]
+    event = CloudEvent(attributes={"type": kind, "source": source,
                                    "id": ident, "specversion": "1.0",
                                    "datacontenttype": "application/json",
                                    "subject": service, "time": _parse_time(when)},

@@ -19,6 +19,7 @@ original headers too.
 from __future__ import annotations
 
 import base64
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -27,11 +28,14 @@ from rollguard.streams.ingest.cdevents import decode_cdevent, is_cloudevent
 from rollguard.streams.ingest.mapping import OtlpConfig
 from rollguard.streams.ingest.otlp import decode_otlp, encoding_of
 from rollguard.streams.ingest.rates import Point
-from rollguard.streams.serde import Decoded
+from rollguard.streams.serde import Decoded, InputRecord
 
 __all__ = ["OTLP_TYPE", "FanOut", "decode_foreign", "header_map", "is_foreign"]
 
 OTLP_TYPE = "otlp"
+
+Headers = Sequence[tuple[str, bytes | None]]
+"""Kafka message headers as aiokafka gives them: ``((name, value), ...)``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,15 +49,15 @@ class FanOut:
     service: None = None
 
 
-def header_map(headers: object) -> dict[str, bytes]:
+def header_map(headers: Headers | None) -> dict[str, bytes]:
     """aiokafka's ``((name, value), ...)`` headers as a dict (the last value wins)."""
     out: dict[str, bytes] = {}
-    for name, value in headers or ():  # type: ignore[attr-defined]
+    for name, value in headers or ():
         out[str(name).lower()] = value if value is not None else b""
     return out
 
 
-def is_foreign(expected: str | None, headers: object) -> bool:
+def is_foreign(expected: str | None, headers: Headers | None) -> bool:
     """True if the message needs ``decode_foreign`` rather than the native decoder."""
     if expected == OTLP_TYPE:
         return True
@@ -64,7 +68,7 @@ def decode_foreign(
     value: bytes | None,
     *,
     key: bytes | None,
-    headers: object,
+    headers: Headers | None,
     topic: str,
     partition: int | None,
     offset: int | None,
@@ -73,12 +77,12 @@ def decode_foreign(
     reference_time: float,
     max_clock_skew_seconds: float,
     max_message_bytes: int,
-) -> Decoded:
+) -> Decoded[FanOut | InputRecord]:
     """An OTLP message or a CDEvent → ``Decoded`` (record ``None`` and no dead letter: the
     message had nothing rollguard maps, e.g. only unmapped OTLP metrics)."""
     hdrs = header_map(headers)
 
-    def dead(error: str) -> Decoded:
+    def dead(error: str) -> Decoded[FanOut | InputRecord]:
         letter = DeadLetter(topic=topic, partition=partition, offset=offset,
                             key_b64=_b64(key), value_b64=_b64(value), error=error,
                             ts=reference_time)
@@ -103,7 +107,7 @@ def decode_foreign(
                         f"(max_clock_skew_seconds={max_clock_skew_seconds:g}, at "
                         f"{format_ts(newest)}); check the producer's clock")
         fan = FanOut(tuple(found.points), min(p.ts for p in found.points))
-        return Decoded(fan, None)  # type: ignore[arg-type]
+        return Decoded(fan, None)
     if len(value) > max_message_bytes:
         return dead(f"message of {len(value)} bytes exceeds max_message_bytes={max_message_bytes}")
     event = decode_cdevent(value, hdrs, key)

@@ -176,12 +176,13 @@ def _temporality(value: int, delta: Kind, cumulative: Kind) -> Kind:
     return delta if value == _DELTA else cumulative
 
 
-def _numbers(metric: metrics_pb2.Metric, data_points: object, kind: Kind, rule: MetricRule,
-             service: str, instance: str | None, resource: dict[str, str]) -> list[Point]:
+def _numbers(metric: metrics_pb2.Metric, data_points: Iterable[metrics_pb2.NumberDataPoint],
+             kind: Kind, rule: MetricRule, service: str, instance: str | None,
+             resource: dict[str, str]) -> list[Point]:
     out: list[Point] = []
     stateful = kind == "cumulative"
     selective = bool(rule.where)
-    for dp in data_points:  # type: ignore[attr-defined]
+    for dp in data_points:
         attrs = _attributes(dp.attributes) if dp.attributes else {}
         if selective and not rule.selects(attrs):
             continue

@@ -27,15 +27,19 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
 from rollguard.models.events import MetricSample
 from rollguard.streams.ingest.mapping import MetricRule
 
-__all__ = ["Point", "SampleBuilder", "percentile"]
+__all__ = ["Kind", "Point", "SampleBuilder", "percentile"]
 
-_VALIDATE = MetricSample.__pydantic_validator__.validate_python
+# pydantic-core types validate_python's result as Any; here it is always a MetricSample.
+_VALIDATE: Callable[[dict[str, object]], MetricSample] = (
+    MetricSample.__pydantic_validator__.validate_python
+)
 
 Kind = Literal["gauge", "delta", "cumulative", "histogram_delta", "histogram_cumulative"]
 
@@ -93,6 +97,16 @@ def percentile(p: float, counts: tuple[float, ...], bounds: tuple[float, ...],
 _Group = tuple[str, str | None, str, int, float]  # service, instance, metric, rule id, ts
 
 
+@dataclass(slots=True)
+class _Histogram:
+    """The interval counts of one group, summed over its series, with their common bounds."""
+
+    counts: list[float]
+    bounds: tuple[float, ...]
+    low: float | None
+    high: float | None
+
+
 class SampleBuilder:
     """Stateful converter of points to samples (see module doc)."""
 
@@ -122,7 +136,7 @@ class SampleBuilder:
         """The samples of ``points`` (several series, services and times), oldest first."""
         out: list[MetricSample] = []
         rates: dict[_Group, list[float]] = defaultdict(lambda: [0.0, 0.0])
-        hists: dict[_Group, list[object]] = {}
+        hists: dict[_Group, _Histogram] = {}
         rule_of: dict[int, MetricRule] = {}
         for point in sorted(points, key=_by_ts):
             rule = point.rule
@@ -153,14 +167,13 @@ class SampleBuilder:
                 continue
             held = hists.get(group)
             if held is None:
-                hists[group] = [list(counts), point.bounds, point.low, point.high]
-            elif held[1] == point.bounds:
-                merged = held[0]
-                assert isinstance(merged, list)
+                hists[group] = _Histogram(list(counts), point.bounds, point.low, point.high)
+            elif held.bounds == point.bounds:
+                merged = held.counts
                 for i, c in enumerate(counts):
                     merged[i] += c
-                held[2] = _opt(min, held[2], point.low)  # type: ignore[arg-type]
-                held[3] = _opt(max, held[3], point.high)  # type: ignore[arg-type]
+                held.low = _opt(min, held.low, point.low)
+                held.high = _opt(max, held.high, point.high)
         for (service, instance, metric, rule_id, ts), (total, errors) in rates.items():
             rule = rule_of[rule_id]
             if rule.errors_where is not None:
@@ -173,8 +186,8 @@ class SampleBuilder:
         for (service, instance, metric, rule_id, ts), held in hists.items():
             rule = rule_of[rule_id]
             assert rule.percentile is not None
-            merged, bounds, low, high = held
-            found = percentile(rule.percentile, tuple(merged), bounds, low, high)  # type: ignore[arg-type]
+            found = percentile(rule.percentile, tuple(held.counts), held.bounds, held.low,
+                               held.high)
             if found is not None:
                 out.append(self._sample(service, instance, metric, found * rule.scale, ts))
         if rates or hists:
@@ -184,7 +197,7 @@ class SampleBuilder:
     def _sample(self, service: str, instance: str | None, name: str, value: float,
                 ts: float) -> MetricSample:
         # The validator called directly: what MetricSample(...) does, at half the cost.
-        return _VALIDATE({"service": service, "name": name, "value": value, "ts": ts,  # type: ignore[no-any-return]
+        return _VALIDATE({"service": service, "name": name, "value": value, "ts": ts,
                           "source": self.source, "instance": instance})
 
     def _previous(self, point: Point) -> tuple[float | None, float, object] | None:
@@ -251,7 +264,8 @@ def _by_ts(item: Point | MetricSample) -> float:
     return item.ts
 
 
-def _opt(fn: object, a: float | None, b: float | None) -> float | None:
+def _opt(fn: Callable[[float, float], float], a: float | None,
+         b: float | None) -> float | None:
     if a is None or b is None:
         return None
-    return fn(a, b)  # type: ignore[operator,no-any-return]
+    return fn(a, b)

@@ -32,6 +32,7 @@ from rollguard.streams.scenarios.signals import (
     ERROR_RATE,
     LATENCY,
     METRICS,
+    ProfileOverrides,
     ServiceProfile,
     Shift,
     Silence,
@@ -67,7 +68,7 @@ def _deploy_one(
     service: str,
     release: ReleaseFn,
     *,
-    profile: dict[str, float | bool] | None = None,
+    profile: ProfileOverrides | None = None,
     rollback_target: str | None = "previous",
     actor: str = DEPLOYER,
     change: dict[str, Any] | None = None,
@@ -196,7 +197,7 @@ def silent_bake(fleet: Fleet) -> None:
 
 
 def low_traffic(fleet: Fleet) -> None:
-    profile: dict[str, float | bool] = {
+    profile: ProfileOverrides = {
         "traffic": round(fleet.rng.uniform(0.15, 0.25), 3),
         "error_rate": 0.0,
         "error_bumps": False,
@@ -279,7 +280,7 @@ def noisy_baseline(fleet: Fleet) -> None:
             )
         return bad
 
-    profile: dict[str, float | bool] = {"error_rate": 0.001, "error_bumps": False}
+    profile: ProfileOverrides = {"error_rate": 0.001, "error_bumps": False}
     deployment, _, _ = _deploy_one(fleet, fleet.pick_services(1)[0], release, profile=profile)
     fleet.expect(deployment, "approval", ["BASELINE_UNSTABLE"])
 

@@ -12,11 +12,12 @@ import math
 import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, Unpack
 
 from rollguard.streams.scenarios.signals import (
     METRICS,
     Effect,
+    ProfileOverrides,
     ServiceProfile,
     Silence,
     scrape,
@@ -108,7 +109,7 @@ class Fleet:
         self._taken.append(name)
         return name
 
-    def profile(self, name: str, **overrides: float | bool) -> ServiceProfile:
+    def profile(self, name: str, **overrides: Unpack[ProfileOverrides]) -> ServiceProfile:
         return ServiceProfile.draw(name, self.rng, **overrides)
 
     def telemetry(

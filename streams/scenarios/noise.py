@@ -35,6 +35,7 @@ from rollguard.streams.scenarios.signals import (
     REQUEST_RATE,
     Climb,
     Effect,
+    ProfileOverrides,
     ServiceProfile,
     Shift,
 )
@@ -53,7 +54,7 @@ def _record(
     effects: Callable[[ServiceProfile, float], list[Effect]],
     *,
     history: tuple[float, float] = HISTORY,
-    profile: dict[str, float | bool] | None = None,
+    profile: ProfileOverrides | None = None,
     observe: Observe | None = None,
 ) -> tuple[str, float]:
     """History, one deploy, the service's ``effects(profile, deployed_at)``, two neighbours."""
@@ -144,7 +145,7 @@ def quantised(fleet: Fleet) -> None:
 
 
 def low_traffic_errors(fleet: Fleet) -> None:
-    profile: dict[str, float | bool] = {
+    profile: ProfileOverrides = {
         "traffic": round(fleet.rng.uniform(1.3, 1.7), 2),
         "error_rate": round(fleet.rng.uniform(0.003, 0.005), 4),
         "error_bumps": False,
@@ -210,7 +211,7 @@ def moderate_regression(fleet: Fleet) -> None:
         return [Shift(LATENCY, at, factor=rng.uniform(1.5, 1.8), ramp=rng.uniform(10.0, 30.0))]
 
     # A p99 over 3-4.5 req/s is little more than the slowest of a few requests: very noisy.
-    profile: dict[str, float | bool] = {"traffic": round(rng.uniform(3.0, 4.5), 2), "noisy": 1.6}
+    profile: ProfileOverrides = {"traffic": round(rng.uniform(3.0, 4.5), 2), "noisy": 1.6}
     deployment, _ = _record(fleet, effects, profile=profile)
     # Below the written 2x limit most of the time: not for automation, but a human must look.
     fleet.expect(deployment, "approval")

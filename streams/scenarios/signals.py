@@ -29,6 +29,7 @@ import math
 import random
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
+from typing import TypedDict, Unpack
 
 __all__ = [
     "ERROR_RATE",
@@ -38,6 +39,7 @@ __all__ = [
     "SCRAPE_INTERVAL",
     "Climb",
     "Effect",
+    "ProfileOverrides",
     "ScrapeTick",
     "ServiceProfile",
     "Shift",
@@ -61,6 +63,18 @@ _DAY = 86400.0
 _HOUR = 3600.0
 
 
+class ProfileOverrides(TypedDict, total=False):
+    """Fields of a drawn ``ServiceProfile`` to set rather than draw."""
+
+    error_rate: float
+    latency_ms: float
+    traffic: float
+    scrape_phase: float
+    day_phase: float
+    noisy: float
+    error_bumps: bool
+
+
 @dataclass(frozen=True)
 class ServiceProfile:
     """The healthy character of one service.
@@ -81,7 +95,8 @@ class ServiceProfile:
     error_bumps: bool = True
 
     @classmethod
-    def draw(cls, name: str, rng: random.Random, **overrides: float | bool) -> ServiceProfile:
+    def draw(cls, name: str, rng: random.Random,
+             **overrides: Unpack[ProfileOverrides]) -> ServiceProfile:
         """A plausible service: 0.2-0.6 % errors, 120-260 ms p99, 50-300 req/s."""
         profile = cls(
             name=name,
@@ -91,7 +106,7 @@ class ServiceProfile:
             scrape_phase=round(rng.uniform(2.0 + JITTER_SECONDS, 8.0 - JITTER_SECONDS), 3),
             day_phase=rng.uniform(0.0, 2 * math.pi),
         )
-        return replace(profile, **overrides)  # type: ignore[arg-type]
+        return replace(profile, **overrides)
 
 
 @dataclass(frozen=True)

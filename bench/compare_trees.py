@@ -1,0 +1,157 @@
+"""Compare ``replay_throughput.py``'s parse+core ratio of two source trees in one run.
+
+Each tree runs its own copy of ``bench/replay_throughput.py`` (its ``fleet_lines``,
+``parse_only`` and ``parse_and_step``) in its own virtualenv (``TREE/.venv/bin/python``), one
+process at a time, alternating A B, B A, A B, ... so that a slow spell of a shared machine falls
+on both sides. Inside a process the same event file is timed ``--reps`` times, parse-only then
+parse+core each time. The ratio is parse+core events/s over parse-only events/s, as the bench
+prints it, from wall time and from the process's CPU time (``time.process_time``; other
+processes on the machine take wall time, not this process's CPU time). Printed: each pair, then
+per tree the median and spread, and the ratio of ratios B/A.
+
+    git worktree add /tmp/before c19fd01 && (cd /tmp/before && make install)
+    .venv/bin/python bench/compare_trees.py /tmp/before . --pairs 6
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+# Run by each tree's interpreter: argv = tree, events, services, seed, reps. Prints one JSON
+# object: wall and CPU seconds of each timed pass, and the event count.
+_CHILD = r"""
+import importlib.util, json, sys, tempfile, time, yaml
+from pathlib import Path
+tree, events, services, seed, reps = Path(sys.argv[1]), *map(int, sys.argv[2:])
+spec = importlib.util.spec_from_file_location("replay_throughput",
+                                              tree / "bench" / "replay_throughput.py")
+bench = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(bench)
+policy = bench.Policy.from_mapping(
+    yaml.safe_load((tree / "config" / "policy.yaml").read_text()), version="bench")
+out = {"parse_wall": [], "parse_cpu": [], "core_wall": [], "core_cpu": []}
+with tempfile.TemporaryDirectory() as tmp:
+    path = Path(tmp) / "fleet.jsonl"
+    with path.open("wb") as fh:
+        for line in bench.fleet_lines(events, services, seed):
+            fh.write(line + b"\n")
+    for _ in range(reps):
+        cpu = time.process_time()
+        n, wall = bench.parse_only(path, events)
+        out["parse_cpu"].append(time.process_time() - cpu)
+        out["parse_wall"].append(wall)
+        cpu = time.process_time()
+        n2, wall, *_ = bench.parse_and_step(path, events, policy)
+        out["core_cpu"].append(time.process_time() - cpu)
+        out["core_wall"].append(wall)
+out["events"] = n
+print(json.dumps(out))
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Run:
+    """One process's passes in one tree (seconds summed over its reps)."""
+
+    events: int
+    parse_wall: float
+    parse_cpu: float
+    core_wall: float
+    core_cpu: float
+
+    @property
+    def wall_ratio(self) -> float:
+        """parse+core events/s over parse-only events/s, from wall time (the bench's figure)."""
+        return self.parse_wall / self.core_wall
+
+    @property
+    def cpu_ratio(self) -> float:
+        """The same ratio from this process's CPU time."""
+        return self.parse_cpu / self.core_cpu
+
+    @property
+    def core_rate(self) -> float:
+        """parse+core events/s, wall."""
+        return self.events / self.core_wall
+
+    @property
+    def parse_cpu_rate(self) -> float:
+        """parse-only events per CPU second."""
+        return self.events / self.parse_cpu
+
+    @property
+    def core_cpu_rate(self) -> float:
+        """parse+core events per CPU second."""
+        return self.events / self.core_cpu
+
+
+def run_tree(tree: Path, events: int, services: int, seed: int, reps: int) -> Run:
+    """One process in ``tree`` with that tree's own interpreter."""
+    done = subprocess.run(
+        [str(tree / ".venv" / "bin" / "python"), "-c", _CHILD, str(tree), str(events),
+         str(services), str(seed), str(reps)],
+        cwd=tree, capture_output=True, text=True, check=True,
+    )
+    data = json.loads(done.stdout.strip().splitlines()[-1])
+    total = reps * data["events"]
+    return Run(total, sum(data["parse_wall"]), sum(data["parse_cpu"]),
+               sum(data["core_wall"]), sum(data["core_cpu"]))
+
+
+def spread(values: list[float]) -> str:
+    """Median, min, max and the range relative to the median."""
+    mid = statistics.median(values)
+    return (f"median {mid:.3f}  min {min(values):.3f}  max {max(values):.3f}  "
+            f"(range {(max(values) - min(values)) / mid:.0%} of median)")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("tree_a", type=Path, help="baseline tree (with its .venv)")
+    parser.add_argument("tree_b", type=Path, help="tree compared with the baseline")
+    parser.add_argument("--pairs", type=int, default=6)
+    parser.add_argument("--reps", type=int, default=2, help="timed passes per process")
+    parser.add_argument("--events", type=int, default=1_000_000)
+    parser.add_argument("--services", type=int, default=1_000)
+    parser.add_argument("--seed", type=int, default=7)
+    args = parser.parse_args()
+    trees = {"A": args.tree_a.resolve(), "B": args.tree_b.resolve()}
+    runs: dict[str, list[Run]] = {"A": [], "B": []}
+    for pair in range(args.pairs):
+        order = ("A", "B") if pair % 2 == 0 else ("B", "A")
+        for side in order:
+            runs[side].append(run_tree(trees[side], args.events, args.services, args.seed,
+                                       args.reps))
+        a, b = runs["A"][-1], runs["B"][-1]
+        print(f"pair {pair + 1} ({order[0]} first): "
+              f"A wall {a.wall_ratio:.1%} cpu {a.cpu_ratio:.1%} ({a.core_rate:,.0f} ev/s)  "
+              f"B wall {b.wall_ratio:.1%} cpu {b.cpu_ratio:.1%} ({b.core_rate:,.0f} ev/s)  "
+              f"B/A wall {b.wall_ratio / a.wall_ratio:.3f} cpu {b.cpu_ratio / a.cpu_ratio:.3f}",
+              flush=True)
+    for side in ("A", "B"):
+        print(f"{side} {trees[side]}")
+        print(f"  ratio, wall  {spread([r.wall_ratio for r in runs[side]])}")
+        print(f"  ratio, CPU   {spread([r.cpu_ratio for r in runs[side]])}")
+        print(f"  core ev/s    {spread([r.core_rate for r in runs[side]])}")
+        print(f"  parse ev/CPU s  {spread([r.parse_cpu_rate for r in runs[side]])}")
+        print(f"  core ev/CPU s   {spread([r.core_cpu_rate for r in runs[side]])}")
+    pairs = list(zip(runs["A"], runs["B"], strict=True))
+    print(f"B/A per pair, wall: {spread([b.wall_ratio / a.wall_ratio for a, b in pairs])}")
+    print(f"B/A per pair, CPU:  {spread([b.cpu_ratio / a.cpu_ratio for a, b in pairs])}")
+    for label, a_ratios, b_ratios in (
+        ("wall", [r.wall_ratio for r in runs["A"]], [r.wall_ratio for r in runs["B"]]),
+        ("CPU", [r.cpu_ratio for r in runs["A"]], [r.cpu_ratio for r in runs["B"]]),
+    ):
+        print(f"B/A of the median ratios, {label}: "
+              f"{statistics.median(b_ratios) / statistics.median(a_ratios):.3f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
