@@ -16,6 +16,7 @@ from typing import Any
 import orjson
 
 from rollguard.streams.approval_book import ApprovalBook, ApprovalChange
+from rollguard.streams.keyring import Keyring
 from rollguard.streams.settings import Settings
 
 __all__ = ["BookFeed", "output_consumer", "read_book"]
@@ -66,9 +67,11 @@ async def _at(consumer: Any, ends: dict[Any, int]) -> bool:
     return True
 
 
-async def read_book(settings: Settings, timeout: float = 30.0) -> ApprovalBook:
-    """Both topics, from the beginning to their current end."""
-    book = ApprovalBook()
+async def read_book(settings: Settings, timeout: float = 30.0,
+                    keyring: Keyring | None = None) -> ApprovalBook:
+    """Both topics, from the beginning to their current end (requests verified with
+    ``keyring`` if given)."""
+    book = ApprovalBook(keyring=keyring)
     consumer = output_consumer(settings)
     await consumer.start()
     try:
@@ -92,12 +95,15 @@ async def read_book(settings: Settings, timeout: float = 30.0) -> ApprovalBook:
 
 
 class BookFeed:
-    """Keeps ``book`` up to date from the topics until stopped; calls ``on_change`` per change."""
+    """Keeps ``book`` up to date from the topics until stopped; calls ``on_change`` per change.
+    Requests are verified with ``keyring`` (ApprovalBook)."""
 
     def __init__(self, settings: Settings,
-                 on_change: Callable[[ApprovalChange], None] | None = None) -> None:
+                 on_change: Callable[[ApprovalChange], None] | None = None,
+                 keyring: Keyring | None = None) -> None:
         self.settings = settings
-        self.book = ApprovalBook()
+        self.keyring = keyring
+        self.book = ApprovalBook(keyring=keyring)
         self.on_change = on_change
         self.ready = asyncio.Event()
         """Set once everything that was on the topics at start has been read."""
@@ -123,7 +129,8 @@ class BookFeed:
             except Exception as err:  # noqa: BLE001 - a broker outage must not end the feed
                 log.warning("reading the approval topics failed (%s: %s); again in 2 s",
                             type(err).__name__, err)
-                self.book = ApprovalBook()  # read everything again, from the beginning
+                # read everything again, from the beginning
+                self.book = ApprovalBook(keyring=self.keyring)
                 await asyncio.sleep(2.0)
 
     async def _follow(self) -> None:
