@@ -27,7 +27,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from dataclasses import field as dataclass_field
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import orjson
 from google.protobuf import json_format
@@ -89,8 +89,8 @@ def _same(kind: type) -> Callable[[Any], Any]:
 
 
 def _enum(field: FieldDescriptor) -> Callable[[Any], Any]:
-    names = {v.name: v.number for v in field.enum_type.values}
-    numbers = {v.number for v in field.enum_type.values}
+    names: dict[str, int] = {v.name: v.number for v in field.enum_type.values}
+    numbers: set[int] = {v.number for v in field.enum_type.values}
     closed = field.enum_type.is_closed
 
     def convert(value: Any) -> int:
@@ -226,8 +226,9 @@ def parse_json(text: bytes, message_class: type[M]) -> M:
     """``message_class`` from proto3 JSON ``text``, as ``json_format.Parse(text, message,
     ignore_unknown_fields=True)`` makes it; raises what that raises."""
     try:
-        return message_class(**_convert(orjson.loads(text), _plan(message_class.DESCRIPTOR), 1))
+        arguments = _convert(orjson.loads(text), _plan(message_class.DESCRIPTOR), 1)
+        return cast(M, message_class(**arguments))
     except (_Unsure, ValueError, TypeError, OverflowError, RecursionError):
-        message = message_class()  # orjson.JSONDecodeError is a ValueError
+        message = cast(M, message_class())  # orjson.JSONDecodeError is a ValueError
         json_format.Parse(text, message, ignore_unknown_fields=True)
         return message
