@@ -16,7 +16,7 @@ from typing import Any
 import orjson
 
 from rollguard.streams.approval_book import ApprovalBook, ApprovalChange
-from rollguard.streams.keyring import Keyring
+from rollguard.streams.keyring import Keyring, KeyringFollower
 from rollguard.streams.settings import Settings
 
 __all__ = ["BookFeed", "output_consumer", "read_book"]
@@ -100,10 +100,13 @@ class BookFeed:
 
     def __init__(self, settings: Settings,
                  on_change: Callable[[ApprovalChange], None] | None = None,
-                 keyring: Keyring | None = None) -> None:
+                 keyring: Keyring | KeyringFollower | None = None) -> None:
         self.settings = settings
-        self.keyring = keyring
-        self.book = ApprovalBook(keyring=keyring)
+        self.keys = keyring if not isinstance(keyring, Keyring) else KeyringFollower(
+            keyring, None)
+        """The gate's keys (None: requests are not verified); a keyring file is re-read
+        when it changes (a rotation)."""
+        self.book = ApprovalBook(keyring=self.keys.keyring if self.keys else None)
         self.on_change = on_change
         self.ready = asyncio.Event()
         """Set once everything that was on the topics at start has been read."""
@@ -130,7 +133,7 @@ class BookFeed:
                 log.warning("reading the approval topics failed (%s: %s); again in 2 s",
                             type(err).__name__, err)
                 # read everything again, from the beginning
-                self.book = ApprovalBook(keyring=self.keyring)
+                self.book = ApprovalBook(keyring=self.keys.keyring if self.keys else None)
                 await asyncio.sleep(2.0)
 
     async def _follow(self) -> None:
@@ -144,6 +147,8 @@ class BookFeed:
                     continue
                 ends = await consumer.end_offsets(partitions)
                 while True:
+                    if self.keys is not None and self.keys.refresh() is not None:
+                        self.book.keyring = self.keys.keyring
                     batches = await consumer.getmany(timeout_ms=500)
                     for messages in batches.values():
                         for message in messages:

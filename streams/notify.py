@@ -34,7 +34,7 @@ import orjson
 from rollguard.models.events import DeadLetter
 from rollguard.streams.approval_book import ApprovalBook, ApprovalChange, RefusedRequest
 from rollguard.streams.approval_feed import assign_outputs, fold, output_consumer
-from rollguard.streams.keyring import Keyring
+from rollguard.streams.keyring import Keyring, KeyringFollower
 from rollguard.streams.notify_bodies import body_for
 from rollguard.streams.notify_config import NotifyConfig, Webhook
 from rollguard.streams.serde import encode
@@ -60,11 +60,14 @@ class Notifier:
     """Posts approval changes to webhooks until ``stop`` is set."""
 
     def __init__(self, settings: Settings, config: NotifyConfig, group_id: str,
-                 keyring: Keyring) -> None:
+                 keyring: Keyring | KeyringFollower) -> None:
         self.settings = settings
         self.config = config
         self.group_id = group_id
-        self.book = ApprovalBook(keyring=keyring)
+        self.keys = keyring if isinstance(keyring, KeyringFollower) else KeyringFollower(
+            keyring, None)
+        """The gate's keys; a keyring file is re-read when it changes (a rotation)."""
+        self.book = ApprovalBook(keyring=self.keys.keyring)
         self.deliveries: list[Delivery] = []
         self.refused: list[RefusedRequest] = []
         """Requests refused (not verified) and dead-lettered by this run."""
@@ -138,6 +141,8 @@ class Notifier:
         from aiokafka import TopicPartition
         from aiokafka.structs import OffsetAndMetadata
 
+        if self.keys.refresh() is not None:
+            self.book.keyring = self.keys.keyring
         for message in messages:
             before = self.book.refused_total
             changes = fold(self.book, message)
@@ -226,7 +231,8 @@ def _retry_after(value: str | None) -> float | None:
         return None
 
 
-def _run(settings: Settings, config: NotifyConfig, group_id: str, keyring: Keyring) -> None:
+def _run(settings: Settings, config: NotifyConfig, group_id: str,
+         keyring: KeyringFollower) -> None:
     import signal
 
     async def main() -> None:
@@ -256,7 +262,7 @@ def notify_command(config_path: str, group: str | None, verify_keys: tuple[str, 
     """Post approval requests and every change to them to the configured webhooks."""
     from pathlib import Path
 
-    from rollguard.streams.cli.common import verifier_keyring
+    from rollguard.streams.cli.common import following, verifier_keyring
     from rollguard.streams.notify_config import load_notify_config
     from rollguard.streams.settings import ConfigError, load_settings
 
@@ -267,4 +273,5 @@ def notify_command(config_path: str, group: str | None, verify_keys: tuple[str, 
         raise click.UsageError(str(err)) from None
     keyring = verifier_keyring(verify_keys, keyring_file)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    _run(settings, config, group or f"{settings.app_id}-notify", keyring)
+    _run(settings, config, group or f"{settings.app_id}-notify",
+         following(keyring, verify_keys, keyring_file))

@@ -34,7 +34,7 @@ from rollguard.streams.console.pages import (
     refused_page,
 )
 from rollguard.streams.console.plots import request_png
-from rollguard.streams.keyring import Keyring
+from rollguard.streams.keyring import Keyring, KeyringFollower
 from rollguard.streams.settings import Settings
 
 __all__ = ["CSP", "ConsoleState", "make_app", "run_console"]
@@ -54,7 +54,7 @@ class ConsoleState:
     producer."""
 
     def __init__(self, settings: Settings, policy: Policy, directory: ApproverDirectory,
-                 keyring: Keyring) -> None:
+                 keyring: Keyring | KeyringFollower) -> None:
         self.settings = settings
         self.policy = policy
         self.directory = directory

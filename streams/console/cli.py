@@ -28,7 +28,7 @@ def console_command(host: str, port: int, policy_path: str, verify_keys: tuple[s
     import logging
 
     from rollguard.streams.approvers import load_approvers
-    from rollguard.streams.cli.common import verifier_keyring
+    from rollguard.streams.cli.common import following, verifier_keyring
     from rollguard.streams.console.app import ConsoleState, run_console
     from rollguard.streams.settings import ConfigError, load_policy, load_settings
 
@@ -40,4 +40,5 @@ def console_command(host: str, port: int, policy_path: str, verify_keys: tuple[s
         raise click.UsageError(str(err)) from None
     keyring = verifier_keyring(verify_keys, keyring_file)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    run_console(ConsoleState(settings, policy, directory, keyring), host, port)
+    run_console(ConsoleState(settings, policy, directory,
+                             following(keyring, verify_keys, keyring_file)), host, port)

@@ -112,3 +112,30 @@ def test_the_console_lists_refused_records_without_a_way_to_answer(gate: Path) -
     assert 'id="refusal"' in page and 'id="answer"' not in page
     genuine = detail_page(book.requests["apr-1"], book, T0 + 5)
     assert 'id="answer"' in genuine and 'id="refusal"' not in genuine
+
+
+def test_a_rotation_reaches_a_running_verifier(tmp_path: Path) -> None:
+    """notify and the console follow the keyring file as the executor does: after
+    ``keys rotate`` they take requests signed with the new key."""
+    import os
+    import time
+
+    from rollguard.streams.keyring import KeyringFollower, rotate
+
+    ring = tmp_path / "keyring.yaml"
+    rotate(tmp_path, "gate", ring, 3600, T0)
+    follower = KeyringFollower(Keyring(), ring)
+    book = ApprovalBook(keyring=follower.keyring)
+    assert follower.refresh() is None  # unchanged
+    rotate(tmp_path, "gate", ring, 3600, T0)
+    os.utime(ring, (time.time() + 5, time.time() + 5))  # a coarse clock must not hide it
+    new = _signed_request(tmp_path, rid="apr-new", dep="dep-new")
+    assert book.add(new, T0) == [] and "not in the keyring" in book.refused["apr-new"].reason
+    assert follower.refresh() is not None and len(follower.keyring) == 2
+    book.keyring = follower.keyring
+    assert [c.state for c in book.add({**new, "request_id": "apr-new2"}, T0)] == []  # tampered
+    again = _signed_request(tmp_path, rid="apr-new3", dep="dep-new3")
+    assert [c.state for c in book.add(again, T0)] == ["requested"]
+    ring.write_text("keys: [")  # a broken file: the last good keys stay
+    os.utime(ring, (time.time() + 10, time.time() + 10))
+    assert follower.refresh() is None and len(follower.keyring) == 2
