@@ -33,7 +33,9 @@ import orjson
 import yaml
 from aiohttp import web
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from aiokafka.admin import AIOKafkaAdminClient
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from e2e import delete_topics  # noqa: E402  (bench/e2e.py: one topic clean-up for the benches)
 
 from rollguard.models.events import ApprovalResponse
 from rollguard.streams.keyring import Keyring
@@ -72,18 +74,6 @@ async def first(bootstrap: str, topic: str, timeout: float) -> Any:
     finally:
         await consumer.stop()
     raise TimeoutError(f"nothing on {topic} after {timeout:g} s")
-
-
-async def delete_topics(bootstrap: str, *markers: str) -> None:
-    """Delete this pass's topics (names starting with its prefix or app id)."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        names = [t for t in await admin.list_topics() if t.startswith(markers)]
-        if names:
-            await admin.delete_topics(names)
-    finally:
-        await admin.close()
 
 
 async def hanging(_: web.Request) -> web.Response:

@@ -133,7 +133,7 @@ def _topics(*names: str) -> Callable[[Settings], list[str]]:
     return lambda settings: [settings.topic(name) for name in names]
 
 
-INPUTS = ("deploys", "metrics", "alerts", "approval_responses")
+INPUTS = ("deploys", "metrics", "alerts", "approval_responses", "otlp_metrics")
 GATE_OUTPUTS = ("commands", "approvals", "verdicts", "decisions", "dead_letters")
 PUBLIC = (*INPUTS, *GATE_OUTPUTS, "results")
 
@@ -162,7 +162,7 @@ GRANTS: dict[Role, tuple[Grant, ...]] = {
     ),
     # Telemetry pipelines and CI/CD: write telemetry and deploy events, read nothing.
     "producer": (
-        ("TOPIC", "LITERAL", "WRITE", _topics("deploys", "metrics", "alerts")),
+        ("TOPIC", "LITERAL", "WRITE", _topics("deploys", "metrics", "alerts", "otlp_metrics")),
     ),
     # Read every public topic (export, replay --from-kafka, dashboards); write nothing. The
     # gate's state is not theirs to read.

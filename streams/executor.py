@@ -183,14 +183,27 @@ class KeyringWatch:
 
 async def _announce(producer: Any, settings: Settings, config: ExecutorConfig,
                     raw: bytes) -> None:
-    """Report an executed rollback as a CDEvents ``service.rolledback`` (binary mode)."""
+    """Report an executed rollback as a CDEvents ``service.rolledback`` (binary mode).
+
+    The announcement is a courtesy to CD tooling, not part of the rollback: a broker that
+    refuses it (on a secured cluster executors may write only ``rollback.results``, DESIGN §6,
+    unless an administrator grants ``deploys`` on purpose: docs/security.md) is logged, and the
+    executor goes on.
+    """
+    from aiokafka.errors import KafkaError
+
     from rollguard.streams.ingest.cdevents import rolledback_event
 
     command = orjson.loads(raw)
     headers, value = rolledback_event(command, f"rollguard-executor/{config.name}")
-    await producer.send_and_wait(settings.topic("deploys"), value,
-                                 key=str(command["service"]).encode(),
-                                 headers=list(headers.items()))
+    try:
+        await producer.send_and_wait(settings.topic("deploys"), value,
+                                     key=str(command["service"]).encode(),
+                                     headers=list(headers.items()))
+    except KafkaError as err:
+        log.warning("rollback of %s not announced on %s (%s); run with --no-cdevents, or grant "
+                    "this executor WRITE on that topic", command.get("command_id"),
+                    settings.topic("deploys"), type(err).__name__)
 
 
 async def run_executor(settings: Settings, config: ExecutorConfig,

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+import numpy.typing as npt
 
 
 def estimate_period(
@@ -35,27 +36,11 @@ def estimate_period(
     hi = min(max_period, int(n / 2.5))
     if hi < min_period or n < 16:
         return 0
-    x = np.asarray(values, dtype=np.float64)
-    t = np.arange(n, dtype=np.float64)
-    tm = t.mean()
-    slope = float(np.dot(t - tm, x - x.mean()) / np.dot(t - tm, t - tm))
-    x = x - x.mean() - slope * (t - tm)
-    med = float(np.median(x))
-    mad = float(np.median(np.abs(x - med)))
-    if mad > 0.0:
-        x = np.clip(x, med - 8.0 * 1.4826 * mad, med + 8.0 * 1.4826 * mad)
-    x = x - x.mean()
-    peak = float(np.max(np.abs(x)))
-    if not peak > 0.0:
+    ac = _autocorrelation(values)
+    if ac is None:
         return 0
     # White noise alone reaches ~3/sqrt(n) somewhere among many lags: demand more than that.
     min_acf = max(min_acf, 5.0 / float(np.sqrt(n)))
-    x = x / peak  # keeps the power spectrum finite for any finite input
-    f = np.fft.rfft(x, 2 * n)
-    ac = np.fft.irfft(f * np.conj(f))[:n]
-    if not ac[0] > 0.0:
-        return 0
-    ac = ac / ac[0] * (n / (n - np.arange(n, dtype=np.float64)))
     seg = ac[: hi + 2]
     running_min = np.minimum.accumulate(seg)
     peaks: list[tuple[int, float]] = []
@@ -76,3 +61,28 @@ def estimate_period(
     if current and any(abs(k - current) <= tol for k in good):
         return current
     return min(good)
+
+
+def _autocorrelation(values: Sequence[float]) -> npt.NDArray[np.float64] | None:
+    """Unbiased autocorrelation of the detrended, winsorised series (None if it is flat)."""
+    n = len(values)
+    x = np.asarray(values, dtype=np.float64)
+    t = np.arange(n, dtype=np.float64)
+    tm = t.mean()
+    slope = float(np.dot(t - tm, x - x.mean()) / np.dot(t - tm, t - tm))
+    x = x - x.mean() - slope * (t - tm)
+    med = float(np.median(x))
+    mad = float(np.median(np.abs(x - med)))
+    if mad > 0.0:
+        x = np.clip(x, med - 8.0 * 1.4826 * mad, med + 8.0 * 1.4826 * mad)
+    x = x - x.mean()
+    peak = float(np.max(np.abs(x)))
+    if not peak > 0.0:
+        return None
+    x = x / peak  # keeps the power spectrum finite for any finite input
+    f = np.fft.rfft(x, 2 * n)
+    ac = np.fft.irfft(f * np.conj(f))[:n]
+    if not ac[0] > 0.0:
+        return None
+    scaled: npt.NDArray[np.float64] = ac / ac[0] * (n / (n - np.arange(n, dtype=np.float64)))
+    return scaled

@@ -325,6 +325,15 @@ class SeriesScorer(AnomalyDetector, StatefulDetector):
             self._streak_len = self._streak_len + 1 if self._streak else 0
         if self._accept:
             self._accept -= 1
+        self._learn_healthy(v, r_n, ewr_n, r_s, ewr_s, base_s, has_s)
+        return None
+
+    def _learn_healthy(
+        self, v: float, r_n: float, ewr_n: float, r_s: float, ewr_s: float, base_s: float,
+        has_s: bool,
+    ) -> None:
+        """Fold a point that is not under protection into the level, the residual windows
+        and (where a season is known) the seasonal model."""
         mu = self._mu
         dev_prev = self._last - mu
         self._sxy_n += _PHI_ALPHA * (dev_prev * (v - mu) - self._sxy_n)
@@ -348,7 +357,6 @@ class SeriesScorer(AnomalyDetector, StatefulDetector):
         self._store(v)
         self._last = v
         self._recalibrate()
-        return None
 
     def _calibrate(
         self, r_n: float, ewr_n: float, d_n: float, r_s: float, ewr_s: float, d_s: float, s: bool

@@ -80,15 +80,20 @@ def simulate(
             sys.stdout.buffer.write(dumps(event) + b"\n")
 
 
+def _range_options(func: Any) -> Any:
+    """--since/--until/--topics: a range of the input topics by Kafka record timestamp."""
+    func = click.option("--topics", "topic_names", multiple=True, help=(
+        "Input topics to read (repeat or comma-separate) [default: all four]."))(func)
+    func = click.option("--until", default=None, help=(
+        "End of the range, inclusive, by Kafka record timestamp (RFC 3339 or epoch s)."))(func)
+    return click.option("--since", default=None, help=(
+        "Start of the range, by Kafka record timestamp (RFC 3339 or epoch s)."))(func)
+
+
 @click.command()
 @click.argument("file", required=False, type=click.Path(exists=True, dir_okay=False))
 @click.option("--from-kafka", is_flag=True, help="Read the input topics instead of a file.")
-@click.option("--since", default=None,
-              help="Start of the range, by Kafka record timestamp (RFC 3339 or epoch s).")
-@click.option("--until", default=None,
-              help="End of the range, inclusive, by Kafka record timestamp (RFC 3339 or epoch s).")
-@click.option("--topics", "topic_names", multiple=True,
-              help="Input topics to read (repeat or comma-separate) [default: all four].")
+@_range_options
 @POLICY_OPTION
 @click.option("--out", "out", type=click.Path(dir_okay=False), help="decisions.jsonl")
 @click.option("--key", "key_file", type=click.Path(exists=True, dir_okay=False),
@@ -204,12 +209,7 @@ def replay(
 
 
 @click.command("export")
-@click.option("--since", default=None,
-              help="Start of the range, by Kafka record timestamp (RFC 3339 or epoch s).")
-@click.option("--until", default=None,
-              help="End of the range, inclusive, by Kafka record timestamp (RFC 3339 or epoch s).")
-@click.option("--topics", "topic_names", multiple=True,
-              help="Input topics to read (repeat or comma-separate) [default: all four].")
+@_range_options
 @click.option("--out", "out", required=True, type=click.Path(dir_okay=False),
               help="The replay file to write (DESIGN §9).")
 @BOOTSTRAP_OPTION

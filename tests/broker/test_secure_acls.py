@@ -43,7 +43,8 @@ from tests.broker.secure import SecureBroker
 pytestmark = [pytest.mark.broker, pytest.mark.timeout(300)]
 
 ROLES = ("gate", "executor", "approver", "producer", "analyst")
-PUBLIC = ("deploys", "telemetry.metrics", "telemetry.alerts", "rollback.approval-responses",
+PUBLIC = ("deploys", "telemetry.metrics", "telemetry.alerts", "otlp_metrics",
+          "rollback.approval-responses",
           "rollback.commands", "rollback.approvals", "release.verdicts", "rollguard.decisions",
           "rollguard.dead-letters", "rollback.results")
 STATE, LEADER = "<app>-state-changelog", "<app>-leader"
@@ -54,12 +55,12 @@ MAY_WRITE = {
              "rollguard.decisions", "rollguard.dead-letters", STATE},
     "executor": {"rollback.results"},
     "approver": {"rollback.approval-responses"},
-    "producer": {"deploys", "telemetry.metrics", "telemetry.alerts"},
+    "producer": {"deploys", "telemetry.metrics", "telemetry.alerts", "otlp_metrics"},
     "analyst": set(),
 }
 MAY_READ = {
-    "gate": {"deploys", "telemetry.metrics", "telemetry.alerts", "rollback.approval-responses",
-             STATE, LEADER},
+    "gate": {"deploys", "telemetry.metrics", "telemetry.alerts", "otlp_metrics",
+             "rollback.approval-responses", STATE, LEADER},
     "executor": {"rollback.commands"},
     "approver": {"rollback.approvals"},
     "producer": set(),
@@ -346,7 +347,7 @@ def test_apply_reports_other_grants_and_prunes_its_own(secured: Secured) -> None
         assert listed.returncode == 0, listed.stderr
         assert f"also allowed (--prune deletes it): User:mallory  ALLOW  WRITE  TOPIC  LITERAL  " \
             f"{commands}" in listed.stderr
-        assert "0 created, 34 already present, 2 other ALLOW ACLs" in listed.stderr
+        assert "0 created, 37 already present, 2 other ALLOW ACLs" in listed.stderr
         pruned = secured.rollguard("admin", "acls", "--apply", "--prune")
         assert pruned.returncode == 0, pruned.stderr
         assert f"deleted: User:mallory  ALLOW  WRITE  TOPIC  LITERAL  {commands}" \
