@@ -8,7 +8,8 @@ and the median of those ratios is printed:
     (as the worker decodes ``telemetry.metrics``);
 (b) OTLP: one ``otlp_proto`` message per time step with every service's points (as a Collector
     batch), ``decode_otlp`` + ``SampleBuilder.samples`` → ``MetricSample`` records (what the
-    worker does per message); the same again for ``otlp_json``;
+    worker does per message); the same again for ``otlp_json``, and — for comparison in the
+    same run — ``otlp_json`` parsed as before, by ``json_format.Parse`` alone;
 (c) remote-write: one snappy ``WriteRequest`` per time step, ``samples_of`` → records (what
     ``rollguard bridge prometheus`` does per request before publishing).
 
@@ -33,6 +34,7 @@ import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import cramjam
 import orjson
@@ -42,6 +44,7 @@ sys.path.insert(0, str(REPO))
 
 from rollguard.streams.bridges.prometheus import samples_of  # noqa: E402
 from rollguard.streams.bridges.prompb import WriteRequest  # noqa: E402
+from rollguard.streams.ingest import otlp  # noqa: E402
 from rollguard.streams.ingest.mapping import MetricRule, OtlpConfig, PrometheusBridge  # noqa: E402
 from rollguard.streams.ingest.otlp import decode_otlp  # noqa: E402
 from rollguard.streams.ingest.rates import SampleBuilder  # noqa: E402
@@ -130,12 +133,28 @@ def main() -> None:
             return n
         return run
 
+    def run_otlp_json_format() -> int:
+        """otlp_json as it was parsed before streams/ingest/otlp_json.py: json_format.Parse."""
+        from google.protobuf import json_format
+
+        def parse(text: bytes, cls: type[Any]) -> Any:
+            message = cls()
+            json_format.Parse(text, message, ignore_unknown_fields=True)
+            return message
+
+        fast = otlp.parse_json
+        otlp.parse_json = parse  # type: ignore[assignment]
+        try:
+            return run_otlp(otlp_json, "otlp_json")()
+        finally:
+            otlp.parse_json = fast
+
     def run_remote_write() -> int:
         builder = SampleBuilder("prometheus")
         return sum(len(samples_of(body, HEADERS, prom_config, builder)[0]) for body in bodies)
 
     for check in (run_native, run_otlp(otlp_proto, "otlp_proto"),
-                  run_otlp(otlp_json, "otlp_json"), run_remote_write):
+                  run_otlp(otlp_json, "otlp_json"), run_otlp_json_format, run_remote_write):
         assert check() == points, check
     base, _ = paired(run_native, run_native, args.repeat)
     print(f"{points:,} points: {args.services} services x {len(METRICS)} metrics x "
@@ -143,6 +162,7 @@ def main() -> None:
     print(f"  native JSON decode          {base:>12,.0f} points/s   1.00")
     for name, fn in (("OTLP otlp_proto decode", run_otlp(otlp_proto, "otlp_proto")),
                      ("OTLP otlp_json decode", run_otlp(otlp_json, "otlp_json")),
+                     ("  (json_format.Parse, before)", run_otlp_json_format),
                      ("remote-write decode", run_remote_write)):
         measured, ratio = paired(fn, run_native, args.repeat)
         print(f"  {name:<27} {measured:>12,.0f} points/s   {ratio:.2f}")

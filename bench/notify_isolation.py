@@ -38,11 +38,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from e2e import delete_topics  # noqa: E402  (bench/e2e.py: one topic clean-up for the benches)
 
 from rollguard.models.events import ApprovalResponse
+from rollguard.streams.keyring import Keyring
 from rollguard.streams.notify import Notifier
 from rollguard.streams.notify_config import NotifyConfig
 from rollguard.streams.serde import record_to_dict
 from rollguard.streams.settings import load_settings
-from rollguard.streams.signing import generate_key_pair, load_private_key, sign_record
+from rollguard.streams.signing import (
+    generate_key_pair,
+    load_private_key,
+    load_public_key,
+    sign_record,
+)
 from rollguard.streams.simulate import generate
 from rollguard.streams.simulate_io import send_events, shifted_to_now
 
@@ -106,7 +112,9 @@ async def one_pass(bootstrap: str, keys: Path, approvers: Path, with_notify: boo
                 "webhooks": [{"name": "stuck", "url": hook}],
                 "retry": {"attempts": 100, "initial_backoff_seconds": 0.1,
                           "max_backoff_seconds": 0.5, "timeout_seconds": 2}})
-            task = asyncio.create_task(Notifier(settings, config, f"{prefix}notify").run(stop))
+            keyring = Keyring.of(load_public_key(keys / "gate.pub"))
+            task = asyncio.create_task(Notifier(settings, config, f"{prefix}notify",
+                                                keyring).run(stop))
         producer = AIOKafkaProducer(bootstrap_servers=bootstrap, max_request_size=2_000_000)
         await producer.start()
         try:

@@ -112,7 +112,7 @@ async def run() -> int:
                ROLLGUARD_APP_ID=f"rollguard-{prefix.rstrip('.')}",
                ROLLGUARD_WEB_PORT=str(free_port()), ROLLGUARD_PARTITIONS="2",
                ROLLGUARD_SIGNING_KEY=str(people["gate_key"]),
-               ROLLGUARD_VERIFY_KEY=str(people["gate_pub"]),  # approve checks the request
+               ROLLGUARD_VERIFY_KEY=str(people["gate_pub"]),  # approve, console verify
                ROLLGUARD_APPROVERS=str(people["approvers"]),
                ROLLGUARD_IDLE_ADVANCE_SECONDS="2")
     settings = load_settings(topic_prefix=prefix, partitions=2)

@@ -8,18 +8,28 @@ request and returns the changes each record made. The two topics are read side b
 decision may be read before the request it closes: such a change waits until its request is
 read, and changes are always returned in order per request (``requested`` first).
 
+A book given the gate's keyring (``notify`` and ``console`` always give one) takes only
+requests signed by a key of it (docs/security.md): any other record on the approvals topic —
+unsigned, signed by a foreign key, tampered — is kept apart in ``refused`` with the reason and
+counted, never becomes a request a human is asked about, and changes nothing.
+
 Used by ``rollguard notify``, ``rollguard approvals`` and ``rollguard console``.
 """
 
 from __future__ import annotations
 
+import logging
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from rollguard.models.events import parse_ts
+from rollguard.streams.keyring import Keyring
 
-__all__ = ["ApprovalBook", "ApprovalChange", "RequestView", "State", "TERMINAL"]
+__all__ = ["ApprovalBook", "ApprovalChange", "RefusedRequest", "RequestView", "State",
+           "TERMINAL"]
+
+log = logging.getLogger("rollguard.approvals")
 
 State = Literal["requested", "approved", "denied", "superseded", "withdrawn", "expired",
                 "rejected"]
@@ -36,6 +46,7 @@ _OUTCOMES: tuple[tuple[str, State], ...] = (
     ("APPROVAL_EXPIRED", "expired"),
 )
 _HISTORY = 200
+_REFUSED_KEPT = 500
 
 
 @dataclass(frozen=True)
@@ -116,6 +127,23 @@ class RequestView:
         return self.state not in TERMINAL and self.expires_at > now
 
 
+@dataclass(frozen=True)
+class RefusedRequest:
+    """A record on the approvals topic that does not verify against the gate's keyring."""
+
+    request: dict[str, Any]
+    reason: str
+    seen_at: float
+
+    @property
+    def request_id(self) -> str:
+        return str(self.request.get("request_id", ""))
+
+    @property
+    def service(self) -> str:
+        return str(self.request.get("service", ""))
+
+
 def _outcome(decision: dict[str, Any]) -> State | None:
     reasons = set(decision.get("reasons") or ())
     return next((state for code, state in _OUTCOMES if code in reasons), None)
@@ -136,6 +164,12 @@ class ApprovalBook:
     _by_deployment: dict[tuple[str, str], str] = field(default_factory=dict)
     _waiting: dict[str | tuple[str, str], list[tuple[State, dict[str, Any]]]] = field(
         default_factory=dict)
+    keyring: Keyring | None = None
+    """The gate's keys; None (``approvals`` without a key) takes every request unverified."""
+    refused: dict[str, RefusedRequest] = field(default_factory=dict)
+    """The latest refused record per request id (the last 500 ids)."""
+    refused_total: int = 0
+    """Records refused since the book was made."""
 
     def add(self, record: dict[str, Any], seen_at: float = 0.0) -> list[ApprovalChange]:
         """Fold one output record; return the changes it made, in order."""
@@ -176,7 +210,28 @@ class ApprovalBook:
         """Every request, newest first."""
         return sorted(self.requests.values(), key=lambda v: v.seen_at, reverse=True)[:limit]
 
+    def problem(self, request: dict[str, Any], now: float) -> str | None:
+        """Why ``request`` does not verify with the keyring at ``now`` (None: it does, or the
+        book has no keyring)."""
+        return None if self.keyring is None else self.keyring.problem(request, now)
+
+    def _refuse(self, request: dict[str, Any], reason: str, seen_at: float) -> None:
+        refusal = RefusedRequest(request, reason, seen_at)
+        self.refused.pop(refusal.request_id, None)
+        self.refused[refusal.request_id] = refusal
+        while len(self.refused) > _REFUSED_KEPT:
+            del self.refused[next(iter(self.refused))]
+        self.refused_total += 1
+        log.warning("approval request %s (service %s) refused, not shown to anyone: cannot be "
+                    "verified (%s)", refusal.request_id or "?", refusal.service or "?", reason)
+
     def _add_request(self, request: dict[str, Any], seen_at: float) -> list[ApprovalChange]:
+        # Verified as of its publication: a request signed before its key was retired was
+        # genuine (whether it can still be answered is checked when it is answered).
+        reason = self.problem(request, seen_at)
+        if reason is not None:
+            self._refuse(request, reason, seen_at)
+            return []
         rid = str(request.get("request_id", ""))
         if not rid or rid in self.requests:
             return []  # a re-emitted request is the same request

@@ -16,6 +16,7 @@ from typing import Any
 import orjson
 
 from rollguard.streams.approval_book import ApprovalBook, ApprovalChange
+from rollguard.streams.keyring import Keyring, KeyringFollower
 from rollguard.streams.settings import Settings
 
 __all__ = ["BookFeed", "output_consumer", "read_book"]
@@ -66,9 +67,11 @@ async def _at(consumer: Any, ends: dict[Any, int]) -> bool:
     return True
 
 
-async def read_book(settings: Settings, timeout: float = 30.0) -> ApprovalBook:
-    """Both topics, from the beginning to their current end."""
-    book = ApprovalBook()
+async def read_book(settings: Settings, timeout: float = 30.0,
+                    keyring: Keyring | None = None) -> ApprovalBook:
+    """Both topics, from the beginning to their current end (requests verified with
+    ``keyring`` if given)."""
+    book = ApprovalBook(keyring=keyring)
     consumer = output_consumer(settings)
     await consumer.start()
     try:
@@ -92,12 +95,18 @@ async def read_book(settings: Settings, timeout: float = 30.0) -> ApprovalBook:
 
 
 class BookFeed:
-    """Keeps ``book`` up to date from the topics until stopped; calls ``on_change`` per change."""
+    """Keeps ``book`` up to date from the topics until stopped; calls ``on_change`` per change.
+    Requests are verified with ``keyring`` (ApprovalBook)."""
 
     def __init__(self, settings: Settings,
-                 on_change: Callable[[ApprovalChange], None] | None = None) -> None:
+                 on_change: Callable[[ApprovalChange], None] | None = None,
+                 keyring: Keyring | KeyringFollower | None = None) -> None:
         self.settings = settings
-        self.book = ApprovalBook()
+        self.keys = keyring if not isinstance(keyring, Keyring) else KeyringFollower(
+            keyring, None)
+        """The gate's keys (None: requests are not verified); a keyring file is re-read
+        when it changes (a rotation)."""
+        self.book = ApprovalBook(keyring=self.keys.keyring if self.keys else None)
         self.on_change = on_change
         self.ready = asyncio.Event()
         """Set once everything that was on the topics at start has been read."""
@@ -123,7 +132,8 @@ class BookFeed:
             except Exception as err:  # noqa: BLE001 - a broker outage must not end the feed
                 log.warning("reading the approval topics failed (%s: %s); again in 2 s",
                             type(err).__name__, err)
-                self.book = ApprovalBook()  # read everything again, from the beginning
+                # read everything again, from the beginning
+                self.book = ApprovalBook(keyring=self.keys.keyring if self.keys else None)
                 await asyncio.sleep(2.0)
 
     async def _follow(self) -> None:
@@ -137,6 +147,8 @@ class BookFeed:
                     continue
                 ends = await consumer.end_offsets(partitions)
                 while True:
+                    if self.keys is not None and self.keys.refresh() is not None:
+                        self.book.keyring = self.keys.keyring
                     batches = await consumer.getmany(timeout_ms=500)
                     for messages in batches.values():
                         for message in messages:

@@ -26,9 +26,8 @@ from typing import Any
 import orjson
 
 from rollguard.models.events import format_ts, parse_ts, stable_id
-from rollguard.streams.keyring import Keyring, load_keyring
+from rollguard.streams.keyring import Keyring, KeyringFollower
 from rollguard.streams.settings import Settings
-from rollguard.streams.signing import KeyError_
 
 __all__ = ["ExecutorConfig", "Ledger", "check_command", "run_executor", "render_command"]
 
@@ -170,35 +169,16 @@ async def handle_command(raw: bytes, config: ExecutorConfig, ledger: Ledger) -> 
 
 
 class KeyringWatch:
-    """Follows the keyring file: ``refresh`` gives the config with the file's current keys
-    (plus the fixed ``--verify-key`` ones) when it changed, and keeps the last good keyring
-    when the new file cannot be read."""
+    """Follows the keyring file (``KeyringFollower``): ``refresh`` gives the config with the
+    file's current keys (plus the fixed ``--verify-key`` ones) when it changed, and keeps the
+    last good keyring when the new file cannot be read."""
 
     def __init__(self, config: ExecutorConfig, fixed: Keyring) -> None:
-        self.fixed = fixed
-        self.stamp = self._stamp(config.keyring_file)
-
-    @staticmethod
-    def _stamp(path: Path | None) -> tuple[float, int] | None:
-        try:
-            info = path.stat() if path is not None else None
-        except OSError:
-            return None
-        return None if info is None else (info.st_mtime, info.st_size)
+        self.follower = KeyringFollower(fixed, config.keyring_file, initial=config.keyring)
 
     def refresh(self, config: ExecutorConfig) -> ExecutorConfig:
-        path = config.keyring_file
-        stamp = self._stamp(path)
-        if path is None or stamp is None or stamp == self.stamp:
-            return config
-        self.stamp = stamp
-        try:
-            keyring = self.fixed.merged(load_keyring(path))
-        except KeyError_ as err:
-            log.error("keyring not reloaded, keeping the previous keys: %s", err)
-            return config
-        log.info("keyring reloaded from %s: %s", path, ", ".join(sorted(keyring.keys)))
-        return replace(config, keyring=keyring)
+        keyring = self.follower.refresh()
+        return config if keyring is None else replace(config, keyring=keyring)
 
 
 async def _announce(producer: Any, settings: Settings, config: ExecutorConfig,

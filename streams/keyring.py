@@ -46,6 +46,7 @@ log = logging.getLogger("rollguard.keyring")
 
 __all__ = [
     "Keyring",
+    "KeyringFollower",
     "TrustedKey",
     "load_keyring",
     "load_verifiers",
@@ -147,6 +148,42 @@ def load_verifiers(key_files: Iterable[str], keyring_file: str | None) -> Keyrin
     if keyring_file:
         ring = ring.merged(load_keyring(Path(keyring_file)))
     return ring
+
+
+class KeyringFollower:
+    """A verifier's keys that follow the keyring file: ``refresh`` re-reads the file when it
+    changed (``keys rotate`` rewrote it) and gives the new keys (plus the fixed
+    ``--verify-key`` ones), or None; a file that does not load is logged and the last good
+    keys are kept. Without a file, the keys never change."""
+
+    def __init__(self, fixed: Keyring, path: Path | None,
+                 initial: Keyring | None = None) -> None:
+        self.fixed = fixed
+        self.path = path
+        self.stamp = self._stamp()
+        self.keyring = initial if initial is not None else (
+            fixed.merged(load_keyring(path)) if path is not None else fixed)
+
+    def _stamp(self) -> tuple[float, int] | None:
+        try:
+            info = self.path.stat() if self.path is not None else None
+        except OSError:
+            return None
+        return None if info is None else (info.st_mtime, info.st_size)
+
+    def refresh(self) -> Keyring | None:
+        stamp = self._stamp()
+        if self.path is None or stamp is None or stamp == self.stamp:
+            return None
+        self.stamp = stamp
+        try:
+            keyring = self.fixed.merged(load_keyring(self.path))
+        except KeyError_ as err:
+            log.error("keyring not reloaded, keeping the previous keys: %s", err)
+            return None
+        log.info("keyring reloaded from %s: %s", self.path, ", ".join(sorted(keyring.keys)))
+        self.keyring = keyring
+        return keyring
 
 
 def rotate(directory: Path, name: str, keyring_path: Path, overlap_seconds: float,

@@ -8,6 +8,12 @@ becomes a dead letter on ``rollguard.dead-letters`` (the body that was not deliv
 and the reason). Offsets are committed only after every post of a batch succeeded or was
 dead-lettered: delivery is at least once, and deduplicable by the idempotency key.
 
+Every request is verified against the gate's keyring before anyone is told of it (the keys
+``rollguard approve`` verifies with: ``--verify-key``/``--keyring``). A record on the approvals
+topic that does not verify — unsigned, signed by a key not in the keyring, tampered — is not
+posted: it is logged, counted (``refused``) and dead-lettered with its original bytes and the
+reason, and nothing that refers to it is posted either.
+
 On start, the records before the group's committed offsets are read again without posting,
 so that the book knows the requests that later changes refer to. A group's first start treats
 everything already on the topics as history: it is read, not posted.
@@ -26,8 +32,9 @@ import click
 import orjson
 
 from rollguard.models.events import DeadLetter
-from rollguard.streams.approval_book import ApprovalBook, ApprovalChange
+from rollguard.streams.approval_book import ApprovalBook, ApprovalChange, RefusedRequest
 from rollguard.streams.approval_feed import assign_outputs, fold, output_consumer
+from rollguard.streams.keyring import Keyring, KeyringFollower
 from rollguard.streams.notify_bodies import body_for
 from rollguard.streams.notify_config import NotifyConfig, Webhook
 from rollguard.streams.serde import encode
@@ -52,12 +59,18 @@ class Delivery:
 class Notifier:
     """Posts approval changes to webhooks until ``stop`` is set."""
 
-    def __init__(self, settings: Settings, config: NotifyConfig, group_id: str) -> None:
+    def __init__(self, settings: Settings, config: NotifyConfig, group_id: str,
+                 keyring: Keyring | KeyringFollower) -> None:
         self.settings = settings
         self.config = config
         self.group_id = group_id
-        self.book = ApprovalBook()
+        self.keys = keyring if isinstance(keyring, KeyringFollower) else KeyringFollower(
+            keyring, None)
+        """The gate's keys; a keyring file is re-read when it changes (a rotation)."""
+        self.book = ApprovalBook(keyring=self.keys.keyring)
         self.deliveries: list[Delivery] = []
+        self.refused: list[RefusedRequest] = []
+        """Requests refused (not verified) and dead-lettered by this run."""
 
     async def run(self, stop: asyncio.Event) -> None:
         import aiohttp
@@ -128,13 +141,33 @@ class Notifier:
         from aiokafka import TopicPartition
         from aiokafka.structs import OffsetAndMetadata
 
+        if self.keys.refresh() is not None:
+            self.book.keyring = self.keys.keyring
         for message in messages:
-            for change in fold(self.book, message):
+            before = self.book.refused_total
+            changes = fold(self.book, message)
+            if self.book.refused_total > before:
+                await self._refuse(message, producer)
+            for change in changes:
                 await self._deliver(change, message, http, producer)
         last: dict[Any, int] = {}
         for message in messages:
             last[TopicPartition(message.topic, message.partition)] = message.offset + 1
         await consumer.commit({tp: OffsetAndMetadata(offset, "") for tp, offset in last.items()})
+
+    async def _refuse(self, message: Any, producer: Any) -> None:
+        """Dead-letter a request that does not verify: the original bytes and the reason."""
+        refusal = next(reversed(self.book.refused.values()))
+        self.refused.append(refusal)
+        error = (f"approval request {refusal.request_id or '?'} not notified: cannot be "
+                 f"verified ({refusal.reason})")
+        letter = DeadLetter(
+            topic=message.topic, partition=message.partition, offset=message.offset,
+            key_b64=base64.b64encode(message.key).decode() if message.key is not None else None,
+            value_b64=base64.b64encode(message.value or b"").decode(), error=error,
+            ts=time.time())
+        await producer.send_and_wait(self.settings.topic("dead_letters"), encode(letter),
+                                     key=message.key)
 
     async def _deliver(self, change: ApprovalChange, source: Any | None, http: Any,
                        producer: Any) -> None:
@@ -198,7 +231,8 @@ def _retry_after(value: str | None) -> float | None:
         return None
 
 
-def _run(settings: Settings, config: NotifyConfig, group_id: str) -> None:
+def _run(settings: Settings, config: NotifyConfig, group_id: str,
+         keyring: KeyringFollower) -> None:
     import signal
 
     async def main() -> None:
@@ -206,7 +240,7 @@ def _run(settings: Settings, config: NotifyConfig, group_id: str) -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        await Notifier(settings, config, group_id).run(stop)
+        await Notifier(settings, config, group_id, keyring).run(stop)
 
     asyncio.run(main())
 
@@ -216,12 +250,19 @@ def _run(settings: Settings, config: NotifyConfig, group_id: str) -> None:
               default="config/notify.yaml", show_default=True,
               type=click.Path(dir_okay=False), help="Webhooks and retries (docs/approvals.md).")
 @click.option("--group", default=None, help="Consumer group [default: <app id>-notify].")
+@click.option("--verify-key", "verify_keys", multiple=True,
+              type=click.Path(exists=True, dir_okay=False), envvar="ROLLGUARD_VERIFY_KEY",
+              help="A gate public key to verify requests with; repeatable.")
+@click.option("--keyring", "keyring_file", type=click.Path(exists=True, dir_okay=False),
+              envvar="ROLLGUARD_KEYRING", help="The gate's keyring to verify requests with.")
 @click.option("--bootstrap-servers", envvar="ROLLGUARD_BOOTSTRAP_SERVERS", default=None,
               help="Kafka bootstrap servers [default: 127.0.0.1:9092].")
-def notify_command(config_path: str, group: str | None, bootstrap_servers: str | None) -> None:
+def notify_command(config_path: str, group: str | None, verify_keys: tuple[str, ...],
+                   keyring_file: str | None, bootstrap_servers: str | None) -> None:
     """Post approval requests and every change to them to the configured webhooks."""
     from pathlib import Path
 
+    from rollguard.streams.cli.common import following, verifier_keyring
     from rollguard.streams.notify_config import load_notify_config
     from rollguard.streams.settings import ConfigError, load_settings
 
@@ -230,5 +271,7 @@ def notify_command(config_path: str, group: str | None, bootstrap_servers: str |
         config = load_notify_config(Path(config_path))
     except ConfigError as err:
         raise click.UsageError(str(err)) from None
+    keyring = verifier_keyring(verify_keys, keyring_file)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    _run(settings, config, group or f"{settings.app_id}-notify")
+    _run(settings, config, group or f"{settings.app_id}-notify",
+         following(keyring, verify_keys, keyring_file))

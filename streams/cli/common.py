@@ -17,6 +17,7 @@ __all__ = [
     "Failure",
     "approver_directory",
     "fail_config",
+    "following",
     "private_key",
     "settings_for",
     "verifier_keyring",
@@ -84,6 +85,15 @@ def verifier_keyring(verify_keys: tuple[str, ...], keyring_file: str | None) -> 
         return load_verifiers(verify_keys, keyring_file)
     except KeyError_ as err:
         fail_config(err)
+
+
+def following(keyring: Any, verify_keys: tuple[str, ...], keyring_file: str | None) -> Any:
+    """``keyring`` (from ``verifier_keyring``) as a KeyringFollower: the ``--keyring`` file is
+    re-read when it changes, the ``--verify-key`` keys stay."""
+    from rollguard.streams.keyring import KeyringFollower, load_verifiers
+
+    return KeyringFollower(load_verifiers(verify_keys, None),
+                           Path(keyring_file) if keyring_file else None, initial=keyring)
 
 
 def private_key(path: str) -> Any:

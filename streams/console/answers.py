@@ -1,6 +1,8 @@
 """What the console's backend checks before it publishes an answer signed in a browser.
 
-The same rules as the worker (DESIGN §6), checked early so that the approver sees a refusal at
+First, the request answered must be one the gate signed (verified with the gate's keyring, as
+``rollguard approve`` does): a forged request is never answerable. Then the same rules as the
+worker (DESIGN §6), checked early so that the approver sees a refusal at
 once: the body is an ApprovalResponse, its request is pending, the approver is known and holds
 the request's role, is not the deploy actor, the signature verifies over the canonical JSON
 (``streams.approvers.approval_check`` — the worker's own check) and the signed time is close to
@@ -49,8 +51,16 @@ def check_answer(raw: bytes, book: ApprovalBook, directory: ApproverDirectory, n
     if not isinstance(data, dict):
         return Refused(400, "the body is not a JSON object")
     view = book.requests.get(response.request_id)
+    refusal = book.refused.get(response.request_id)
+    if view is None and refusal is not None:
+        return Refused(403, f"refusing to answer {response.request_id}: the request cannot be "
+                            f"verified ({refusal.reason})")
     if view is None:
         return Refused(404, f"no approval request {response.request_id}")
+    problem = book.problem(view.request, now)
+    if problem is not None:
+        return Refused(403, f"refusing to answer {response.request_id}: the request cannot be "
+                            f"verified now ({problem})")
     if not view.pending(now):
         state = view.state if view.state != "requested" else "expired"
         return Refused(409, f"request {response.request_id} is already {state}")

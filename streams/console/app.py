@@ -6,6 +6,8 @@ Ed25519). Every response carries a strict Content-Security-Policy: nothing but t
 files, no inline script or style, no third-party asset. ``POST /api/responses`` takes an answer
 signed in the browser, checks it (``answers.check_answer``) and publishes it to
 ``rollback.approval-responses``, keyed by service; nothing else on the console can act.
+Requests are verified against the gate's keyring as they are read (``ApprovalBook``): one that
+does not verify is listed as refused, with why, and cannot be answered.
 """
 
 from __future__ import annotations
@@ -25,8 +27,14 @@ from rollguard.streams.approval_book import ApprovalBook
 from rollguard.streams.approval_feed import BookFeed
 from rollguard.streams.approvers import ApproverDirectory
 from rollguard.streams.console.answers import Accepted, check_answer
-from rollguard.streams.console.pages import detail_page, index_page, not_found_page
+from rollguard.streams.console.pages import (
+    detail_page,
+    index_page,
+    not_found_page,
+    refused_page,
+)
 from rollguard.streams.console.plots import request_png
+from rollguard.streams.keyring import Keyring, KeyringFollower
 from rollguard.streams.settings import Settings
 
 __all__ = ["CSP", "ConsoleState", "make_app", "run_console"]
@@ -42,13 +50,15 @@ _PLOT_SECONDS = 15.0
 
 
 class ConsoleState:
-    """What the handlers share: settings, policy, approvers, the feed and a producer."""
+    """What the handlers share: settings, policy, approvers, the gate's keyring, the feed and a
+    producer."""
 
-    def __init__(self, settings: Settings, policy: Policy, directory: ApproverDirectory) -> None:
+    def __init__(self, settings: Settings, policy: Policy, directory: ApproverDirectory,
+                 keyring: Keyring | KeyringFollower) -> None:
         self.settings = settings
         self.policy = policy
         self.directory = directory
-        self.feed = BookFeed(settings)
+        self.feed = BookFeed(settings, keyring=keyring)
         self.producer: Any = None
         self._plots: dict[str, tuple[float, bytes | None]] = {}
 
@@ -99,6 +109,9 @@ def make_app(state: ConsoleState) -> web.Application:
     async def detail(request: web.Request) -> web.Response:
         rid = request.match_info["request_id"]
         view = book().requests.get(rid)
+        refusal = book().refused.get(rid)
+        if view is None and refusal is not None:
+            return _html(refused_page(refusal, time.time()), 403)
         if view is None:
             return _html(not_found_page(rid), 404)
         return _html(detail_page(view, book(), time.time()))
@@ -117,6 +130,12 @@ def make_app(state: ConsoleState) -> web.Application:
         return _json([{"request_id": v.request_id, "service": v.service, "state": v.state,
                        "pending": v.pending(now), "request": v.request}
                       for v in book().recent(limit=500)])
+
+    async def refused_json(_: web.Request) -> web.Response:
+        return _json({"total": book().refused_total,
+                      "refused": [{"request_id": r.request_id, "service": r.service,
+                                   "reason": r.reason, "seen_at": r.seen_at}
+                                  for r in book().refused.values()]})
 
     async def respond(request: web.Request) -> web.Response:
         raw = await request.read()
@@ -141,7 +160,7 @@ def make_app(state: ConsoleState) -> web.Application:
 
     async def health(_: web.Request) -> web.Response:
         return _json({"ok": True, "ready": state.feed.ready.is_set(),
-                      "requests": len(book().requests)})
+                      "requests": len(book().requests), "refused": book().refused_total})
 
     async def lifecycle(_: web.Application) -> Any:
         from aiokafka import AIOKafkaProducer
@@ -158,6 +177,7 @@ def make_app(state: ConsoleState) -> web.Application:
     app.router.add_get("/requests/{request_id}", detail)
     app.router.add_get("/requests/{request_id}/plot.png", plot)
     app.router.add_get("/api/requests", requests_json)
+    app.router.add_get("/api/refused", refused_json)
     app.router.add_post("/api/responses", respond)
     app.router.add_get("/health", health)
     app.router.add_static("/static/", STATIC)

@@ -7,7 +7,7 @@ from html import escape
 from typing import Any
 
 from rollguard.models.events import parse_ts
-from rollguard.streams.approval_book import ApprovalBook, RequestView
+from rollguard.streams.approval_book import ApprovalBook, RefusedRequest, RequestView
 from rollguard.streams.approval_evidence import (
     THRESHOLD_HEADERS,
     clock,
@@ -16,7 +16,7 @@ from rollguard.streams.approval_evidence import (
     response_command,
 )
 
-__all__ = ["detail_page", "index_page", "not_found_page"]
+__all__ = ["detail_page", "index_page", "not_found_page", "refused_page"]
 
 
 def _layout(title: str, body: str) -> str:
@@ -95,7 +95,40 @@ def index_page(book: ApprovalBook, now: float) -> str:
     body.append("<h2>Recent</h2>")
     body.append(_table(_LIST_HEADERS, [_request_row(v, now) for v in recent], "requests")
                 if recent else "<p class=\"empty\">Nothing decided yet.</p>")
+    if book.refused:
+        body.append(_refused_list(book, now))
     return _layout("Approval requests", "".join(body))
+
+
+_REFUSED_NOTE = ("Records on the approvals topic that are not signed by a key of the gate's "
+                 "keyring: forged, tampered, or signed by an unknown or retired key. They are "
+                 "not requests of the gate; nobody is asked about them and they cannot be "
+                 "answered.")
+
+
+def _refused_list(book: ApprovalBook, now: float) -> str:
+    refused = sorted(book.refused.values(), key=lambda r: r.seen_at, reverse=True)[:50]
+    rows = [[f"<a href=\"/requests/{escape(r.request_id)}\">{escape(r.request_id or '?')}</a>",
+             escape(r.service or "?"), _age(now - r.seen_at), escape(r.reason),
+             _pill("refused")] for r in refused]
+    return (f"<h2>Refused <span class=\"count\" id=\"refused-count\">{book.refused_total} "
+            f"not verified</span></h2><p class=\"note\">{escape(_REFUSED_NOTE)}</p>"
+            + _table(["record", "service", "age", "why", "state"], rows, "requests refused"))
+
+
+def refused_page(refusal: RefusedRequest, now: float) -> str:
+    """A record that claims to be a request but does not verify: why, and no way to answer."""
+    rid = escape(refusal.request_id or "?")
+    return _layout(refusal.request_id or "refused", (
+        f"<h1>{rid} {_pill('refused')}</h1>"
+        f"<p class=\"lead refused\" id=\"refusal\">Not a request of the gate: it cannot be "
+        f"verified ({escape(refusal.reason)}). It cannot be answered here, and "
+        "<code>rollguard approve|deny</code> refuses it too.</p>"
+        f"<p class=\"note\">{escape(_REFUSED_NOTE)}</p>"
+        + _table(["", ""], [["service (as claimed)", escape(refusal.service or "?")],
+                            ["read", escape(clock(refusal.seen_at))],
+                            ["age", _age(now - refusal.seen_at)]], "facts")
+        + "<p><a href=\"/\">All requests</a></p>"))
 
 
 def not_found_page(request_id: str) -> str:
@@ -158,7 +191,11 @@ def detail_page(view: RequestView, book: ApprovalBook, now: float) -> str:
              f"<p class=\"lead\">Roll back <strong>{escape(view.service)}</strong>? "
              f"{escape(shown.facts[2][1])}</p>",
              _table(["", ""], [[escape(k), escape(v)] for k, v in shown.facts], "facts")]
-    if view.pending(now):
+    problem = book.problem(request, now) if view.pending(now) else None
+    if problem is not None:  # its key was retired since it was published
+        parts.append(f"<p class=\"lead refused\" id=\"refusal\">This request can no longer "
+                     f"be answered: it cannot be verified now ({escape(problem)}).</p>")
+    elif view.pending(now):
         parts.append(_answer_panel(view))
     parts.append("<h2>Why a human is asked</h2><ul class=\"reasons\">")
     for code, detail, words in shown.reasons:

@@ -4,7 +4,9 @@ Three deployments need a human (payments: approval-only; two data-writes release
 browser imports alice's key file (PEM PKCS#8, as `rollguard keys generate` writes it) into
 WebCrypto, and: approves the first (the gate's signed command appears on `rollback.commands`),
 denies the second (a DENIED decision, no command), and — with the page's request tampered with
-after signing — sees the backend refuse the third (nothing is published). Screenshots go to
+after signing — sees the backend refuse the third (nothing is published). Forged requests
+written by a plain client (unsigned, foreign key, tampered) are listed as refused, with why,
+and cannot be answered, in the page or through the API. Screenshots go to
 ``var/screenshots/console`` (ROLLGUARD_SCREENSHOTS overrides); docs/ keeps one of them.
 """
 
@@ -16,6 +18,7 @@ import shutil
 import signal
 import subprocess
 import time
+import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Iterator
@@ -27,7 +30,15 @@ import pytest
 import yaml
 from aiokafka import AIOKafkaProducer
 
-from rollguard.streams.signing import generate_key_pair, load_public_key, verify_mapping
+from rollguard.models.events import ApprovalRequest, ApprovalResponse
+from rollguard.streams.serde import record_to_dict
+from rollguard.streams.signing import (
+    generate_key_pair,
+    load_private_key,
+    load_public_key,
+    sign_record,
+    verify_mapping,
+)
 from rollguard.streams.simulate import generate
 from rollguard.streams.simulate_io import send_events, shifted_to_now
 from tests.broker.conftest import REPO, ROLLGUARD, WorkerRun, consume, free_port
@@ -86,7 +97,7 @@ def stack(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Ite
 
     tmp = tmp_path_factory.mktemp("console")
     keys = tmp / "keys"
-    for name in ("gate", "alice"):
+    for name in ("gate", "alice", "mallory"):
         generate_key_pair(keys, name)
     (tmp / "approvers.yaml").write_text(yaml.safe_dump({"approvers": {"user:alice": {
         "roles": ["sre-oncall"], "public_key": (keys / "alice.pub").read_text()}}}))
@@ -95,7 +106,8 @@ def stack(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Ite
                ROLLGUARD_TOPIC_PREFIX=prefix, ROLLGUARD_APP_ID=f"rollguard-{prefix[:-1]}",
                ROLLGUARD_PARTITIONS="2", ROLLGUARD_WEB_PORT=str(free_port()),
                ROLLGUARD_APPROVERS=str(tmp / "approvers.yaml"),
-               ROLLGUARD_SIGNING_KEY=str(keys / "gate.key"), ROLLGUARD_IDLE_ADVANCE_SECONDS="2")
+               ROLLGUARD_SIGNING_KEY=str(keys / "gate.key"), ROLLGUARD_IDLE_ADVANCE_SECONDS="2",
+               ROLLGUARD_VERIFY_KEY=str(keys / "gate.pub"))
     run = WorkerRun(env=env, prefix=prefix, web_port=int(env["ROLLGUARD_WEB_PORT"]),
                     log_path=tmp / "worker.log")
     assert run.rollguard("topics", "create").returncode == 0
@@ -269,3 +281,78 @@ def test_a_request_tampered_with_in_the_page_is_refused(stack: dict[str, Any]) -
                                     run.topic("rollback.approval-responses"), 10, 3))
     assert all(orjson.loads(m.value)["request_id"] != stack["ids"]["tamper"]
                for m in responses)
+
+
+def _post(url: str, body: bytes) -> tuple[int, dict[str, Any]]:
+    request = urllib.request.Request(url, data=body, method="POST",  # noqa: S310 - loopback
+                                     headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
+            return response.status, orjson.loads(response.read())
+    except urllib.error.HTTPError as err:
+        return err.code, orjson.loads(err.read())
+
+
+def test_a_forged_request_is_refused_and_cannot_be_answered(stack: dict[str, Any]) -> None:
+    from selenium.webdriver.common.by import By
+
+    run: WorkerRun = stack["run"]
+    url = stack["url"]
+    listed = orjson.loads(_get(url + "/api/requests")[2])
+    genuine = next(r["request"] for r in listed if r["request_id"] == stack["ids"]["approve"])
+    service = genuine["service"]
+    foreign = sign_record(ApprovalRequest.model_validate(
+        {**genuine, "request_id": "apr-forged-foreign"}),
+        load_private_key(stack["keys"] / "mallory.key"))
+    forged = {
+        "apr-forged-unsigned": ({**genuine, "request_id": "apr-forged-unsigned",
+                                 "signature": "", "key_id": ""}, "unsigned: no signature"),
+        "apr-forged-foreign": (record_to_dict(foreign), "is not in the keyring"),
+        "apr-forged-tampered": ({**genuine, "request_id": "apr-forged-tampered"},
+                                "tampered, or signed by another key"),
+    }
+
+    async def publish() -> None:  # a plain client, as anyone who can write the topic
+        producer = AIOKafkaProducer(bootstrap_servers=stack["bootstrap"])
+        await producer.start()
+        try:
+            for data, _ in forged.values():
+                await producer.send_and_wait(run.topic("rollback.approvals"),
+                                             orjson.dumps(data), key=service.encode())
+        finally:
+            await producer.stop()
+
+    asyncio.run(publish())
+    deadline = time.monotonic() + 60
+    while True:
+        refused = {r["request_id"]: r for r in
+                   orjson.loads(_get(url + "/api/refused")[2])["refused"]}
+        if set(forged) <= set(refused) or time.monotonic() > deadline:
+            break
+        time.sleep(1.0)
+    assert set(forged) <= set(refused), refused
+    for rid, (_, why) in forged.items():
+        assert why in refused[rid]["reason"], refused[rid]
+    listed = orjson.loads(_get(url + "/api/requests")[2])
+    assert not set(forged) & {r["request_id"] for r in listed}
+    # An answer correctly signed by a real approver is still refused: the request is not real.
+    alice = load_private_key(stack["keys"] / "alice.key")
+    for rid in forged:
+        answer = sign_record(ApprovalResponse(request_id=rid, approver="user:alice",
+                                              decision="approve", ts=time.time(),
+                                              service=service), alice)
+        status, body = _post(url + "/api/responses", orjson.dumps(record_to_dict(answer)))
+        assert status == 403 and "cannot be verified" in body["error"], (status, body)
+    # The page says why and offers no way to answer.
+    driver = stack["driver"]
+    driver.get(f"{url}/requests/apr-forged-foreign")
+    assert "is not in the keyring" in driver.find_element(By.ID, "refusal").text
+    assert driver.find_elements(By.ID, "approve") == []
+    driver.get(url + "/")
+    assert "not verified" in driver.find_element(By.ID, "refused-count").text
+    driver.save_screenshot(str(SHOTS / "console-refused.png"))
+    assert _csp_violations(driver) == []
+    responses = asyncio.run(consume(stack["bootstrap"],
+                                    run.topic("rollback.approval-responses"), 10, 3))
+    assert not set(forged) & {orjson.loads(m.value)["request_id"] for m in responses}
+    assert "refused, not shown to anyone" in stack["console_log"].read_text()

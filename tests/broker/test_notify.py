@@ -1,5 +1,9 @@
 """`rollguard notify` against the real broker and a running worker (issue 13).
 
+Forged requests written to the approvals topic by a plain client (unsigned, signed by a foreign
+key, tampered copies of a genuine one) are posted to nobody: each is dead-lettered with its
+original bytes and the reason it does not verify against the gate's key.
+
 Two deployments need a human (payments: approval-only; a data-writes release). Alice approves
 the first (after bob's answer is rejected for lack of role) and denies the second. A local HTTP
 receiver fails the first two posts of every idempotency key: each request and each change must
@@ -24,9 +28,17 @@ import yaml
 from aiohttp import web
 from aiokafka import AIOKafkaProducer
 
+from rollguard.models.events import ApprovalRequest
+from rollguard.streams.keyring import Keyring
 from rollguard.streams.notify import Notifier
 from rollguard.streams.notify_config import NotifyConfig
-from rollguard.streams.signing import generate_key_pair
+from rollguard.streams.serde import record_to_dict
+from rollguard.streams.signing import (
+    generate_key_pair,
+    load_private_key,
+    load_public_key,
+    sign_record,
+)
 from rollguard.streams.simulate import generate
 from rollguard.streams.simulate_io import send_events, shifted_to_now
 from tests.broker.conftest import REPO, ROLLGUARD, WorkerRun, consume, eventually
@@ -48,7 +60,7 @@ def approval_fleet() -> tuple[list[dict[str, Any]], list[str]]:
 
 def approvers(tmp_path: Path) -> dict[str, Path]:
     keys = tmp_path / "keys"
-    for name in ("gate", "alice", "bob"):
+    for name in ("gate", "alice", "bob", "mallory"):
         generate_key_pair(keys, name)
     document = {"approvers": {
         "user:alice": {"roles": ["sre-oncall"], "public_key": (keys / "alice.pub").read_text()},
@@ -82,6 +94,24 @@ class Receiver:
         return web.Response(status=503)
 
 
+FORGED_WHY = {"unsigned": "unsigned: no signature",
+              "foreign key": "is not in the keyring",
+              "tampered copy": "tampered, or signed by another key",
+              "tampered, new id": "tampered, or signed by another key"}
+
+
+def forgeries(payments: dict[str, Any], writes: dict[str, Any],
+              foreign_key: Path) -> dict[str, bytes]:
+    """Requests a plain client could write, built from the genuine ones."""
+    unsigned = {**payments, "request_id": "apr-forged-unsigned", "signature": "", "key_id": ""}
+    foreign = record_to_dict(sign_record(ApprovalRequest.model_validate(
+        {**payments, "request_id": "apr-forged-foreign"}), load_private_key(foreign_key)))
+    return {"unsigned": orjson.dumps(unsigned),
+            "foreign key": orjson.dumps(foreign),
+            "tampered copy": orjson.dumps({**writes, "to_version": "v0.0.1-evil"}),
+            "tampered, new id": orjson.dumps({**payments, "request_id": "apr-forged-tampered"})}
+
+
 async def test_every_change_arrives_once_per_key_and_a_dead_webhook_is_dead_lettered(
         worker_run: WorkerRun, producer: AIOKafkaProducer, kafka_bootstrap: str,
         tmp_path: Path) -> None:
@@ -107,7 +137,8 @@ async def test_every_change_arrives_once_per_key_and_a_dead_webhook_is_dead_lett
         "retry": {"attempts": 4, "initial_backoff_seconds": 0.05, "max_backoff_seconds": 0.2,
                   "timeout_seconds": 0.5}})
     settings = worker_run.settings()
-    notifier = Notifier(settings, config, f"{worker_run.prefix}notify")
+    keyring = Keyring.of(load_public_key(people["keys"] / "gate.pub"))
+    notifier = Notifier(settings, config, f"{worker_run.prefix}notify", keyring)
     stop = asyncio.Event()
     task = asyncio.create_task(notifier.run(stop))
     try:
@@ -118,6 +149,14 @@ async def test_every_change_arrives_once_per_key_and_a_dead_webhook_is_dead_lett
         ids = {orjson.loads(m.value)["service"]: orjson.loads(m.value)["request_id"]
                for m in raised}
         assert set(ids) == {payments, writes}, worker_run.log_tail()
+        genuine = {orjson.loads(m.value)["service"]: orjson.loads(m.value) for m in raised}
+        await eventually(lambda: {(b["request_id"], b["state"]) for b in receiver.accepted}
+                         >= {(ids[payments], "requested"), (ids[writes], "requested")},
+                         timeout=60)
+        forged = forgeries(genuine[payments], genuine[writes], people["keys"] / "mallory.key")
+        for value in forged.values():
+            await producer.send_and_wait(worker_run.topic("rollback.approvals"), value,
+                                         key=payments.encode())
 
         def answer(verb: str, service: str, who: str) -> None:
             result = worker_run.rollguard(verb, ids[service], "--as", f"user:{who}", "--key",
@@ -157,11 +196,22 @@ async def test_every_change_arrives_once_per_key_and_a_dead_webhook_is_dead_lett
         rejected = next(b for b in receiver.accepted if b["state"] == "rejected")
         assert rejected["approver"] == "user:bob" and "lacks role" in rejected["detail"]
 
-        letters = await consume(kafka_bootstrap, worker_run.topic("rollguard.dead-letters"), 3,
-                                60)
+        letters = await consume(kafka_bootstrap, worker_run.topic("rollguard.dead-letters"),
+                                3 + len(forged), 60)
         ours = [orjson.loads(m.value) for m in letters
                 if orjson.loads(m.value)["error"].startswith("notify webhook broken-pager")]
         assert len(ours) == 3, [orjson.loads(m.value)["error"] for m in letters]
+        # No forged request reached anyone; each is a dead letter with its bytes and why.
+        posted = {b["request_id"] for b in receiver.accepted}
+        assert posted == {ids[payments], ids[writes]}, posted
+        refused = {base64.b64decode(d["value_b64"]): d["error"] for d in
+                   (orjson.loads(m.value) for m in letters)
+                   if d["error"].startswith("approval request")}
+        assert set(refused) == set(forged.values()), list(refused.values())
+        for name, value in forged.items():
+            assert "not notified: cannot be verified" in refused[value], refused[value]
+            assert FORGED_WHY[name] in refused[value], (name, refused[value])
+        assert len(notifier.refused) == len(forged) == notifier.book.refused_total
         assert all("after 4 tries" in d["error"] for d in ours)
         bodies = [orjson.loads(base64.b64decode(d["value_b64"])) for d in ours]
         assert [b["state"] for b in bodies] == ["requested", "rejected", "approved"]
@@ -185,7 +235,7 @@ async def test_every_change_arrives_once_per_key_and_a_dead_webhook_is_dead_lett
     before = len(receiver.accepted) + receiver.dead_tries
     for group in ("notify", "notify-new"):
         stop = asyncio.Event()
-        again = Notifier(settings, config, f"{worker_run.prefix}{group}")
+        again = Notifier(settings, config, f"{worker_run.prefix}{group}", keyring)
         task = asyncio.create_task(again.run(stop))
         await eventually(lambda: len(again.book.requests) == 2, timeout=30)  # noqa: B023
         await asyncio.sleep(1.0)

@@ -68,18 +68,35 @@ def test_keys_generate_makes_a_private_key_only_the_owner_reads(tmp_path: Path) 
     assert "PRIVATE" not in result.stdout
 
 
-@pytest.mark.parametrize("verb", ["approve", "deny", "executor"])
+@pytest.mark.parametrize("verb", ["approve", "deny", "executor", "notify", "console"])
 def test_verifiers_need_the_gates_key(tmp_path: Path, verb: str) -> None:
-    """approve|deny and the executor verify what the gate signed: without a gate key or a
-    keyring they refuse to start (bad usage), before touching Kafka."""
+    """approve|deny, the executor, notify and the console verify what the gate signed: without
+    a gate key or a keyring they refuse to start (bad usage), before touching Kafka."""
     key = tmp_path / "alice.key"
     key.write_text("unused")
+    (tmp_path / "notify.yaml").write_text("webhooks: [{name: a, url: 'http://127.0.0.1:9/'}]\n")
     args = {"approve": ["apr-1", "--as", "user:alice", "--key", str(key)],
             "deny": ["apr-1", "--as", "user:alice", "--key", str(key)],
-            "executor": ["--exec", "true"]}[verb]
+            "executor": ["--exec", "true"],
+            "notify": ["--config", str(tmp_path / "notify.yaml")],
+            "console": ["--port", "0"]}[verb]
     env_free = {k: v for k, v in os.environ.items()
                 if k not in ("ROLLGUARD_VERIFY_KEY", "ROLLGUARD_KEYRING")}
     result = subprocess.run([ROLLGUARD, verb, *args], cwd=REPO, env=env_free,
                             capture_output=True, text=True, timeout=60, check=False)
     assert result.returncode == 2, result.stderr
     assert "--verify-key FILE or --keyring FILE" in result.stderr
+
+
+@pytest.mark.parametrize("verb", ["notify", "console"])
+def test_a_bad_keyring_exits_2_naming_the_file_and_entry(tmp_path: Path, verb: str) -> None:
+    (tmp_path / "notify.yaml").write_text("webhooks: [{name: a, url: 'http://127.0.0.1:9/'}]\n")
+    (tmp_path / "keyring.yaml").write_text("keys: {ed25519-0000: {not_after: null}}\n")
+    args = ["--config", str(tmp_path / "notify.yaml")] if verb == "notify" else ["--port", "0"]
+    env_free = {k: v for k, v in os.environ.items()
+                if k not in ("ROLLGUARD_VERIFY_KEY", "ROLLGUARD_KEYRING")}
+    result = subprocess.run([ROLLGUARD, verb, *args, "--keyring",
+                             str(tmp_path / "keyring.yaml")], cwd=REPO, env=env_free,
+                            capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 2, result.stderr
+    assert "keyring.yaml: keys.ed25519-0000: needs public_key" in result.stderr
