@@ -11,8 +11,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from rollguard.models.counts import CountEvidence
 from rollguard.models.events import ReasonCode
 from rollguard.models.facts import DeploymentFacts, FleetFacts
+from rollguard.models.memory import Tail
+from rollguard.models.onset import Onset
 from rollguard.models.policy import Policy, ServicePolicy
 from rollguard.models.quality import Signals
 from rollguard.models.scoring import Score
@@ -61,11 +64,19 @@ class Judgement:
     """Critical alerts firing during the window."""
     signals: Signals | None = None
     """Signal-quality facts (None: not read, e.g. a judgement of the deployment alone)."""
+    memory: Mapping[str, Tail] = field(default_factory=dict)
+    """Breaching threshold metric -> how rare its departure (the minimum over its breaching
+    windows, at most ``need``) is among the service's own healthy windows (warm memory only)."""
+    routine: Mapping[str, Tail] = field(default_factory=dict)
+    """Threshold metric whose ratio-only breach is routine for the service: not a breach."""
+    counts: Mapping[str, CountEvidence] = field(default_factory=dict)
+    """Error-rate metric above its limit whose errors the window's requests do not make
+    significant (the count test): not a breach."""
+    onsets: Mapping[str, Onset] = field(default_factory=dict)
+    """Breaching threshold metric whose departure began before the deploy."""
 
     @classmethod
-    def of_deployment(
-        cls, facts: DeploymentFacts, policy: Policy, fleet: FleetFacts
-    ) -> Judgement:
+    def of_deployment(cls, facts: DeploymentFacts, policy: Policy, fleet: FleetFacts) -> Judgement:
         """A judgement of the deployment, its policy and the fleet alone (no window)."""
         sp = policy.for_service(facts.service)
         empty = WindowSummary(0, facts.deployed_at, facts.deployed_at, {})

@@ -122,8 +122,7 @@ def critical_building(j: Judgement) -> Finding | None:
         return None
     return Finding(
         R.CRITICAL_ALERT,
-        f"critical alert firing {j.streaks.critical} of {j.need} windows: "
-        + ", ".join(j.critical),
+        f"critical alert firing {j.streaks.critical} of {j.need} windows: " + ", ".join(j.critical),
     )
 
 
@@ -164,9 +163,7 @@ def telemetry_incomplete(j: Judgement) -> Finding | None:
     floor = j.service_policy.min_coverage
     stale_metrics = {key.split("/", 1)[0] for key in signals.stale}
     incomplete = {
-        m: c
-        for m, c in signals.span.items()
-        if c["coverage"] < floor and m not in stale_metrics
+        m: c for m, c in signals.span.items() if c["coverage"] < floor and m not in stale_metrics
     }
     if not incomplete:
         return None
@@ -190,8 +187,7 @@ def alert_flapping(j: Judgement) -> Finding | None:
     return Finding(
         R.ALERT_FLAPPING,
         "; ".join(
-            f"{name} flipped {n} times in {_fmt(sp.flap_window_seconds)} s "
-            f"(limit {sp.flap_limit})"
+            f"{name} flipped {n} times in {_fmt(sp.flap_window_seconds)} s (limit {sp.flap_limit})"
             for name, n in flapping.items()
         ),
     )
@@ -236,30 +232,40 @@ def model_cold(j: Judgement) -> Finding | None:
 
 
 def baseline_unstable(j: Judgement) -> Finding | None:
-    """A breaching metric whose baseline varies more than ``max_baseline_cv``."""
+    """A breaching metric whose baseline varies more than ``max_baseline_cv``, or whose
+    departure began before the deploy (``models.onset``: a shift in the last baseline windows
+    or a trend under way): the release is not to blame, so it is never automated."""
     sp = j.service_policy
     unstable = baseline_instability(_signals(j).breaching, sp, j.baseline)
-    if not unstable:
+    if not unstable and not j.onsets:
         return None
     return Finding(
         R.BASELINE_UNSTABLE,
         "; ".join(
-            f"{m} baseline CV {_fmt(cv)} > {_fmt(sp.max_baseline_cv)}" for m, cv in unstable.items()
+            [
+                f"{m} baseline CV {_fmt(cv)} > {_fmt(sp.max_baseline_cv)}"
+                for m, cv in unstable.items()
+            ]
+            + [f"{m} {onset.detail}" for m, onset in sorted(j.onsets.items())]
         ),
     )
 
 
 def low_traffic_rule(j: Judgement) -> Finding | None:
-    """Traffic over the observation so far below ``min_traffic``."""
+    """Traffic over the observation so far below ``min_traffic``, or an error rate above its
+    limit on too few requests to tell (``models.counts``: then not a breach)."""
     floor = j.service_policy.min_traffic
     low = low_traffic(_signals(j).traffic_means, floor)
-    if not low:
+    if not low and not j.counts:
         return None
     return Finding(
         R.LOW_TRAFFIC,
         "; ".join(
-            f"{m} mean {'n/a (no samples)' if v is None else _fmt(v)} < {_fmt(floor)}"
-            for m, v in low.items()
+            [
+                f"{m} mean {'n/a (no samples)' if v is None else _fmt(v)} < {_fmt(floor)}"
+                for m, v in low.items()
+            ]
+            + [f"{m} {_fmt(j.checks[m].value)}: {c.detail}" for m, c in sorted(j.counts.items())]
         ),
     )
 
@@ -275,20 +281,25 @@ def breach_unconfirmed(j: Judgement) -> Finding | None:
     if j.confirmed:
         return None
     need, threshold = j.need, j.service_policy.anomaly_threshold
-    unconfirmed = [
-        m for m in breached if j.streaks.confirmed.get(m, 0) < need and j.model_warm(m)
-    ]
+    unconfirmed = [m for m in breached if j.streaks.confirmed.get(m, 0) < need and j.model_warm(m)]
     if not unconfirmed:
         return None
     return Finding(
         R.BREACH_UNCONFIRMED,
-        "; ".join(
-            f"{m} model score {j.scores[m].score:.6g} < {threshold:.6g} in a breaching window"
-            if j.scores[m].score < threshold
-            else f"{m} model agreed in only {j.streaks.confirmed.get(m, 0)} of {need} windows"
-            for m in unconfirmed
-        ),
+        "; ".join(_unconfirmed_text(j, m, threshold) for m in unconfirmed),
     )
+
+
+def _unconfirmed_text(j: Judgement, m: str, threshold: float) -> str:
+    tail = j.memory.get(m)
+    if j.scores[m].score < threshold:
+        return f"{m} model score {j.scores[m].score:.6g} < {threshold:.6g} in a breaching window"
+    if tail is not None and not tail.rare:
+        return (
+            f"{m} departure not rare for the service: {tail.as_bad} of its {tail.windows} "
+            f"healthy windows as bad (p {tail.p_value:.2g})"
+        )
+    return f"{m} model agreed in only {j.streaks.confirmed.get(m, 0)} of {j.need} windows"
 
 
 def _no_threshold_text(j: Judgement) -> str:
@@ -471,4 +482,3 @@ def deployment_blockers(
 ) -> dict[ReasonCode, str]:
     """Blockers that follow from the deploy event, the service's policy and the fleet."""
     return evaluate(DEPLOYMENT_BLOCKERS, Judgement.of_deployment(deployment, policy, fleet))
-

@@ -30,15 +30,14 @@ def _story(seed: int, outcome: Outcome) -> str:
     return f"seed {seed}:\n{outcome.story()}"
 
 
-@pytest.mark.xfail(strict=True, reason=WIRING)
 def test_routine_burst_is_not_confirmed() -> None:
     # The service's p99 bursts 2.3-3.2x for two windows every 12-30 min; one lands in the bake.
-    # Today the 24-window detector has never seen one and confirms the breach: a rollback.
+    # The 24-window detector has never seen one and confirmed the breach (a rollback); the
+    # service's long memory (models.memory) knows its bursts now.
     rolled = [_story(s, o) for s, o in _outcomes("noise-routine-burst", range(5)) if o.commands]
     assert not rolled, "\n".join(rolled)
 
 
-@pytest.mark.xfail(strict=True, reason=WIRING)
 @pytest.mark.parametrize("name", ["noise-pre-deploy-shift", "noise-pre-deploy-trend"])
 def test_pre_deploy_shift_is_not_blamed(name: str) -> None:
     # The departure began before the deploy: never automated, a human gets BASELINE_UNSTABLE.
@@ -62,7 +61,6 @@ def test_improvement_never_pages() -> None:
     assert not paged, "\n".join(paged)
 
 
-@pytest.mark.xfail(strict=True, reason=WIRING)
 def test_error_ratio_without_counts_is_not_a_breach() -> None:
     # 1.3-1.7 req/s: two errors in a minute are "3x the baseline". Too few requests to tell
     # (models.counts): no THRESHOLD_BREACH, so no request for it.
