@@ -54,7 +54,7 @@ class Tail:
 
     ``p_value`` is (windows at least as bad + 0.5) / (windows + 1) (a lower bound when the
     value is below the kept tail), or, when fewer than ``routine_windows`` were as bad, the
-    smaller peaks-over-threshold estimate (an exponential fit of the kept tail's excesses);
+    smaller peaks-over-threshold estimate (a Pareto or exponential fit of the kept tail);
     ``windows`` how many windows it rests on; ``rescaled`` the value after the time-of-day
     rescaling; ``as_bad`` how many learned windows were at least as bad (at least, when the
     value is below the kept tail).
@@ -97,15 +97,24 @@ class _TailSample:
 
 
 def _exceedance(v: float, kept: list[float], n: int) -> float:
-    """Peaks over threshold: P(X >= v) from an exponential fit of the kept tail's excesses over
-    its smallest value (the tail count alone cannot go below ~1/n: beyond the largest value
-    seen, how far beyond matters)."""
+    """Peaks over threshold: P(X >= v) from a fit of the kept tail above its smallest value
+    ``u`` (the tail count alone cannot go below ~1/n: beyond the largest value seen, how far
+    beyond matters). Positive values: a Pareto tail (Hill's estimator: heavy-tailed bursts
+    are the rule for latencies); otherwise an exponential fit of the excesses."""
     if len(kept) < 4 or n <= 0:
         return 1.0
     u = min(kept)
-    scale = math.fsum(x - u for x in kept) / len(kept)
-    if scale <= 0.0 or v <= u:
+    if v <= u:
         return 1.0
+    if u > 0.0:
+        # Positive values (latencies, rates): a Pareto tail, Hill's estimator of its index.
+        spread = math.fsum(math.log(x / u) for x in kept) / len(kept)
+        if spread <= 0.0:
+            return 0.0
+        return len(kept) / n * (v / u) ** (-1.0 / spread)
+    scale = math.fsum(x - u for x in kept) / len(kept)
+    if scale <= 0.0:
+        return 0.0
     return len(kept) / n * math.exp(-(v - u) / scale)
 
 

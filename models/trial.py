@@ -345,7 +345,8 @@ class Deployment:
         """The checks with the breaches that are not departures cleared (issue 11):
 
         - a breach of the baseline ratio only (under ``max``) at a level the service's warm
-          long memory has seen routinely (its own bursts): the 20-window baseline is too short;
+          long memory does not find rare (its own bursts): against days of the service's
+          windows, the 20-window baseline is too short to call it a departure;
         - an error-rate breach that the window's request count cannot support
           (``models.counts``: ``low_traffic`` or not significant).
         """
@@ -359,7 +360,7 @@ class Deployment:
             ratio_only = check.max is None or check.value <= check.max
             if ratio_only and mem is not None and mem.n_learned >= mem.min_windows:
                 tail = self.rarity(name, mem, summary.start, policy)
-                if tail.routine:
+                if not tail.rare:
                     routine[name] = tail
                     out[name] = replace(check, breach=False)
                     continue
