@@ -19,6 +19,7 @@ from rollguard.models.onset import Onset
 from rollguard.models.policy import Policy, ServicePolicy
 from rollguard.models.quality import Signals
 from rollguard.models.scoring import Score
+from rollguard.models.sequential import SequentialVerdict
 from rollguard.models.thresholds import ThresholdCheck
 from rollguard.models.windows import Baseline, WindowSummary
 
@@ -73,7 +74,10 @@ class Judgement:
     """Error-rate metric above its limit whose errors the window's requests do not make
     significant (the count test): not a breach."""
     onsets: Mapping[str, Onset] = field(default_factory=dict)
-    """Breaching threshold metric whose departure began before the deploy."""
+    """Threshold metric (breaching; if none, its sequential test alarming) whose departure began
+    before the deploy."""
+    sequential: Mapping[str, SequentialVerdict] = field(default_factory=dict)
+    """Threshold metric -> its sequential test over the observation so far."""
 
     @classmethod
     def of_deployment(cls, facts: DeploymentFacts, policy: Policy, fleet: FleetFacts) -> Judgement:
@@ -120,6 +124,18 @@ class Judgement:
         """Metrics (or ``JOINT``) anomalous for ``need_anomaly`` windows in a row."""
         need = self.need_anomaly
         return [k for k, n in sorted(self.streaks.anomaly.items()) if n >= need]
+
+    @property
+    def sequential_alarms(self) -> list[str]:
+        """Threshold metrics whose sequential test over the bake is above its threshold now,
+        after at least ``anomaly_only_windows`` windows (a warm-up is not a regression; an
+        alarm now is a subset of an alarm ever, so the test's false-alarm bound holds)."""
+        need = self.service_policy.anomaly_only_windows
+        return [
+            m
+            for m, v in sorted(self.sequential.items())
+            if v.windows >= need and v.mean_excess > 0.0 and v.log_lr >= v.threshold
+        ]
 
     def model_warm(self, metric: str) -> bool:
         """The metric's model has learned enough windows for its score to mean something."""

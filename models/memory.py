@@ -111,7 +111,7 @@ def _exceedance(v: float, kept: list[float], n: int) -> float:
         spread = math.fsum(math.log(x / u) for x in kept) / len(kept)
         if spread <= 0.0:
             return 0.0
-        return len(kept) / n * (v / u) ** (-1.0 / spread)
+        return len(kept) / n * math.pow(v / u, -1.0 / spread)
     scale = math.fsum(x - u for x in kept) / len(kept)
     if scale <= 0.0:
         return 0.0

@@ -89,17 +89,28 @@ def critical_alert(j: Judgement) -> Finding | None:
 
 
 def anomaly(j: Judgement) -> Finding | None:
-    """A warm model's score at or above ``anomaly_threshold`` for ``need_anomaly`` windows."""
-    anomalies = j.anomalies
-    if not anomalies:
+    """A warm model's score at or above ``anomaly_threshold`` for ``need_anomaly`` windows, or
+    a threshold metric's sequential test over the bake above its threshold
+    (``models.sequential``: a sustained moderate departure that no run of windows shows). It
+    asks a human; only a confirmed breach of the written thresholds may be automated."""
+    anomalies, alarms = j.anomalies, j.sequential_alarms
+    if not anomalies and not alarms:
         return None
     threshold = j.service_policy.anomaly_threshold
     return Finding(
         R.ANOMALY,
         "; ".join(
-            f"{k} score {j.scores[k].score:.6g} >= {threshold:.6g} for "
-            f"{j.streaks.anomaly[k]} windows"
-            for k in anomalies
+            [
+                f"{k} score {j.scores[k].score:.6g} >= {threshold:.6g} for "
+                f"{j.streaks.anomaly[k]} windows"
+                for k in anomalies
+            ]
+            + [
+                f"{m} sequential test over {j.sequential[m].windows} windows: log LR "
+                f"{j.sequential[m].log_lr:.3g} >= {j.sequential[m].threshold:.3g} "
+                f"(mean excess {j.sequential[m].mean_excess:.3g} noise units)"
+                for m in alarms
+            ]
         ),
     )
 
@@ -275,7 +286,7 @@ def breach_unconfirmed(j: Judgement) -> Finding | None:
     did not confirm in every breaching window."""
     breached = j.breached
     if not breached:
-        if j.anomalies or j.critical_trigger:
+        if j.anomalies or j.critical_trigger or j.sequential_alarms:
             return Finding(R.BREACH_UNCONFIRMED, _no_threshold_text(j))
         return None
     if j.confirmed:
@@ -310,6 +321,8 @@ def _no_threshold_text(j: Judgement) -> str:
         what.append(f"model departure (score {shown})")
     if j.critical_trigger:
         what.append(f"critical alert {', '.join(j.critical)}")
+    if j.sequential_alarms:
+        what.append(f"sequential test alarm on {', '.join(j.sequential_alarms)}")
     return (
         f"{' and '.join(what) or 'a trigger'} but no written threshold crossed "
         f"for {j.need} consecutive windows"

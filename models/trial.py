@@ -39,6 +39,7 @@ from rollguard.models.quality import (
 )
 from rollguard.models.rules import judge
 from rollguard.models.scoring import JOINT, Score
+from rollguard.models.sequential import SequentialTest, SequentialVerdict
 from rollguard.models.thresholds import ThresholdCheck
 from rollguard.models.windows import (
     Baseline,
@@ -53,6 +54,10 @@ __all__ = ["Deployment", "is_error_rate"]
 MIN_ONSET_BASELINE = 6
 """Baseline windows below which onset attribution does not run."""
 
+
+SEQUENTIAL_MARGIN = 0.2
+"""Relative worsening of a metric's mean over the bake that the sequential test tolerates as
+healthy (a daily cycle's slope, a release's warm-up); it asks a human beyond it."""
 
 COUNT_ALPHA = 1e-3
 """An error-rate breach stands only if P(at least its errors | requests, baseline rate) is
@@ -274,24 +279,13 @@ class Deployment:
             traffic_means=self.traffic_means(sp),
             span=self.span,
         )
-        onsets = self.onsets(breaching)
+        sequential = self.sequential(sp) if self.request_id is None else {}
+        alarms = [m for m, v in sequential.items() if v.log_lr >= v.threshold]
         return Judgement(
-            self.facts,
-            policy,
-            sp,
-            fleet,
-            summary,
-            self.baseline,
-            checks,
-            scores,
-            streaks,
-            critical,
-            signals,
-            tails,
-            routine,
-            counts,
-            onsets,
-        )
+            self.facts, policy, sp, fleet, summary, self.baseline, checks, scores, streaks,
+            critical, signals, memory=tails, routine=routine, counts=counts,
+            onsets=self.onsets(breaching or alarms), sequential=sequential,
+        )  # fmt: skip
 
     def record_values(self, checks: Mapping[str, ThresholdCheck], policy: ServicePolicy) -> None:
         """Append each threshold metric's stat in this observation window (NaN: absent)."""
@@ -396,16 +390,50 @@ class Deployment:
             )
         return None
 
-    def onsets(self, breaching: Iterable[str]) -> dict[str, Onset]:
-        """Breaching metrics whose departure began before the deploy (``models.onset``)."""
+    def onsets(self, metrics: Iterable[str]) -> dict[str, Onset]:
+        """Metrics whose departure began before the deploy (``models.onset``): the breaching
+        ones, or, when none breaches, those whose sequential test alarms."""
         out: dict[str, Onset] = {}
-        for name in breaching:
+        for name in metrics:
             base = _finite(self.base_values.get(name, []))
             if len(base) < MIN_ONSET_BASELINE:
                 continue
             onset = attribute_onset(base, _finite(self.obs_values.get(name, [])))
             if onset.before_deploy:
                 out[name] = onset
+        return out
+
+    def binomial_sd(self, rate: float, policy: ServicePolicy) -> float:
+        """Standard deviation of an error rate of ``rate`` (floored at 1e-4) over one window of
+        the baseline's traffic (the first traffic metric); 0 without one."""
+        for traffic in sorted(policy.traffic_metrics()):
+            mean = self.baseline.stat(traffic, "mean") if self.baseline is not None else None
+            if mean is not None and mean > 0.0:
+                p = min(1.0, max(rate, 1e-4))
+                return math.sqrt(p * (1.0 - p) / max(1.0, mean * self.width))
+        return 0.0
+
+    def sequential(self, policy: ServicePolicy) -> dict[str, SequentialVerdict]:
+        """Each threshold metric's sequential test over the observation so far (recomputed
+        from the kept values: no state beyond them). Read until the deployment raises a
+        request: it asks a human once, and a pending request then follows the windows (it is
+        withdrawn when they clear, as DESIGN §1 says)."""
+        out: dict[str, SequentialVerdict] = {}
+        for name in sorted(policy.threshold_metrics()):
+            base = _finite(self.base_values.get(name, []))
+            if len(base) < MIN_ONSET_BASELINE:
+                continue
+            test = SequentialTest.from_baseline(base, margin=SEQUENTIAL_MARGIN)
+            if is_error_rate(name):
+                # Errors are counts: the baseline rate is their mean (a median of mostly-zero
+                # windows says nothing), and its noise unit at least the binomial spread.
+                rate = max(test.reference, math.fsum(base) / len(base))
+                scale = max(test.scale, self.binomial_sd(rate, policy))
+                test = SequentialTest(rate, scale, margin=SEQUENTIAL_MARGIN)
+            verdict = test.verdict()
+            for value in self.obs_values.get(name, []):
+                verdict = test.update(value)
+            out[name] = verdict
         return out
 
     def conclude(self, j: Judgement) -> Findings:

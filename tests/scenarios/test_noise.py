@@ -72,10 +72,9 @@ def test_error_ratio_without_counts_is_not_a_breach() -> None:
     assert not asked, "\n".join(asked)
 
 
-@pytest.mark.xfail(strict=True, reason=WIRING)
 def test_sustained_moderate_regression_is_caught() -> None:
     # p99 x1.5-1.8 for the whole bake on a noisy series: it never holds 4 anomalous windows in
-    # a row, and today ends `pass`. The sequential test (models.sequential) accumulates it.
+    # a row, and ended `pass`. The sequential test (models.sequential) accumulates it.
     missed = [
         _story(s, o)
         for s, o in _outcomes("noise-moderate-regression", range(10))
