@@ -59,6 +59,10 @@ SEQUENTIAL_MARGIN = 0.2
 """Relative worsening of a metric's mean over the bake that the sequential test tolerates as
 healthy (a daily cycle's slope, a release's warm-up); it asks a human beyond it."""
 
+SEQUENTIAL_CLIP = 2.0
+"""Noise units one window may add to the sequential test: a burst of a few windows is not a
+sustained regression."""
+
 COUNT_ALPHA = 1e-3
 """An error-rate breach stands only if P(at least its errors | requests, baseline rate) is
 below this (``models.counts``)."""
@@ -70,6 +74,15 @@ def is_error_rate(metric: str) -> bool:
     The policy does not name "the error rate"; a fraction of failed requests is, by
     convention, a metric whose name contains ``error``."""
     return "error" in metric.lower()
+
+
+def _quantum(values: list[float]) -> float:
+    """The step of a quantised series (the smallest gap between its distinct values) when it
+    takes at most half as many distinct values as it has; 0 otherwise."""
+    levels = sorted(set(values))
+    if len(levels) < 2 or len(levels) > len(values) // 2:
+        return 0.0
+    return min(b - a for a, b in zip(levels, levels[1:], strict=False))
 
 
 def _finite(values: Iterable[float]) -> list[float]:
@@ -264,7 +277,12 @@ class Deployment:
             if c.breach and name in mem and mem[name].n_learned >= mem[name].min_windows
         }
         streaks = self.streak(
-            checks, scores, sp, bool(critical), tails, self.routine_now(mem, summary.start, sp)
+            checks,
+            scores,
+            sp,
+            bool(critical),
+            tails,
+            self.routine_now(mem, scores, summary.start, sp),
         )
         breaching = tuple(name for name, c in checks.items() if c.breach)
         learned = {k: s.n_learned for k, s in scores.items() if k != JOINT}
@@ -296,11 +314,16 @@ class Deployment:
             )
 
     def routine_now(
-        self, memory: Mapping[str, Memory], ts: float, policy: ServicePolicy
+        self,
+        memory: Mapping[str, Memory],
+        scores: Mapping[str, Score],
+        ts: float,
+        policy: ServicePolicy,
     ) -> frozenset[str]:
         """Threshold metrics whose level over their current anomalous run (at most
         ``consecutive_breach_windows`` windows) is routine for the service's warm long memory;
-        with ``JOINT`` when every threshold metric with a warm memory is routine."""
+        with ``JOINT`` when every threshold metric with a warm memory is routine, or when every
+        threshold metric its own model finds anomalous is (the joint departure is theirs)."""
         warm = {
             name: mem
             for name, mem in sorted(memory.items())
@@ -311,7 +334,11 @@ class Deployment:
             run = self.anomaly_streak.get(name, 0) + 1
             if mem.tail(self.run_low(name, policy, run), ts).routine:
                 routine.add(name)
-        if warm and len(routine) == len(warm):
+        threshold = policy.anomaly_threshold
+        departing = {
+            m for m in policy.threshold_metrics() if m in scores and scores[m].score >= threshold
+        }
+        if (warm and len(routine) == len(warm)) or (departing and departing <= routine):
             routine.add(JOINT)
         return frozenset(routine)
 
@@ -423,13 +450,21 @@ class Deployment:
             base = _finite(self.base_values.get(name, []))
             if len(base) < MIN_ONSET_BASELINE:
                 continue
-            test = SequentialTest.from_baseline(base, margin=SEQUENTIAL_MARGIN)
+            test = SequentialTest.from_baseline(
+                base, margin=SEQUENTIAL_MARGIN, clip=SEQUENTIAL_CLIP
+            )
+            quantum = _quantum(base)
+            if quantum > test.scale:
+                # Quantised values (histogram buckets): one step is noise, not a regression.
+                test = SequentialTest(
+                    test.reference, quantum, margin=SEQUENTIAL_MARGIN, clip=SEQUENTIAL_CLIP
+                )
             if is_error_rate(name):
                 # Errors are counts: the baseline rate is their mean (a median of mostly-zero
                 # windows says nothing), and its noise unit at least the binomial spread.
                 rate = max(test.reference, math.fsum(base) / len(base))
                 scale = max(test.scale, self.binomial_sd(rate, policy))
-                test = SequentialTest(rate, scale, margin=SEQUENTIAL_MARGIN)
+                test = SequentialTest(rate, scale, margin=SEQUENTIAL_MARGIN, clip=SEQUENTIAL_CLIP)
             verdict = test.verdict()
             for value in self.obs_values.get(name, []):
                 verdict = test.update(value)

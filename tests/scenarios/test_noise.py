@@ -1,9 +1,9 @@
 """Issue 11: each failure mode on real-world noise is a named test (docs/scenarios.md,
 "Realistic noise").
 
-The recipes are in ``streams/scenarios/noise.py``. Tests marked ``xfail(strict=True)`` fail on
-today's rules and need the rule wiring that the rule registry (issue 10) enables; they flip to
-a failure (XPASS) when fixed, and the marker goes then. The building blocks each fix needs are
+The recipes are in ``streams/scenarios/noise.py``. Each test failed on the rules before the
+wiring of issue 11 (the long memory, onset attribution, error counts and the sequential test
+in ``models/rules.py`` / ``models/trial.py``). The building blocks each fix needs are
 tested on their own in ``tests/unit/test_noise_blocks.py``.
 """
 
@@ -13,8 +13,6 @@ import pytest
 
 from rollguard.streams.simulate import NOISE_SCENARIOS, generate
 from tests.scenarios.test_corpus import Outcome, outcomes, run
-
-WIRING = "issue 11: wired after the rule registry (issue 10)"
 
 
 def _outcomes(name: str, seeds: range) -> list[tuple[int, Outcome]]:
@@ -83,7 +81,6 @@ def test_sustained_moderate_regression_is_caught() -> None:
     assert not missed, "\n".join(missed)
 
 
-@pytest.mark.xfail(strict=True, reason=WIRING)
 def test_noise_corpus_meets_the_issue_targets() -> None:
     # 0 automatic rollbacks and <= 2 % approvals of healthy releases, 0 missed bad ones.
     healthy_rollbacks, healthy_approvals, missed, healthy = [], [], [], 0
