@@ -30,6 +30,7 @@ import heapq
 from bisect import insort
 from collections import deque
 from collections.abc import Mapping
+from itertools import islice
 
 from rollguard.models.actions import apply_control, carry_out
 from rollguard.models.decide import FleetFacts, Stage, decide
@@ -42,6 +43,7 @@ from rollguard.models.events import (
     MetricSample,
 )
 from rollguard.models.evidence import trial_evidence
+from rollguard.models.memory import LongMemory
 from rollguard.models.policy import Policy, ServicePolicy
 from rollguard.models.scoring import DetectorKit, default_kit
 from rollguard.models.state import (
@@ -183,8 +185,13 @@ def last_bake_end(state: EngineState, policy: Policy) -> float:
         match entry.control:
             case DeployControl(event=deploy):
                 rules = policy.for_service(deploy.service)
-                end = max(end, entry.ts + rules.bake_seconds + rules.window_seconds
-                          + rules.allowed_lateness_seconds)
+                end = max(
+                    end,
+                    entry.ts
+                    + rules.bake_seconds
+                    + rules.window_seconds
+                    + rules.allowed_lateness_seconds,
+                )
             case _:
                 pass
     return end
@@ -302,6 +309,7 @@ def _close_window(
     if dep is not None and dep.baseline is None and end > dep.facts.deployed_at:
         first, last = dep.baseline_range(sp)
         dep.baseline = build_baseline(svc.ring, first, last)
+        dep.keep_baseline_values(svc.ring, sp, first, last)
     rules = batch.rules.get(id(sp))
     if rules is None:
         rules = batch.rules[id(sp)] = threshold_rules(sp)
@@ -311,6 +319,8 @@ def _close_window(
     learnable = bool(metrics) and not breaching and not on_trial and not pending
     summary = WindowSummary(k, start, end, metrics, alerts, tuple(breaching), learnable)
     svc.ring.append(summary)
+    if values and not on_trial and not pending:
+        _remember(svc, sp, values, start)
 
     rolling = svc.rolling
     for name, value in values.items():
@@ -329,6 +339,23 @@ def _close_window(
     if dep is not None and dep.stage is not Stage.INCONCLUSIVE:
         batch.checks[(svc.name, k)] = checks
         heapq.heappush(batch.heap, Due(end, Phase.JUDGE, svc.name, k))
+
+
+def _remember(svc: ServiceState, sp: ServicePolicy, values: Mapping[str, float], ts: float) -> None:
+    """Teach each threshold metric's long memory the level held over the last
+    ``consecutive_breach_windows`` windows (their minimum), breaching or not (issue 11)."""
+    back = sp.consecutive_breach_windows - 1
+    memory = svc.memory
+    for name, value in values.items():
+        low = value
+        past = svc.rolling.get(name)
+        if past and back > 0:
+            for v in islice(reversed(past), back):
+                low = min(low, v)
+        mem = memory.get(name)
+        if mem is None:
+            mem = memory[name] = LongMemory()
+        mem.learn(low, ts)
 
 
 def _thresholds(
@@ -401,7 +428,9 @@ def _judge(state: EngineState, policy: Policy, svc: ServiceState, k: int, batch:
     svc.models.catch_up(kit, svc.ring, sp, through=k - 1)
     scores = svc.models.score(kit, summary, sp)
     fleet = _fleet_facts(state, policy, svc.name, summary.start, summary.end)
-    judgement = dep.observe(summary, checks, scores, policy, svc.last_seen, svc.alerts, fleet)
+    judgement = dep.observe(
+        summary, checks, scores, policy, svc.last_seen, svc.alerts, fleet, svc.memory
+    )
     findings = dep.conclude(judgement)
     ruling = decide(dep.facts, dep.stage, findings, fleet, policy, summary.end)
     if ruling is not None:

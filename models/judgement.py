@@ -11,11 +11,15 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from rollguard.models.counts import CountEvidence
 from rollguard.models.events import ReasonCode
 from rollguard.models.facts import DeploymentFacts, FleetFacts
+from rollguard.models.memory import Tail
+from rollguard.models.onset import Onset
 from rollguard.models.policy import Policy, ServicePolicy
 from rollguard.models.quality import Signals
 from rollguard.models.scoring import Score
+from rollguard.models.sequential import SequentialVerdict
 from rollguard.models.thresholds import ThresholdCheck
 from rollguard.models.windows import Baseline, WindowSummary
 
@@ -61,11 +65,22 @@ class Judgement:
     """Critical alerts firing during the window."""
     signals: Signals | None = None
     """Signal-quality facts (None: not read, e.g. a judgement of the deployment alone)."""
+    memory: Mapping[str, Tail] = field(default_factory=dict)
+    """Breaching threshold metric -> how rare its departure (the minimum over its breaching
+    windows, at most ``need``) is among the service's own healthy windows (warm memory only)."""
+    routine: Mapping[str, Tail] = field(default_factory=dict)
+    """Threshold metric whose ratio-only breach is routine for the service: not a breach."""
+    counts: Mapping[str, CountEvidence] = field(default_factory=dict)
+    """Error-rate metric above its limit whose errors the window's requests do not make
+    significant (the count test): not a breach."""
+    onsets: Mapping[str, Onset] = field(default_factory=dict)
+    """Threshold metric (breaching; if none, its sequential test alarming) whose departure began
+    before the deploy."""
+    sequential: Mapping[str, SequentialVerdict] = field(default_factory=dict)
+    """Threshold metric -> its sequential test over the observation so far."""
 
     @classmethod
-    def of_deployment(
-        cls, facts: DeploymentFacts, policy: Policy, fleet: FleetFacts
-    ) -> Judgement:
+    def of_deployment(cls, facts: DeploymentFacts, policy: Policy, fleet: FleetFacts) -> Judgement:
         """A judgement of the deployment, its policy and the fleet alone (no window)."""
         sp = policy.for_service(facts.service)
         empty = WindowSummary(0, facts.deployed_at, facts.deployed_at, {})
@@ -109,6 +124,18 @@ class Judgement:
         """Metrics (or ``JOINT``) anomalous for ``need_anomaly`` windows in a row."""
         need = self.need_anomaly
         return [k for k, n in sorted(self.streaks.anomaly.items()) if n >= need]
+
+    @property
+    def sequential_alarms(self) -> list[str]:
+        """Threshold metrics whose sequential test over the bake is above its threshold now,
+        after at least ``anomaly_only_windows`` windows (a warm-up is not a regression; an
+        alarm now is a subset of an alarm ever, so the test's false-alarm bound holds)."""
+        need = self.service_policy.anomaly_only_windows
+        return [
+            m
+            for m, v in sorted(self.sequential.items())
+            if v.windows >= need and v.mean_excess > 0.0 and v.log_lr >= v.threshold
+        ]
 
     def model_warm(self, metric: str) -> bool:
         """The metric's model has learned enough windows for its score to mean something."""

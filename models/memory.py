@@ -39,9 +39,9 @@ import bisect
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar, Protocol
 
-__all__ = ["LongMemory", "Tail"]
+__all__ = ["LongMemory", "Memory", "Tail"]
 
 _DAY = 86400.0
 _HOURS = 24
@@ -53,9 +53,11 @@ class Tail:
     """The answer for one value: its tail probability among the service's healthy windows.
 
     ``p_value`` is (windows at least as bad + 0.5) / (windows + 1) (a lower bound when the
-    value is below the kept tail); ``windows`` how many windows it rests on; ``rescaled``
-    the value after the time-of-day rescaling; ``as_bad`` how many learned windows were at
-    least as bad (at least, when the value is below the kept tail).
+    value is below the kept tail), or, when fewer than ``routine_windows`` were as bad, the
+    smaller peaks-over-threshold estimate (a Pareto or exponential fit of the kept tail);
+    ``windows`` how many windows it rests on; ``rescaled`` the value after the time-of-day
+    rescaling; ``as_bad`` how many learned windows were at least as bad (at least, when the
+    value is below the kept tail).
 
     ``routine``: the service did this at least ``routine_windows`` times in its memory: its
     own bursts, never a reason to confirm anything. ``rare``: not routine, and ``p_value <
@@ -94,6 +96,55 @@ class _TailSample:
         return count, (count < len(top) or len(top) == self.n)
 
 
+def _exceedance(v: float, kept: list[float], n: int) -> float:
+    """Peaks over threshold: P(X >= v) from a fit of the kept tail above its smallest value
+    ``u`` (the tail count alone cannot go below ~1/n: beyond the largest value seen, how far
+    beyond matters). Positive values: a Pareto tail (Hill's estimator: heavy-tailed bursts
+    are the rule for latencies); otherwise an exponential fit of the excesses."""
+    if len(kept) < 4 or n <= 0:
+        return 1.0
+    u = min(kept)
+    if v <= u:
+        return 1.0
+    if u > 0.0:
+        # Positive values (latencies, rates): a Pareto tail, Hill's estimator of its index.
+        spread = math.fsum(math.log(x / u) for x in kept) / len(kept)
+        if spread <= 0.0:
+            return 0.0
+        return len(kept) / n * math.pow(v / u, -1.0 / spread)
+    scale = math.fsum(x - u for x in kept) / len(kept)
+    if scale <= 0.0:
+        return 0.0
+    return len(kept) / n * math.exp(-(v - u) / scale)
+
+
+class Memory(Protocol):
+    """What the engine keeps per (service, threshold metric): ``LongMemory`` (the state codec
+    stores it through its own ``to_state`` / ``from_state``, like a detector)."""
+
+    @property
+    def n_learned(self) -> int:
+        """Healthy windows learned so far."""
+        ...
+
+    @property
+    def min_windows(self) -> int:
+        """Windows learned before anything is ``rare``."""
+        ...
+
+    def learn(self, value: float, ts: float) -> None:
+        """Learn one healthy window's value."""
+        ...
+
+    def tail(self, value: float, ts: float) -> Tail:
+        """How rare ``value`` is for the service at the time of day of ``ts``."""
+        ...
+
+    def to_state(self) -> dict[str, Any]:
+        """Plain data."""
+        ...
+
+
 class LongMemory:
     """Tail probability of a window's value among one service's healthy windows (days of them).
 
@@ -116,6 +167,8 @@ class LongMemory:
     routine_windows
         A value at least as bad as this many learned windows is ``routine`` for the service.
     """
+
+    _kind: ClassVar[str] = "LongMemory"
 
     def __init__(
         self,
@@ -181,11 +234,15 @@ class LongMemory:
         v = self._signed(rescaled)
         n = hits = 0
         exact = True
+        kept: list[float] = []
         for gen in (self._cur, self._prev):
             if gen is not None:
                 c, ok = gen.at_least(v)
                 n, hits, exact = n + gen.n, hits + c, exact and ok
+                kept.extend(gen.top)
         p = min(1.0, (hits + 0.5) / (n + 1.0))
+        if exact and hits < self.routine_windows:
+            p = min(p, _exceedance(v, kept, n))
         routine = hits >= self.routine_windows
         rare = exact and not routine and n >= self.min_windows and p < self.alpha
         return Tail(p, n, rescaled, hits, routine, rare)

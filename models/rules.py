@@ -89,17 +89,28 @@ def critical_alert(j: Judgement) -> Finding | None:
 
 
 def anomaly(j: Judgement) -> Finding | None:
-    """A warm model's score at or above ``anomaly_threshold`` for ``need_anomaly`` windows."""
-    anomalies = j.anomalies
-    if not anomalies:
+    """A warm model's score at or above ``anomaly_threshold`` for ``need_anomaly`` windows, or
+    a threshold metric's sequential test over the bake above its threshold
+    (``models.sequential``: a sustained moderate departure that no run of windows shows). It
+    asks a human; only a confirmed breach of the written thresholds may be automated."""
+    anomalies, alarms = j.anomalies, j.sequential_alarms
+    if not anomalies and not alarms:
         return None
     threshold = j.service_policy.anomaly_threshold
     return Finding(
         R.ANOMALY,
         "; ".join(
-            f"{k} score {j.scores[k].score:.6g} >= {threshold:.6g} for "
-            f"{j.streaks.anomaly[k]} windows"
-            for k in anomalies
+            [
+                f"{k} score {j.scores[k].score:.6g} >= {threshold:.6g} for "
+                f"{j.streaks.anomaly[k]} windows"
+                for k in anomalies
+            ]
+            + [
+                f"{m} sequential test over {j.sequential[m].windows} windows: log LR "
+                f"{j.sequential[m].log_lr:.3g} >= {j.sequential[m].threshold:.3g} "
+                f"(mean excess {j.sequential[m].mean_excess:.3g} noise units)"
+                for m in alarms
+            ]
         ),
     )
 
@@ -122,8 +133,7 @@ def critical_building(j: Judgement) -> Finding | None:
         return None
     return Finding(
         R.CRITICAL_ALERT,
-        f"critical alert firing {j.streaks.critical} of {j.need} windows: "
-        + ", ".join(j.critical),
+        f"critical alert firing {j.streaks.critical} of {j.need} windows: " + ", ".join(j.critical),
     )
 
 
@@ -164,9 +174,7 @@ def telemetry_incomplete(j: Judgement) -> Finding | None:
     floor = j.service_policy.min_coverage
     stale_metrics = {key.split("/", 1)[0] for key in signals.stale}
     incomplete = {
-        m: c
-        for m, c in signals.span.items()
-        if c["coverage"] < floor and m not in stale_metrics
+        m: c for m, c in signals.span.items() if c["coverage"] < floor and m not in stale_metrics
     }
     if not incomplete:
         return None
@@ -190,8 +198,7 @@ def alert_flapping(j: Judgement) -> Finding | None:
     return Finding(
         R.ALERT_FLAPPING,
         "; ".join(
-            f"{name} flipped {n} times in {_fmt(sp.flap_window_seconds)} s "
-            f"(limit {sp.flap_limit})"
+            f"{name} flipped {n} times in {_fmt(sp.flap_window_seconds)} s (limit {sp.flap_limit})"
             for name, n in flapping.items()
         ),
     )
@@ -236,30 +243,40 @@ def model_cold(j: Judgement) -> Finding | None:
 
 
 def baseline_unstable(j: Judgement) -> Finding | None:
-    """A breaching metric whose baseline varies more than ``max_baseline_cv``."""
+    """A breaching metric whose baseline varies more than ``max_baseline_cv``, or whose
+    departure began before the deploy (``models.onset``: a shift in the last baseline windows
+    or a trend under way): the release is not to blame, so it is never automated."""
     sp = j.service_policy
     unstable = baseline_instability(_signals(j).breaching, sp, j.baseline)
-    if not unstable:
+    if not unstable and not j.onsets:
         return None
     return Finding(
         R.BASELINE_UNSTABLE,
         "; ".join(
-            f"{m} baseline CV {_fmt(cv)} > {_fmt(sp.max_baseline_cv)}" for m, cv in unstable.items()
+            [
+                f"{m} baseline CV {_fmt(cv)} > {_fmt(sp.max_baseline_cv)}"
+                for m, cv in unstable.items()
+            ]
+            + [f"{m} {onset.detail}" for m, onset in sorted(j.onsets.items())]
         ),
     )
 
 
 def low_traffic_rule(j: Judgement) -> Finding | None:
-    """Traffic over the observation so far below ``min_traffic``."""
+    """Traffic over the observation so far below ``min_traffic``, or an error rate above its
+    limit on too few requests to tell (``models.counts``: then not a breach)."""
     floor = j.service_policy.min_traffic
     low = low_traffic(_signals(j).traffic_means, floor)
-    if not low:
+    if not low and not j.counts:
         return None
     return Finding(
         R.LOW_TRAFFIC,
         "; ".join(
-            f"{m} mean {'n/a (no samples)' if v is None else _fmt(v)} < {_fmt(floor)}"
-            for m, v in low.items()
+            [
+                f"{m} mean {'n/a (no samples)' if v is None else _fmt(v)} < {_fmt(floor)}"
+                for m, v in low.items()
+            ]
+            + [f"{m} {_fmt(j.checks[m].value)}: {c.detail}" for m, c in sorted(j.counts.items())]
         ),
     )
 
@@ -269,26 +286,31 @@ def breach_unconfirmed(j: Judgement) -> Finding | None:
     did not confirm in every breaching window."""
     breached = j.breached
     if not breached:
-        if j.anomalies or j.critical_trigger:
+        if j.anomalies or j.critical_trigger or j.sequential_alarms:
             return Finding(R.BREACH_UNCONFIRMED, _no_threshold_text(j))
         return None
     if j.confirmed:
         return None
     need, threshold = j.need, j.service_policy.anomaly_threshold
-    unconfirmed = [
-        m for m in breached if j.streaks.confirmed.get(m, 0) < need and j.model_warm(m)
-    ]
+    unconfirmed = [m for m in breached if j.streaks.confirmed.get(m, 0) < need and j.model_warm(m)]
     if not unconfirmed:
         return None
     return Finding(
         R.BREACH_UNCONFIRMED,
-        "; ".join(
-            f"{m} model score {j.scores[m].score:.6g} < {threshold:.6g} in a breaching window"
-            if j.scores[m].score < threshold
-            else f"{m} model agreed in only {j.streaks.confirmed.get(m, 0)} of {need} windows"
-            for m in unconfirmed
-        ),
+        "; ".join(_unconfirmed_text(j, m, threshold) for m in unconfirmed),
     )
+
+
+def _unconfirmed_text(j: Judgement, m: str, threshold: float) -> str:
+    tail = j.memory.get(m)
+    if j.scores[m].score < threshold:
+        return f"{m} model score {j.scores[m].score:.6g} < {threshold:.6g} in a breaching window"
+    if tail is not None and not tail.rare:
+        return (
+            f"{m} departure not rare for the service: {tail.as_bad} of its {tail.windows} "
+            f"healthy windows as bad (p {tail.p_value:.2g})"
+        )
+    return f"{m} model agreed in only {j.streaks.confirmed.get(m, 0)} of {j.need} windows"
 
 
 def _no_threshold_text(j: Judgement) -> str:
@@ -299,6 +321,8 @@ def _no_threshold_text(j: Judgement) -> str:
         what.append(f"model departure (score {shown})")
     if j.critical_trigger:
         what.append(f"critical alert {', '.join(j.critical)}")
+    if j.sequential_alarms:
+        what.append(f"sequential test alarm on {', '.join(j.sequential_alarms)}")
     return (
         f"{' and '.join(what) or 'a trigger'} but no written threshold crossed "
         f"for {j.need} consecutive windows"
@@ -471,4 +495,3 @@ def deployment_blockers(
 ) -> dict[ReasonCode, str]:
     """Blockers that follow from the deploy event, the service's policy and the fleet."""
     return evaluate(DEPLOYMENT_BLOCKERS, Judgement.of_deployment(deployment, policy, fleet))
-

@@ -24,6 +24,7 @@ from typing import Any, NamedTuple
 from rollguard.models.alerts import AlertBook
 from rollguard.models.events import ApprovalResponse, CoreOutput, DeployEvent, DeployStatus
 from rollguard.models.facts import DeploymentFacts
+from rollguard.models.memory import Memory
 from rollguard.models.records import At, deployment_evidence
 from rollguard.models.scoring import DetectorKit, ServiceModels
 from rollguard.models.thresholds import ThresholdCheck, ThresholdRule
@@ -103,6 +104,8 @@ class ServiceState:
     last_seen: dict[tuple[str, str], float] = field(default_factory=dict)
     alerts: AlertBook = field(default_factory=AlertBook)
     models: ServiceModels = field(default_factory=ServiceModels)
+    memory: dict[str, Memory] = field(default_factory=dict)
+    """Long memory of each threshold metric: every window outside a trial (issue 11)."""
     deployment: Deployment | None = None
     closed_deployments: deque[str] = field(
         default_factory=lambda: deque(maxlen=KEEP_CLOSED_DEPLOYMENTS)

@@ -18,22 +18,75 @@ Windows relative to the deploy time ``t`` (width ``w``):
 
 from __future__ import annotations
 
+import math
 from collections import deque
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
 
 from rollguard.models.alerts import AlertBook
+from rollguard.models.counts import CountEvidence, error_count_test
 from rollguard.models.events import ReasonCode
 from rollguard.models.facts import BakeEvidence, DeploymentFacts, Findings, FleetFacts, Stage
 from rollguard.models.judgement import Judgement, Streaks
+from rollguard.models.memory import Memory, Tail
+from rollguard.models.onset import Onset, attribute_onset
 from rollguard.models.policy import Policy, ServicePolicy
-from rollguard.models.quality import SPAN_MAX_WINDOWS, expected_samples, read_signals
+from rollguard.models.quality import (
+    SPAN_MAX_WINDOWS,
+    TRAFFIC_DRAIN_RATIO,
+    expected_samples,
+    read_signals,
+)
 from rollguard.models.rules import judge
 from rollguard.models.scoring import JOINT, Score
+from rollguard.models.sequential import SequentialTest, SequentialVerdict
 from rollguard.models.thresholds import ThresholdCheck
-from rollguard.models.windows import Baseline, WindowSummary, first_window_from, window_index
+from rollguard.models.windows import (
+    Baseline,
+    WindowSummary,
+    first_window_from,
+    stat_of,
+    window_index,
+)
 
-__all__ = ["Deployment"]
+__all__ = ["Deployment", "is_error_rate"]
+
+MIN_ONSET_BASELINE = 6
+"""Baseline windows below which onset attribution does not run."""
+
+
+SEQUENTIAL_MARGIN = 0.2
+"""Relative worsening of a metric's mean over the bake that the sequential test tolerates as
+healthy (a daily cycle's slope, a release's warm-up); it asks a human beyond it."""
+
+SEQUENTIAL_CLIP = 2.0
+"""Noise units one window may add to the sequential test: a burst of a few windows is not a
+sustained regression."""
+
+COUNT_ALPHA = 1e-3
+"""An error-rate breach stands only if P(at least its errors | requests, baseline rate) is
+below this (``models.counts``)."""
+
+
+def is_error_rate(metric: str) -> bool:
+    """A threshold metric judged by its counts (``models.counts``): its name says errors.
+
+    The policy does not name "the error rate"; a fraction of failed requests is, by
+    convention, a metric whose name contains ``error``."""
+    return "error" in metric.lower()
+
+
+def _quantum(values: list[float]) -> float:
+    """The step of a quantised series (the smallest gap between its distinct values) when it
+    takes at most half as many distinct values as it has; 0 otherwise."""
+    levels = sorted(set(values))
+    if len(levels) < 2 or len(levels) > len(values) // 2:
+        return 0.0
+    return min(b - a for a, b in zip(levels, levels[1:], strict=False))
+
+
+def _finite(values: Iterable[float]) -> list[float]:
+    return [v for v in values if math.isfinite(v)]
 
 
 @dataclass(slots=True)
@@ -69,6 +122,11 @@ class Deployment:
     due: tuple[dict[ReasonCode, str], bool, dict[ReasonCode, str]] | None = None
     """The latest actionable (triggers, confirmed, blockers): a request that waited for another
     trigger is made from them if the triggers clear while it waits (never dropped)."""
+    base_values: dict[str, list[float]] = field(default_factory=dict)
+    """Each threshold metric's policy stat in the baseline windows, in order (onset
+    attribution reads them)."""
+    obs_values: dict[str, list[float]] = field(default_factory=dict)
+    """Each threshold metric's policy stat in every observation window (NaN: no data)."""
 
     @classmethod
     def open(cls, facts: DeploymentFacts, policy: ServicePolicy) -> Deployment:
@@ -87,6 +145,18 @@ class Deployment:
         """Indices of the first and last baseline window (those ending by the deploy)."""
         last = window_index(self.facts.deployed_at, self.width) - 1
         return last - policy.baseline_windows + 1, last
+
+    def keep_baseline_values(
+        self, ring: Iterable[WindowSummary], policy: ServicePolicy, first: int, last: int
+    ) -> None:
+        """Keep each threshold metric's stat in the baseline windows (at the baseline's
+        freeze)."""
+        rules = policy.threshold_metrics()
+        chosen = [s for s in ring if first <= s.k <= last]
+        self.base_values = {
+            name: [stat_of(s.metrics[name], rule.stat) for s in chosen if name in s.metrics]
+            for name, rule in sorted(rules.items())
+        }
 
     def baseline_values(self, policy: ServicePolicy) -> dict[str, float | None]:
         """The baseline value of each threshold metric's policy stat."""
@@ -134,6 +204,8 @@ class Deployment:
         scores: Mapping[str, Score],
         policy: ServicePolicy,
         critical: bool,
+        tails: Mapping[str, Tail] | None = None,
+        routine: frozenset[str] = frozenset(),
     ) -> Streaks:
         """Extend or reset every streak with one window; return them as they now stand."""
         threshold = policy.anomaly_threshold
@@ -147,7 +219,9 @@ class Deployment:
             check = checks.get(name)
             if check is not None and check.breach:
                 self.breach_streak[name] = self.breach_streak.get(name, 0) + 1
-                agrees = anomalous(name)
+                # With a warm long memory, only a departure rare for this service confirms.
+                tail = tails.get(name) if tails else None
+                agrees = anomalous(name) and (tail is None or tail.rare)
                 self.confirmed_streak[name] = (
                     self.confirmed_streak.get(name, 0) + 1 if agrees else 0
                 )
@@ -160,6 +234,11 @@ class Deployment:
             # traffic level: traffic is the condition the service runs under (a daily cycle, a
             # drain), judged by LOW_TRAFFIC and the drain conflict, not a symptom of a release.
             if key in traffic:
+                continue
+            # Nor is a departure the service's long memory calls routine (its own bursts):
+            # ``routine`` names those metrics, and ``JOINT`` when every remembered one is.
+            if key in routine:
+                self.anomaly_streak[key] = 0
                 continue
             self.anomaly_streak[key] = self.anomaly_streak.get(key, 0) + 1 if anomalous(key) else 0
         self.critical_streak = self.critical_streak + 1 if critical else 0
@@ -179,12 +258,32 @@ class Deployment:
         last_seen: Mapping[tuple[str, str], float],
         alerts: AlertBook,
         fleet: FleetFacts,
+        memory: Mapping[str, Memory] | None = None,
     ) -> Judgement:
-        """Fold one observation window; return the judgement the rules read."""
+        """Fold one observation window; return the judgement the rules read.
+
+        ``memory``: the service's long memory per threshold metric (issue 11): a ratio-only
+        breach routine for the service is not a breach, and with a warm memory only a rare
+        departure confirms one."""
         sp = policy.for_service(self.facts.service)
         critical = alerts.critical_during(summary.start)
         self.count(summary, sp)
-        streaks = self.streak(checks, scores, sp, bool(critical))
+        self.record_values(checks, sp)
+        mem = memory or {}
+        checks, routine, counts = self.temper(summary, checks, sp, mem)
+        tails = {
+            name: self.rarity(name, mem[name], summary.start, sp)
+            for name, c in checks.items()
+            if c.breach and name in mem and mem[name].n_learned >= mem[name].min_windows
+        }
+        streaks = self.streak(
+            checks,
+            scores,
+            sp,
+            bool(critical),
+            tails,
+            self.routine_now(mem, scores, summary.start, sp),
+        )
         breaching = tuple(name for name, c in checks.items() if c.breach)
         learned = {k: s.n_learned for k, s in scores.items() if k != JOINT}
         signals = read_signals(
@@ -198,10 +297,179 @@ class Deployment:
             traffic_means=self.traffic_means(sp),
             span=self.span,
         )
+        sequential = self.sequential(sp) if self.request_id is None else {}
+        alarms = [m for m, v in sequential.items() if v.log_lr >= v.threshold]
         return Judgement(
             self.facts, policy, sp, fleet, summary, self.baseline, checks, scores, streaks,
-            critical, signals,
-        )
+            critical, signals, memory=tails, routine=routine, counts=counts,
+            onsets=self.onsets(breaching or alarms), sequential=sequential,
+        )  # fmt: skip
+
+    def record_values(self, checks: Mapping[str, ThresholdCheck], policy: ServicePolicy) -> None:
+        """Append each threshold metric's stat in this observation window (NaN: absent)."""
+        for name in sorted(policy.threshold_metrics()):
+            check = checks.get(name)
+            self.obs_values.setdefault(name, []).append(
+                check.value if check is not None else math.nan
+            )
+
+    def routine_now(
+        self,
+        memory: Mapping[str, Memory],
+        scores: Mapping[str, Score],
+        ts: float,
+        policy: ServicePolicy,
+    ) -> frozenset[str]:
+        """Threshold metrics whose level over their current anomalous run (at most
+        ``consecutive_breach_windows`` windows) is routine for the service's warm long memory;
+        with ``JOINT`` when every threshold metric with a warm memory is routine, or when every
+        threshold metric its own model finds anomalous is (the joint departure is theirs)."""
+        warm = {
+            name: mem
+            for name, mem in sorted(memory.items())
+            if name in policy.metrics and mem.n_learned >= mem.min_windows
+        }
+        routine = set()
+        for name, mem in warm.items():
+            run = self.anomaly_streak.get(name, 0) + 1
+            if mem.tail(self.run_low(name, policy, run), ts).routine:
+                routine.add(name)
+        threshold = policy.anomaly_threshold
+        departing = {
+            m for m in policy.threshold_metrics() if m in scores and scores[m].score >= threshold
+        }
+        if (warm and len(routine) == len(warm)) or (departing and departing <= routine):
+            routine.add(JOINT)
+        return frozenset(routine)
+
+    def run_low(self, name: str, policy: ServicePolicy, run: int | None = None) -> float:
+        """The minimum of ``name`` over its current breaching run (or the last ``run``
+        windows), this window included, at most ``consecutive_breach_windows`` windows: the
+        level the departure has held."""
+        if run is None:
+            run = self.breach_streak.get(name, 0) + 1
+        run = min(policy.consecutive_breach_windows, run)
+        values = _finite(self.obs_values.get(name, [])[-run:])
+        return min(values) if values else math.nan
+
+    def rarity(self, name: str, memory: Memory, ts: float, policy: ServicePolicy) -> Tail:
+        """How rare the level held by ``name``'s breaching run is for this service."""
+        return memory.tail(self.run_low(name, policy), ts)
+
+    def temper(
+        self,
+        summary: WindowSummary,
+        checks: Mapping[str, ThresholdCheck],
+        policy: ServicePolicy,
+        memory: Mapping[str, Memory],
+    ) -> tuple[dict[str, ThresholdCheck], dict[str, Tail], dict[str, CountEvidence]]:
+        """The checks with the breaches that are not departures cleared (issue 11):
+
+        - a breach of the baseline ratio only (under ``max``) at a level the service's warm
+          long memory does not find rare (its own bursts): against days of the service's
+          windows, the 20-window baseline is too short to call it a departure;
+        - an error-rate breach that the window's request count cannot support
+          (``models.counts``: ``low_traffic`` or not significant).
+        """
+        out = dict(checks)
+        routine: dict[str, Tail] = {}
+        counts: dict[str, CountEvidence] = {}
+        for name, check in sorted(checks.items()):
+            if not check.breach:
+                continue
+            mem = memory.get(name)
+            ratio_only = check.max is None or check.value <= check.max
+            if ratio_only and mem is not None and mem.n_learned >= mem.min_windows:
+                tail = self.rarity(name, mem, summary.start, policy)
+                if not tail.rare:
+                    routine[name] = tail
+                    out[name] = replace(check, breach=False)
+                    continue
+            if is_error_rate(name):
+                evidence = self.count_test(summary, check, policy)
+                # Cleared unless its errors are significant given the requests (a clear
+                # excess is a breach even when a rate at the limit would not be).
+                if evidence is not None and evidence.p_value >= COUNT_ALPHA:
+                    counts[name] = evidence
+                    out[name] = replace(check, breach=False)
+        return out, routine, counts
+
+    def count_test(
+        self, summary: WindowSummary, check: ThresholdCheck, policy: ServicePolicy
+    ) -> CountEvidence | None:
+        """The count test of an error-rate breach, given the window's requests (the first
+        traffic metric's mean rate x the window's seconds); None without a traffic metric, or
+        when traffic drained below ``TRAFFIC_DRAIN_RATIO`` x its baseline."""
+        for traffic in sorted(policy.traffic_metrics()):
+            stats = summary.metrics.get(traffic)
+            if stats is None or stats.count == 0:
+                continue
+            base_traffic = self.baseline.stat(traffic, "mean") if self.baseline else None
+            if base_traffic is not None and stats.mean < TRAFFIC_DRAIN_RATIO * base_traffic:
+                return None  # a drain: the drain conflict judges it (SIGNALS_CONFLICT)
+            limits = [check.max] if check.max is not None else []
+            if check.max_ratio_to_baseline is not None and check.baseline is not None:
+                limits.append(check.max_ratio_to_baseline * check.baseline)
+            limit = min(limits) if limits else check.value
+            base = check.baseline if check.baseline is not None else 0.0
+            return error_count_test(
+                check.value, stats.mean * self.width, base, limit, alpha=COUNT_ALPHA
+            )
+        return None
+
+    def onsets(self, metrics: Iterable[str]) -> dict[str, Onset]:
+        """Metrics whose departure began before the deploy (``models.onset``): the breaching
+        ones, or, when none breaches, those whose sequential test alarms."""
+        out: dict[str, Onset] = {}
+        for name in metrics:
+            base = _finite(self.base_values.get(name, []))
+            if len(base) < MIN_ONSET_BASELINE:
+                continue
+            onset = attribute_onset(base, _finite(self.obs_values.get(name, [])))
+            if onset.before_deploy:
+                out[name] = onset
+        return out
+
+    def binomial_sd(self, rate: float, policy: ServicePolicy) -> float:
+        """Standard deviation of an error rate of ``rate`` (floored at 1e-4) over one window of
+        the baseline's traffic (the first traffic metric); 0 without one."""
+        for traffic in sorted(policy.traffic_metrics()):
+            mean = self.baseline.stat(traffic, "mean") if self.baseline is not None else None
+            if mean is not None and mean > 0.0:
+                p = min(1.0, max(rate, 1e-4))
+                return math.sqrt(p * (1.0 - p) / max(1.0, mean * self.width))
+        return 0.0
+
+    def sequential(self, policy: ServicePolicy) -> dict[str, SequentialVerdict]:
+        """Each threshold metric's sequential test over the observation so far (recomputed
+        from the kept values: no state beyond them). Read until the deployment raises a
+        request: it asks a human once, and a pending request then follows the windows (it is
+        withdrawn when they clear, as DESIGN §1 says)."""
+        out: dict[str, SequentialVerdict] = {}
+        for name in sorted(policy.threshold_metrics()):
+            base = _finite(self.base_values.get(name, []))
+            if len(base) < MIN_ONSET_BASELINE:
+                continue
+            test = SequentialTest.from_baseline(
+                base, margin=SEQUENTIAL_MARGIN, clip=SEQUENTIAL_CLIP
+            )
+            quantum = _quantum(base)
+            if quantum > test.scale:
+                # Quantised values (histogram buckets): one step is noise, not a regression.
+                test = SequentialTest(
+                    test.reference, quantum, margin=SEQUENTIAL_MARGIN, clip=SEQUENTIAL_CLIP
+                )
+            if is_error_rate(name):
+                # Errors are counts: the baseline rate is their mean (a median of mostly-zero
+                # windows says nothing), and its noise unit at least the binomial spread.
+                rate = max(test.reference, math.fsum(base) / len(base))
+                scale = max(test.scale, self.binomial_sd(rate, policy))
+                test = SequentialTest(rate, scale, margin=SEQUENTIAL_MARGIN, clip=SEQUENTIAL_CLIP)
+            verdict = test.verdict()
+            for value in self.obs_values.get(name, []):
+                verdict = test.update(value)
+            out[name] = verdict
+        return out
 
     def conclude(self, j: Judgement) -> Findings:
         """Run the rule tables over a judgement of this deployment; count what they found."""

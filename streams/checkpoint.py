@@ -43,6 +43,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from rollguard.models.anomaly import JointDetector, WindowDetector
 from rollguard.models.engine import EngineState
 from rollguard.models.events import ApprovalResponse, DeployEvent
+from rollguard.models.memory import LongMemory
 from rollguard.models.records import At
 from rollguard.models.state import ApprovalCheck, FleetState, ServiceState
 from rollguard.streams.statecodec import StateCodec, StateDecodeError
@@ -129,7 +130,7 @@ CODEC = StateCodec(
     [ServiceState, FleetState],
     # What the fleet's timeline holds where its annotation says Any (control-event payloads).
     allowed=[DeployEvent, ApprovalResponse, ApprovalCheck, At],
-    detectors=[WindowDetector, JointDetector],
+    detectors=[WindowDetector, JointDetector, LongMemory],
 )
 """The one codec of the state: every class it may build is reachable from these."""
 

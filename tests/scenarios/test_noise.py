@@ -1,9 +1,9 @@
 """Issue 11: each failure mode on real-world noise is a named test (docs/scenarios.md,
 "Realistic noise").
 
-The recipes are in ``streams/scenarios/noise.py``. Tests marked ``xfail(strict=True)`` fail on
-today's rules and need the rule wiring that the rule registry (issue 10) enables; they flip to
-a failure (XPASS) when fixed, and the marker goes then. The building blocks each fix needs are
+The recipes are in ``streams/scenarios/noise.py``. Each test failed on the rules before the
+wiring of issue 11 (the long memory, onset attribution, error counts and the sequential test
+in ``models/rules.py`` / ``models/trial.py``). The building blocks each fix needs are
 tested on their own in ``tests/unit/test_noise_blocks.py``.
 """
 
@@ -13,8 +13,6 @@ import pytest
 
 from rollguard.streams.simulate import NOISE_SCENARIOS, generate
 from tests.scenarios.test_corpus import Outcome, outcomes, run
-
-WIRING = "issue 11: wired after the rule registry (issue 10)"
 
 
 def _outcomes(name: str, seeds: range) -> list[tuple[int, Outcome]]:
@@ -30,15 +28,14 @@ def _story(seed: int, outcome: Outcome) -> str:
     return f"seed {seed}:\n{outcome.story()}"
 
 
-@pytest.mark.xfail(strict=True, reason=WIRING)
 def test_routine_burst_is_not_confirmed() -> None:
     # The service's p99 bursts 2.3-3.2x for two windows every 12-30 min; one lands in the bake.
-    # Today the 24-window detector has never seen one and confirms the breach: a rollback.
+    # The 24-window detector has never seen one and confirmed the breach (a rollback); the
+    # service's long memory (models.memory) knows its bursts now.
     rolled = [_story(s, o) for s, o in _outcomes("noise-routine-burst", range(5)) if o.commands]
     assert not rolled, "\n".join(rolled)
 
 
-@pytest.mark.xfail(strict=True, reason=WIRING)
 @pytest.mark.parametrize("name", ["noise-pre-deploy-shift", "noise-pre-deploy-trend"])
 def test_pre_deploy_shift_is_not_blamed(name: str) -> None:
     # The departure began before the deploy: never automated, a human gets BASELINE_UNSTABLE.
@@ -62,7 +59,6 @@ def test_improvement_never_pages() -> None:
     assert not paged, "\n".join(paged)
 
 
-@pytest.mark.xfail(strict=True, reason=WIRING)
 def test_error_ratio_without_counts_is_not_a_breach() -> None:
     # 1.3-1.7 req/s: two errors in a minute are "3x the baseline". Too few requests to tell
     # (models.counts): no THRESHOLD_BREACH, so no request for it.
@@ -74,10 +70,9 @@ def test_error_ratio_without_counts_is_not_a_breach() -> None:
     assert not asked, "\n".join(asked)
 
 
-@pytest.mark.xfail(strict=True, reason=WIRING)
 def test_sustained_moderate_regression_is_caught() -> None:
     # p99 x1.5-1.8 for the whole bake on a noisy series: it never holds 4 anomalous windows in
-    # a row, and today ends `pass`. The sequential test (models.sequential) accumulates it.
+    # a row, and ended `pass`. The sequential test (models.sequential) accumulates it.
     missed = [
         _story(s, o)
         for s, o in _outcomes("noise-moderate-regression", range(10))
@@ -86,7 +81,6 @@ def test_sustained_moderate_regression_is_caught() -> None:
     assert not missed, "\n".join(missed)
 
 
-@pytest.mark.xfail(strict=True, reason=WIRING)
 def test_noise_corpus_meets_the_issue_targets() -> None:
     # 0 automatic rollbacks and <= 2 % approvals of healthy releases, 0 missed bad ones.
     healthy_rollbacks, healthy_approvals, missed, healthy = [], [], [], 0

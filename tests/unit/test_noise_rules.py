@@ -1,0 +1,186 @@
+"""Issue 11's wiring, table-driven: the rules that read the long memory, the onset, the error
+counts and the sequential test, and ``Deployment.temper`` that clears the breaches that are not
+departures. Each case is one judgement or one window; the building blocks themselves are
+tested in ``tests/unit/test_noise_blocks.py``."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+from typing import Any
+
+import orjson
+import pytest
+
+from rollguard.models.counts import error_count_test
+from rollguard.models.events import ReasonCode
+from rollguard.models.facts import DeploymentFacts
+from rollguard.models.judgement import Judgement, Streaks
+from rollguard.models.memory import LongMemory
+from rollguard.models.onset import attribute_onset
+from rollguard.models.rules import anomaly, baseline_unstable, breach_unconfirmed, low_traffic_rule
+from rollguard.models.scoring import Score
+from rollguard.models.sequential import SequentialVerdict
+from rollguard.models.state import ServiceState
+from rollguard.models.thresholds import ThresholdCheck
+from rollguard.models.trial import Deployment, is_error_rate
+from rollguard.models.windows import MetricStats, WindowSummary
+from rollguard.streams.checkpoint import CODEC
+from tests.unit.core_factories import T0, load_policy
+from tests.unit.test_rules import judgement
+
+R = ReasonCode
+POLICY = load_policy()
+SP = POLICY.for_service("search")
+FACTS = DeploymentFacts("dep-1", "search", "v2", "v1", "svc:ci-deployer", T0)
+LAT = "latency_p99_ms"
+SHIFT = attribute_onset([100.0, 101.0, 99.0, 100.0, 102.0, 98.0, 100.0] + [130.0] * 4, [131.0])
+ALARM = SequentialVerdict(9.0, 4.6, True, 6, 2.0)
+EARLY = SequentialVerdict(9.0, 4.6, True, 2, 3.0)  # above threshold, but after 2 windows only
+QUIET = SequentialVerdict(1.0, 4.6, True, 8, 0.5)  # alarmed once, not above it now
+LOW_COUNT = error_count_test(0.04, requests=45, baseline_rate=0.005, limit_rate=0.015)
+
+
+def _j(**kw: Any) -> Judgement:
+    extra = {k: kw.pop(k) for k in ("onsets", "counts", "sequential", "memory") if k in kw}
+    return replace(judgement(**kw), **extra)
+
+
+@pytest.mark.parametrize(
+    ("rule", "j", "code", "names"),
+    [
+        # A departure that began before the deploy is BASELINE_UNSTABLE, with the onset named.
+        (baseline_unstable, _j(onsets={LAT: SHIFT}), R.BASELINE_UNSTABLE, "level shift began"),
+        (baseline_unstable, _j(), None, ""),
+        # An error rate above its limit on too few requests: LOW_TRAFFIC with the count.
+        (
+            low_traffic_rule,
+            _j(
+                counts={"error_rate": LOW_COUNT},
+                checks={"error_rate": ThresholdCheck("mean", 0.04, 0.05, 3.0, 0.005, False)},
+            ),
+            R.LOW_TRAFFIC,
+            "45 requests",
+        ),
+        (low_traffic_rule, _j(), None, ""),
+        # The sequential test: a trigger once above its threshold after anomaly_persist_windows.
+        (anomaly, _j(sequential={LAT: ALARM}), R.ANOMALY, "sequential test over 6 windows"),
+        (anomaly, _j(sequential={LAT: EARLY}), None, ""),
+        (anomaly, _j(sequential={LAT: QUIET}), None, ""),
+        # ... that asks a human: no written threshold crossed.
+        (breach_unconfirmed, _j(sequential={LAT: ALARM}), R.BREACH_UNCONFIRMED, "sequential"),
+    ],
+)
+def test_noise_rules(rule: Any, j: Judgement, code: ReasonCode | None, names: str) -> None:
+    found = rule(j)
+    assert (None if found is None else found.code) == code
+    assert found is None or names in found.detail
+
+
+def test_a_confirmed_breach_the_memory_does_not_find_rare_is_unconfirmed() -> None:
+    mem = LongMemory(min_windows=10)
+    for i in range(200):
+        mem.learn(200.0 * (3.0 if i % 40 in (0, 1) else 1.0 + 0.01 * (i % 7)), 30.0 * i)
+    tail = mem.tail(550.0, 0.0)
+    assert tail.routine and not tail.rare
+    breach = ThresholdCheck("mean", 600.0, 1000.0, 2.0, 200.0, True)
+    hot = Score(0.99, 30, "s")
+    j = _j(
+        checks={LAT: breach},
+        scores={LAT: hot},
+        streaks=Streaks(breach={LAT: 2}, confirmed={LAT: 0}),
+        memory={LAT: tail},
+    )
+    found = breach_unconfirmed(j)
+    assert found is not None and "not rare for the service" in found.detail
+
+
+# ---------------------------------------------------------------------------------------------
+# Deployment.temper: which breaches are departures
+# ---------------------------------------------------------------------------------------------
+
+
+def _stats(mean: float) -> MetricStats:
+    return MetricStats(3, mean, mean, mean, 1, {"prom": T0})
+
+
+def _memory(burst: float) -> LongMemory:
+    """Two hours of a p99 of ~200 with a ``burst`` x burst of two windows every 40 windows."""
+    mem = LongMemory()
+    for i in range(240):
+        mem.learn(200.0 * (burst if i % 40 in (0, 1) else 1.0 + 0.02 * (i % 5)), T0 + 30.0 * i)
+    return mem
+
+
+@pytest.mark.parametrize(
+    ("value", "top", "burst", "breach"),
+    [
+        (500.0, 1000.0, 2.6, False),  # ratio-only, at the level of the service's own bursts
+        (500.0, 1000.0, 1.0, True),  # ratio-only, never seen by this service: rare
+        (1200.0, 1000.0, 6.5, True),  # above the written max: always a breach
+    ],
+)
+def test_temper_routine_ratio_breach(value: float, top: float, burst: float, breach: bool) -> None:
+    dep = Deployment.open(FACTS, SP)
+    check = ThresholdCheck("mean", value, top, 2.0, 200.0, True)
+    summary = WindowSummary(100, T0 + 3000.0, T0 + 3030.0, {LAT: _stats(value)})
+    dep.obs_values[LAT] = [value]
+    out, routine, _ = dep.temper(summary, {LAT: check}, SP, {LAT: _memory(burst)})
+    assert out[LAT].breach is breach
+    assert (LAT in routine) is not breach or value > top
+
+
+@pytest.mark.parametrize(
+    ("rate", "traffic", "breach"),
+    [
+        (0.04, 1.5, False),  # 45 requests: two errors are "8x" and mean nothing
+        (0.04, 200.0, True),  # 6,000 requests: 240 errors against 30 expected
+        (0.04, 0.05, True),  # a drain (< 10 % of baseline traffic): left to the drain conflict
+    ],
+)
+def test_temper_error_counts(rate: float, traffic: float, breach: bool) -> None:
+    dep = Deployment.open(FACTS, SP)
+    base_traffic = 1.5 if traffic < 100 else 200.0
+    dep.baseline = _baseline(base_traffic)
+    check = ThresholdCheck("mean", rate, 0.05, 3.0, 0.005, True)
+    summary = WindowSummary(
+        100, T0, T0 + 30.0, {"error_rate": _stats(rate), "request_rate": _stats(traffic)}
+    )
+    out, _, counts = dep.temper(summary, {"error_rate": check}, SP, {})
+    assert out["error_rate"].breach is breach
+    assert ("error_rate" in counts) is not breach
+
+
+def _baseline(traffic: float) -> Any:
+    from rollguard.models.windows import build_baseline
+
+    rows = [
+        WindowSummary(k, T0 + 30.0 * k, T0 + 30.0 * k + 30.0, {"request_rate": _stats(traffic)})
+        for k in range(20)
+    ]
+    return build_baseline(rows, 0, 19)
+
+
+def test_error_rate_metrics_are_named() -> None:
+    assert is_error_rate("error_rate") and is_error_rate("http_errors_ratio")
+    assert not is_error_rate("latency_p99_ms")
+
+
+def test_sequential_is_read_until_a_request() -> None:
+    dep = Deployment.open(FACTS, SP)
+    dep.base_values[LAT] = [200.0, 210.0, 190.0, 205.0, 195.0, 200.0, 202.0, 198.0]
+    dep.obs_values[LAT] = [320.0] * 6
+    assert dep.sequential(SP)[LAT].log_lr >= dep.sequential(SP)[LAT].threshold
+    quantised = Deployment.open(FACTS, SP)
+    quantised.base_values[LAT] = [100.0] * 16 + [150.0] * 4
+    quantised.obs_values[LAT] = [150.0] * 6  # one bucket up: a step of the quantiser
+    assert quantised.sequential(SP)[LAT].log_lr < quantised.sequential(SP)[LAT].threshold
+
+
+def test_long_memory_survives_the_state_codec() -> None:
+    svc = ServiceState("search", 30, 10.0)
+    svc.memory[LAT] = _memory(2.6)
+    back = CODEC.decode(ServiceState, orjson.loads(orjson.dumps(CODEC.encode(ServiceState, svc))))
+    assert isinstance(back.memory[LAT], LongMemory)
+    assert back.memory[LAT].to_state() == svc.memory[LAT].to_state()
+    assert not math.isnan(back.memory[LAT].tail(500.0, T0).p_value)
