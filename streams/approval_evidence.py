@@ -12,8 +12,18 @@ from typing import Any
 
 from rollguard.models.events import parse_ts
 
-__all__ = ["EXPLANATIONS", "EvidenceView", "clock", "evidence_view", "explain", "fmt",
+__all__ = ["EXPLANATIONS", "EvidenceView", "age", "clock", "evidence_view", "explain", "fmt",
            "response_command"]
+
+def age(seconds: float) -> str:
+    """A duration as a person reads it: '42 s', '17 min', '3.5 h'."""
+    seconds = max(seconds, 0.0)
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
 
 # DESIGN §4, in words an on-call engineer reads at 3 a.m.
 EXPLANATIONS: dict[str, str] = {

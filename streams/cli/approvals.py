@@ -13,6 +13,7 @@ from rich.table import Table
 from rollguard.streams.approval_book import ApprovalBook, RequestView
 from rollguard.streams.approval_evidence import (
     THRESHOLD_HEADERS,
+    age,
     clock,
     evidence_view,
     response_command,
@@ -33,15 +34,6 @@ def _book(bootstrap_servers: str | None) -> ApprovalBook:
         return asyncio.run(read_book(settings))
     except (LookupError, TimeoutError) as err:
         raise click.ClickException(str(err)) from None
-
-
-def _age(seconds: float) -> str:
-    seconds = max(seconds, 0.0)
-    if seconds < 120:
-        return f"{seconds:.0f} s"
-    if seconds < 7200:
-        return f"{seconds / 60:.0f} min"
-    return f"{seconds / 3600:.1f} h"
 
 
 @click.group()
@@ -81,8 +73,8 @@ def _row(view: RequestView, now: float) -> list[str]:
         "pending" if view.pending(now) else "expired")
     return [view.request_id, view.service, str(request.get("deployment_id", "")),
             f"{version} → {request.get('to_version') or '-'}", codes,
-            str(request.get("required_role", "")), _age(now - view.seen_at),
-            _age(view.expires_at - now) if view.pending(now) else "-", state]
+            str(request.get("required_role", "")), age(now - view.seen_at),
+            age(view.expires_at - now) if view.pending(now) else "-", state]
 
 
 @approvals.command("show")

@@ -10,6 +10,7 @@ from rollguard.models.events import parse_ts
 from rollguard.streams.approval_book import ApprovalBook, RefusedRequest, RequestView
 from rollguard.streams.approval_evidence import (
     THRESHOLD_HEADERS,
+    age,
     clock,
     evidence_view,
     explain,
@@ -41,15 +42,6 @@ def _table(headers: Sequence[str], rows: Sequence[Sequence[str]], css: str = "")
     return f"<table{cls}><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
-def _age(seconds: float) -> str:
-    seconds = max(seconds, 0.0)
-    if seconds < 120:
-        return f"{seconds:.0f} s"
-    if seconds < 7200:
-        return f"{seconds / 60:.0f} min"
-    return f"{seconds / 3600:.1f} h"
-
-
 def _state(view: RequestView, now: float) -> str:
     if view.state == "requested":
         return "pending" if view.pending(now) else "expired"
@@ -74,7 +66,7 @@ def _request_row(view: RequestView, now: float) -> list[str]:
             escape(str(request.get("deployment_id", ""))),
             f"{escape(str(version))} → {escape(str(request.get('to_version') or '-'))}",
             _codes(request), escape(str(request.get("required_role", ""))),
-            _age(now - view.seen_at), _age(view.expires_at - now) if pending else "-",
+            age(now - view.seen_at), age(view.expires_at - now) if pending else "-",
             _pill(_state(view, now))]
 
 
@@ -109,7 +101,7 @@ _REFUSED_NOTE = ("Records on the approvals topic that are not signed by a key of
 def _refused_list(book: ApprovalBook, now: float) -> str:
     refused = sorted(book.refused.values(), key=lambda r: r.seen_at, reverse=True)[:50]
     rows = [[f"<a href=\"/requests/{escape(r.request_id)}\">{escape(r.request_id or '?')}</a>",
-             escape(r.service or "?"), _age(now - r.seen_at), escape(r.reason),
+             escape(r.service or "?"), age(now - r.seen_at), escape(r.reason),
              _pill("refused")] for r in refused]
     return (f"<h2>Refused <span class=\"count\" id=\"refused-count\">{book.refused_total} "
             f"not verified</span></h2><p class=\"note\">{escape(_REFUSED_NOTE)}</p>"
@@ -127,7 +119,7 @@ def refused_page(refusal: RefusedRequest, now: float) -> str:
         f"<p class=\"note\">{escape(_REFUSED_NOTE)}</p>"
         + _table(["", ""], [["service (as claimed)", escape(refusal.service or "?")],
                             ["read", escape(clock(refusal.seen_at))],
-                            ["age", _age(now - refusal.seen_at)]], "facts")
+                            ["age", age(now - refusal.seen_at)]], "facts")
         + "<p><a href=\"/\">All requests</a></p>"))
 
 
