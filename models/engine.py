@@ -271,7 +271,8 @@ def _run_due(state: EngineState, policy: Policy) -> list[CoreOutput]:
     _prune(state, policy)
     fleet.next_due = min(
         [_config_due(fleet, config) for config in fleet.configs]
-        + [entry.ts + entry.lateness for entry in fleet.timeline]
+        + [entry.ts + entry.lateness for entry in fleet.timeline],
+        default=float("inf"),
     )
     return batch.out
 

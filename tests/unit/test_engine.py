@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from rollguard.models.engine import ApprovalCheck, new_state, step
+from rollguard.models.engine import ApprovalCheck, advance, new_state, step
 from rollguard.models.events import ApprovalRequest, ApprovalResponse, Decision, RollbackCommand
 from rollguard.models.records import command_id, request_id
 from tests.unit.core_factories import (
@@ -502,3 +502,11 @@ def test_two_lost_scrapes_over_the_deciding_windows_are_incomplete() -> None:
     assert first.action == "request_approval" and "TELEMETRY_INCOMPLETE" in first.reasons
     detail = first.evidence["details"]["TELEMETRY_INCOMPLETE"]
     assert "over the last 2 windows (4 of 6 samples)" in detail
+
+
+def test_advancing_an_engine_that_has_seen_nothing_decides_nothing() -> None:
+    # A worker whose inputs are all empty still moves event time on (idle clock): that must
+    # not fail before the first event (it raised ValueError from min() of nothing).
+    state = new_state()
+    assert advance(state, POLICY, 1_000.0) == []
+    assert advance(state, POLICY, 2_000.0) == []
