@@ -30,7 +30,6 @@ import heapq
 from bisect import insort
 from collections import deque
 from collections.abc import Mapping
-from itertools import islice
 
 from rollguard.models.actions import apply_control, carry_out
 from rollguard.models.decide import FleetFacts, Stage, decide
@@ -115,46 +114,42 @@ def step(
 ) -> list[CoreOutput]:
     """Fold one input event into ``state``; return the records to emit, in order."""
     if isinstance(event, MetricSample):
-        sample = event
-        svc = state.services.get(sample.service)
-        if svc is None:
-            svc = _new_service(state, policy, sample.service)
-        state.touched.add(sample.service)
-        ts = sample.ts
-        k = window_index(ts, svc.width)
-        acc = svc.open.get(k)
-        if acc is None:
-            acc = _open_window(state, svc, k)
-        if acc is not None:
-            acc.add_sample(sample.name, sample.source, sample.instance, ts, sample.value)
-    elif isinstance(event, Alert):
-        alert = event
-        svc = state.services.get(alert.service) or _new_service(state, policy, alert.service)
-        state.touched.add(svc.name)
-        k = window_index(alert.ts, svc.width)
-        acc = svc.open.get(k) or _open_window(state, svc, k)
-        if acc is not None:
-            acc.alerts.append(alert)
-    elif isinstance(event, DeployEvent):
+        # The hot path (nearly every event): one attribute read per field.
+        ts = event.ts
         svc = state.services.get(event.service) or _new_service(state, policy, event.service)
         state.touched.add(svc.name)
-        schedule(state, svc, event.ts, DeployControl(event))
+        k = window_index(ts, svc.width)
+        acc = svc.open.get(k) or _open_window(state, svc, k)
+        if acc is not None:
+            acc.add_sample(event.name, event.source, event.instance, ts, event.value)
+    elif isinstance(event, Alert):
+        ts = event.ts
+        svc = state.services.get(event.service) or _new_service(state, policy, event.service)
+        state.touched.add(svc.name)
+        k = window_index(ts, svc.width)
+        acc = svc.open.get(k) or _open_window(state, svc, k)
+        if acc is not None:
+            acc.alerts.append(event)
+    elif isinstance(event, DeployEvent):
+        ts = event.ts
+        svc = state.services.get(event.service) or _new_service(state, policy, event.service)
+        state.touched.add(svc.name)
+        schedule(state, svc, ts, DeployControl(event))
     elif isinstance(event, ApprovalResponse):
-        response = event
-        record = state.fleet.requests.get(response.request_id)
-        name = record.service if record is not None else response.service
+        # Arrival order (DESIGN §6): the broker's time, not the time the approver signed.
+        ts = event.arrival
+        record = state.fleet.requests.get(event.request_id)
+        name = record.service if record is not None else event.service
         owner = state.services.get(name) if name else None
         if owner is None and name:
             owner = _new_service(state, policy, name)
         if owner is not None:
             state.touched.add(owner.name)
-        # Arrival order (DESIGN §6): the broker's time, not the time the approver signed.
-        schedule(state, owner, response.arrival, ApprovalControl(response, approval_check))
+        schedule(state, owner, ts, ApprovalControl(event, approval_check))
     else:
         raise TypeError(f"not an input event: {type(event).__name__}")
 
     fleet = state.fleet
-    ts = event.arrival if isinstance(event, ApprovalResponse) else event.ts
     if ts > fleet.clock:
         fleet.clock = ts
     if fleet.clock >= fleet.next_due:
@@ -240,12 +235,17 @@ def _run_due(state: EngineState, policy: Policy) -> list[CoreOutput]:
     fleet = state.fleet
     batch = Batch()
     services = state.services
+    # The first window each configuration must not close yet (a handful of configurations,
+    # thousands of services).
+    limits = {
+        config: window_index(watermark(fleet, config.lateness), config.width)
+        for config in fleet.configs
+    }
     for name in fleet.order:
         svc = services[name]
         if not svc.open and svc.deployment is None:
             continue
-        width = svc.width
-        limit = window_index(watermark(fleet, svc.lateness), width)
+        limit = limits[(svc.width, svc.lateness)]
         for k in svc.open:
             if k < limit:
                 batch.close(svc, k)
@@ -320,15 +320,7 @@ def _close_window(
     learnable = bool(metrics) and not breaching and not on_trial and not pending
     summary = WindowSummary(k, start, end, metrics, alerts, tuple(breaching), learnable)
     svc.ring.append(summary)
-    if values and not on_trial and not pending:
-        _remember(svc, sp, values, start)
-
-    rolling = svc.rolling
-    for name, value in values.items():
-        past = rolling.get(name)
-        if past is None:
-            past = rolling[name] = deque(maxlen=sp.baseline_windows)
-        past.append(value)
+    _roll(svc, sp, values, start, learn=not on_trial and not pending)
     last_seen = svc.last_seen
     for name, stats in metrics.items():
         for source, ts in stats.last_seen.items():
@@ -342,21 +334,29 @@ def _close_window(
         heapq.heappush(batch.heap, Due(end, Phase.JUDGE, svc.name, k))
 
 
-def _remember(svc: ServiceState, sp: ServicePolicy, values: Mapping[str, float], ts: float) -> None:
-    """Teach each threshold metric's long memory the level held over the last
-    ``consecutive_breach_windows`` windows (their minimum), breaching or not (issue 11)."""
+def _roll(
+    svc: ServiceState, sp: ServicePolicy, values: Mapping[str, float], ts: float, *, learn: bool
+) -> None:
+    """Append each threshold metric's window value to its rolling baseline; with ``learn``,
+    first teach its long memory the level held over the last ``consecutive_breach_windows``
+    windows (their minimum), breaching or not (issue 11)."""
     back = sp.consecutive_breach_windows - 1
-    memory = svc.memory
+    rolling, memory = svc.rolling, svc.memory
     for name, value in values.items():
-        low = value
-        past = svc.rolling.get(name)
-        if past and back > 0:
-            for v in islice(reversed(past), back):
-                low = min(low, v)
-        mem = memory.get(name)
-        if mem is None:
-            mem = memory[name] = LongMemory()
-        mem.learn(low, ts)
+        past = rolling.get(name)
+        if past is None:
+            past = rolling[name] = deque(maxlen=sp.baseline_windows)
+        if learn:
+            low = value
+            n = len(past)
+            for i in range(1, (back if back < n else n) + 1):
+                if past[-i] < low:
+                    low = past[-i]
+            mem = memory.get(name)
+            if mem is None:
+                mem = memory[name] = LongMemory()
+            mem.learn(low, ts)
+        past.append(value)
 
 
 def _thresholds(

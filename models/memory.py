@@ -214,17 +214,39 @@ class LongMemory:
         return v if self.direction == "up" else -v
 
     def learn(self, value: float, ts: float) -> None:
-        """Learn one healthy window's value; ``ts`` is the window's start (epoch seconds)."""
+        """Learn one healthy window's value; ``ts`` is the window's start (epoch seconds).
+
+        Called at every idle window close of every threshold metric: written out (no helper
+        calls) because it is on the core's hot path; same arithmetic as ``_rescale`` and
+        ``_TailSample.add``.
+        """
         if not math.isfinite(value):
             return
-        h = self._hour(ts)
-        v = self._signed(self._rescale(value, h))
-        if self._cur.n >= self.generation:
-            self._prev, self._cur = self._cur, _TailSample(0, [])
-        self._cur.add(v, self.top)
-        for i, span in ((h, self.hour_span), (_HOURS, 24 * self.hour_span)):
-            self._seen[i] += 1
-            self._level[i] += (value - self._level[i]) / min(self._seen[i], span)
+        h = int((ts % _DAY) // 3600.0) % _HOURS
+        level, seen = self._level, self._seen
+        lh, ld = level[h], level[_HOURS]
+        v = value
+        if seen[h] >= self.min_windows and lh > 0.0 and ld > 0.0:
+            v = value * ld / lh
+        if self.direction != "up":
+            v = -v
+        cur = self._cur
+        if cur.n >= self.generation:
+            self._prev, cur = cur, _TailSample(0, [])
+            self._cur = cur
+        cur.n += 1
+        top = cur.top
+        if len(top) < self.top:
+            bisect.insort(top, v)
+        elif v > top[0]:
+            del top[0]
+            bisect.insort(top, v)
+        span = self.hour_span
+        n = seen[h] = seen[h] + 1
+        level[h] += (value - level[h]) / (n if n < span else span)
+        n = seen[_HOURS] = seen[_HOURS] + 1
+        span *= 24
+        level[_HOURS] += (value - level[_HOURS]) / (n if n < span else span)
 
     def tail(self, value: float, ts: float) -> Tail:
         """How rare ``value`` is for this service at the time of day of ``ts``."""

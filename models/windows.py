@@ -147,6 +147,12 @@ class MetricStats:
     """Per-source statistics, filled only when two or more sources reported."""
 
 
+NO_SOURCES: Mapping[str, SourceStats] = {}
+"""The ``sources`` of a metric with one source: one shared empty mapping, never written (typed
+``Mapping``), instead of an empty dict per metric of each of the ~25 windows every service
+keeps."""
+
+
 def stat_of(stats: MetricStats | SourceStats, stat: Stat) -> float:
     """The window statistic that a metric's policy compares (``mean``, ``p95`` or ``max``)."""
     if stat == "mean":
@@ -203,7 +209,7 @@ def fold_metrics(acc: WindowAccumulator | None) -> dict[str, MetricStats]:
         for key in sorted(samples):
             entry = samples[key]
             n, mean, p95, top = _stats(entry[1:])
-            single[key[0]] = MetricStats(n, mean, p95, top, 1, {key[1]: entry[0]}, {})
+            single[key[0]] = MetricStats(n, mean, p95, top, 1, {key[1]: entry[0]}, NO_SOURCES)
         return single
     groups: dict[str, list[tuple[StreamKey, list[float]]]] = {}
     for key, entry in acc.samples.items():
@@ -218,7 +224,7 @@ def fold_metrics(acc: WindowAccumulator | None) -> dict[str, MetricStats]:
         if len(streams) == 1:  # the common case: one exporter, one instance
             (_, source, _), entry = streams[0]
             n, mean, p95, top = _stats(entry[1:])
-            metrics[name] = MetricStats(n, mean, p95, top, 1, {source: entry[0]}, {})
+            metrics[name] = MetricStats(n, mean, p95, top, 1, {source: entry[0]}, NO_SOURCES)
             continue
         values: list[float] = []
         last_seen: dict[str, float] = {}
@@ -232,7 +238,7 @@ def fold_metrics(acc: WindowAccumulator | None) -> dict[str, MetricStats]:
         sources = (
             {src: SourceStats(*_stats(vals)) for src, vals in sorted(per_source.items())}
             if len(per_source) > 1
-            else {}
+            else NO_SOURCES
         )
         metrics[name] = MetricStats(n, mean, p95, top, len(streams), last_seen, sources)
     return metrics
