@@ -237,7 +237,7 @@ def _run_due(state: EngineState, policy: Policy) -> list[CoreOutput]:
     services = state.services
     # The first window each configuration must not close yet (a handful of configurations,
     # thousands of services).
-    limits = {
+    limits: dict[tuple[int, float], int] = {
         config: window_index(watermark(fleet, config.lateness), config.width)
         for config in fleet.configs
     }
