@@ -271,9 +271,7 @@ def _while_pending(
         details[ReasonCode.APPROVAL_SUPERSEDED] = (
             "the breach still holds and automation is now allowed"
         )
-        return Ruling(
-            "auto_rollback", ordered(details), details, "rolled_back", authority, evidence
-        )
+        return _rollback(details, authority, evidence)
     if findings.clear_windows >= sp.consecutive_breach_windows:
         details = {
             ReasonCode.APPROVAL_WITHDRAWN: (
@@ -299,9 +297,7 @@ def _on_triggers(
     details = {**triggers, **blockers}
     evidence["blockers"] = dict(blockers)
     if authority is not None:
-        return Ruling(
-            "auto_rollback", ordered(details), details, "rolled_back", authority, evidence
-        )
+        return _rollback(details, authority, evidence)
     # A request waits (at most consecutive_breach_windows - 1 windows) while another
     # trigger is still building, so that it names the whole picture; a rollback never waits.
     if findings.episode and findings.trigger_windows < sp.consecutive_breach_windows:
@@ -312,3 +308,8 @@ def _on_triggers(
     return Ruling(
         "request_approval", ordered(details), details, "pending_approval", None, evidence
     )
+
+
+def _rollback(details: dict[ReasonCode, str], authority: str, evidence: dict[str, Any]) -> Ruling:
+    """The one way a ruling rolls back: with the authority automation has, and its evidence."""
+    return Ruling("auto_rollback", ordered(details), details, "rolled_back", authority, evidence)

@@ -121,7 +121,15 @@ def step(
         k = window_index(ts, svc.width)
         acc = svc.open.get(k) or _open_window(state, svc, k)
         if acc is not None:
-            acc.add_sample(event.name, event.source, event.instance, ts, event.value)
+            # WindowAccumulator.add_sample, written out: it runs once per event.
+            key = (event.name, event.source, event.instance)
+            entry = acc.samples.get(key)
+            if entry is None:
+                acc.samples[key] = [ts, event.value]
+            else:
+                entry.append(event.value)
+                if ts > entry[0]:
+                    entry[0] = ts
     elif isinstance(event, Alert):
         ts = event.ts
         svc = state.services.get(event.service) or _new_service(state, policy, event.service)
