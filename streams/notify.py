@@ -28,7 +28,6 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-import click
 import orjson
 
 from rollguard.models.events import DeadLetter
@@ -40,7 +39,7 @@ from rollguard.streams.notify_config import NotifyConfig, Webhook
 from rollguard.streams.serde import encode
 from rollguard.streams.settings import Settings
 
-__all__ = ["Delivery", "Notifier", "notify_command"]
+__all__ = ["Delivery", "Notifier", "run_notifier"]
 
 log = logging.getLogger("rollguard.notify")
 
@@ -231,8 +230,9 @@ def _retry_after(value: str | None) -> float | None:
         return None
 
 
-def _run(settings: Settings, config: NotifyConfig, group_id: str,
-         keyring: KeyringFollower) -> None:
+def run_notifier(settings: Settings, config: NotifyConfig, group_id: str,
+                 keyring: KeyringFollower) -> None:
+    """Run the notifier until SIGTERM/SIGINT (``rollguard notify``)."""
     import signal
 
     async def main() -> None:
@@ -243,35 +243,3 @@ def _run(settings: Settings, config: NotifyConfig, group_id: str,
         await Notifier(settings, config, group_id, keyring).run(stop)
 
     asyncio.run(main())
-
-
-@click.command("notify")
-@click.option("--config", "config_path", envvar="ROLLGUARD_NOTIFY_CONFIG",
-              default="config/notify.yaml", show_default=True,
-              type=click.Path(dir_okay=False), help="Webhooks and retries (docs/approvals.md).")
-@click.option("--group", default=None, help="Consumer group [default: <app id>-notify].")
-@click.option("--verify-key", "verify_keys", multiple=True,
-              type=click.Path(exists=True, dir_okay=False), envvar="ROLLGUARD_VERIFY_KEY",
-              help="A gate public key to verify requests with; repeatable.")
-@click.option("--keyring", "keyring_file", type=click.Path(exists=True, dir_okay=False),
-              envvar="ROLLGUARD_KEYRING", help="The gate's keyring to verify requests with.")
-@click.option("--bootstrap-servers", envvar="ROLLGUARD_BOOTSTRAP_SERVERS", default=None,
-              help="Kafka bootstrap servers [default: 127.0.0.1:9092].")
-def notify_command(config_path: str, group: str | None, verify_keys: tuple[str, ...],
-                   keyring_file: str | None, bootstrap_servers: str | None) -> None:
-    """Post approval requests and every change to them to the configured webhooks."""
-    from pathlib import Path
-
-    from rollguard.streams.cli.common import following, verifier_keyring
-    from rollguard.streams.notify_config import load_notify_config
-    from rollguard.streams.settings import ConfigError, load_settings
-
-    try:
-        settings = load_settings(bootstrap_servers=bootstrap_servers)
-        config = load_notify_config(Path(config_path))
-    except ConfigError as err:
-        raise click.UsageError(str(err)) from None
-    keyring = verifier_keyring(verify_keys, keyring_file)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    _run(settings, config, group or f"{settings.app_id}-notify",
-         following(keyring, verify_keys, keyring_file))

@@ -4,7 +4,7 @@
 - ``analysis``: ``simulate``, ``replay``, ``export``, ``score-series``;
 - ``runtime``: ``worker``, ``executor``;
 - ``answers``: ``approve``, ``deny``; ``approvals``: ``list``, ``show``;
-- ``acls``, ``bridge``; ``notify`` and ``console`` live beside the services they run.
+- ``acls``, ``bridge``; ``services``: ``notify`` and ``console``.
 
 Exit status: 0 on success, 2 on bad usage or bad configuration, 1 on any other failure, with a
 one-line reason on stderr. Heavy modules (faust, aiokafka, matplotlib) are imported by the verbs
@@ -24,8 +24,7 @@ from rollguard.streams.cli.answers import approve, deny
 from rollguard.streams.cli.approvals import approvals
 from rollguard.streams.cli.bridge import bridge
 from rollguard.streams.cli.runtime import executor, worker
-from rollguard.streams.console.cli import console_command
-from rollguard.streams.notify import notify_command
+from rollguard.streams.cli.services import console_command, notify_command
 
 __all__ = ["cli", "main"]
 

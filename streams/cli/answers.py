@@ -8,6 +8,7 @@ import click
 
 from rollguard.streams.cli.common import (
     BOOTSTRAP_OPTION,
+    VERIFY_OPTIONS,
     Failure,
     private_key,
     settings_for,
@@ -43,13 +44,7 @@ def _response_options(func: Any) -> Any:
     func = click.option("--comment", default="", help="Why.")(func)
     func = click.option("--service", default=None,
                         help="The request's service (checked against the request).")(func)
-    func = click.option("--verify-key", "verify_keys", multiple=True,
-                        type=click.Path(exists=True, dir_okay=False),
-                        envvar="ROLLGUARD_VERIFY_KEY",
-                        help="A gate public key to verify the request with; repeatable.")(func)
-    func = click.option("--keyring", "keyring_file",
-                        type=click.Path(exists=True, dir_okay=False), envvar="ROLLGUARD_KEYRING",
-                        help="The gate's keyring to verify the request with.")(func)
+    func = VERIFY_OPTIONS(func)
     return BOOTSTRAP_OPTION(func)
 
 

@@ -13,6 +13,7 @@ from rollguard.streams.settings import ConfigError, load_settings
 __all__ = [
     "BOOTSTRAP_OPTION",
     "POLICY_OPTION",
+    "VERIFY_OPTIONS",
     "BadConfig",
     "Failure",
     "approver_directory",
@@ -38,6 +39,22 @@ BOOTSTRAP_OPTION = click.option(
     default=None,
     help="Kafka bootstrap servers [default: 127.0.0.1:9092].",
 )
+
+
+
+def VERIFY_OPTIONS(func: Any) -> Any:  # noqa: N802 - a decorator, named like the options above
+    """``--verify-key`` (repeatable) and ``--keyring``: the gate's public keys, for every verb
+    that verifies what the gate signed (executor, approve/deny, notify, console)."""
+    func = click.option(
+        "--keyring", "keyring_file", type=click.Path(exists=True, dir_okay=False),
+        envvar="ROLLGUARD_KEYRING",
+        help="The gate's keyring (keys with their rotation overlap; docs/security.md).",
+    )(func)
+    return click.option(
+        "--verify-key", "verify_keys", multiple=True,
+        type=click.Path(exists=True, dir_okay=False), envvar="ROLLGUARD_VERIFY_KEY",
+        help="A gate Ed25519 public key (PEM); repeatable.",
+    )(func)
 
 
 class Failure(click.ClickException):

@@ -9,6 +9,7 @@ import click
 from rollguard.streams.cli.common import (
     BOOTSTRAP_OPTION,
     POLICY_OPTION,
+    VERIFY_OPTIONS,
     fail_config,
     settings_for,
     verifier_keyring,
@@ -35,12 +36,7 @@ def worker(bootstrap_servers: str | None, policy_path: str) -> None:
 @click.option("--exec", "exec_template", required=True,
               help="Command to run, e.g. 'deploy-tool rollback {service} {to_version}'. Fields: "
                    "service, to_version, from_version, deployment_id, command_id.")
-@click.option("--verify-key", "verify_keys", multiple=True,
-              type=click.Path(exists=True, dir_okay=False), envvar="ROLLGUARD_VERIFY_KEY",
-              help="A gate Ed25519 public key (PEM); repeatable.")
-@click.option("--keyring", "keyring_file", type=click.Path(exists=True, dir_okay=False),
-              envvar="ROLLGUARD_KEYRING",
-              help="The gate's keyring (keys with their rotation overlap; docs/security.md).")
+@VERIFY_OPTIONS
 @click.option("--scope", multiple=True, default=("*",), show_default=True,
               help="Service name pattern this executor may act on (repeatable).")
 @click.option("--ledger", default="var/executor/ledger.sqlite3", show_default=True,
