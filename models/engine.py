@@ -116,10 +116,14 @@ def step(
     if isinstance(event, MetricSample):
         # The hot path (nearly every event): one attribute read per field.
         ts = event.ts
-        svc = state.services.get(event.service) or _new_service(state, policy, event.service)
+        svc = state.services.get(event.service)
+        if svc is None:
+            svc = _new_service(state, policy, event.service)
         state.touched.add(svc.name)
         k = window_index(ts, svc.width)
-        acc = svc.open.get(k) or _open_window(state, svc, k)
+        acc = svc.open.get(k)
+        if acc is None:
+            acc = _open_window(state, svc, k)
         if acc is not None:
             # WindowAccumulator.add_sample, written out: it runs once per event.
             key = (event.name, event.source, event.instance)

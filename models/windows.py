@@ -22,6 +22,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from operator import itemgetter
 from typing import Literal
 
 from rollguard.models.events import Alert
@@ -197,19 +198,25 @@ def _stats(values: list[float]) -> tuple[int, float, float, float]:
     return n, sum(ordered) / n, ordered[max(math.ceil(0.95 * n), 1) - 1], ordered[-1]
 
 
+_NAME = itemgetter(0)
+
+
 def fold_metrics(acc: WindowAccumulator | None) -> dict[str, MetricStats]:
     """The statistics of every metric an open window collected (empty for no window)."""
     if acc is None or not acc.samples:
         return {}
     samples = acc.samples
-    if len({key[0] for key in samples}) == len(samples):
-        # The common case, one stream per metric: no grouping (keys differ by name, so the
-        # sort never compares sources or instances).
-        single: dict[str, MetricStats] = {}
-        for key in sorted(samples):
-            entry = samples[key]
-            n, mean, p95, top = _stats(entry[1:])
-            single[key[0]] = MetricStats(n, mean, p95, top, 1, {key[1]: entry[0]}, NO_SOURCES)
+    # The common case, one stream per metric: no grouping. Sorted by name only (instances
+    # may be None), a metric with several streams shows up as a name already seen: group.
+    single: dict[str, MetricStats] = {}
+    for key in sorted(samples, key=_NAME):
+        name = key[0]
+        if name in single:
+            break
+        entry = samples[key]
+        n, mean, p95, top = _stats(entry[1:])
+        single[name] = MetricStats(n, mean, p95, top, 1, {key[1]: entry[0]}, NO_SOURCES)
+    else:
         return single
     groups: dict[str, list[tuple[StreamKey, list[float]]]] = {}
     for key, entry in acc.samples.items():

@@ -222,3 +222,16 @@ def test_core_doctests(module: str, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(Path(__file__).resolve().parents[2])
     result = doctest.testmod(importlib.import_module(f"rollguard.models.{module}"))
     assert result.failed == 0
+
+
+def test_a_metric_with_and_without_an_instance_folds_into_one() -> None:
+    # One stream with no instance and one with an instance, beside a single-stream metric:
+    # grouped (never sorted against each other: None and str do not compare).
+    acc = WindowAccumulator()
+    acc.add_sample("latency_p99_ms", "prom", None, 1.0, 100.0)
+    acc.add_sample("latency_p99_ms", "prom", "pod-1", 2.0, 300.0)
+    acc.add_sample("error_rate", "prom", None, 1.0, 0.01)
+    metrics = fold_metrics(acc)
+    assert list(metrics) == ["error_rate", "latency_p99_ms"]
+    assert metrics["latency_p99_ms"].count == 2 and metrics["latency_p99_ms"].streams == 2
+    assert metrics["latency_p99_ms"].max == 300.0 and metrics["error_rate"].streams == 1
