@@ -294,8 +294,9 @@ class Batch:
 
     def close(self, svc: ServiceState, k: int) -> None:
         """Queue window ``k`` of ``svc`` to close at its end, once."""
-        if (svc.name, k) not in self.queued:
-            self.queued.add((svc.name, k))
+        key = (svc.name, k)
+        if key not in self.queued:
+            self.queued.add(key)
             heapq.heappush(self.heap, Due(window_end(k, svc.width), Phase.CLOSE, svc.name, k))
 
 
