@@ -311,7 +311,8 @@ def _end_batch(state: EngineState, policy: Policy) -> None:
     _prune(state, policy)
     fleet.next_due = min(
         [_config_due(fleet, config) for config in fleet.configs]
-        + [entry.ts + entry.lateness for entry in fleet.timeline]
+        + [entry.ts + entry.lateness for entry in fleet.timeline],
+        default=float("inf"),
     )
 
 

@@ -99,6 +99,8 @@ def fold_through(fleet: FleetState, policy: Policy, t: float) -> dict[str, Fleet
 
 def prune(fleet: FleetState, policy: Policy) -> None:
     """Forget breaches and rollbacks that no judgement after ``fleet.folded`` can count."""
+    if fleet.folded == float("-inf"):
+        return
     horizon = fleet.folded - _HOUR
     bucket_floor = window_index(horizon, policy.defaults.window_seconds) - 1
     for bucket in [b for b in fleet.breaches if b < bucket_floor]:
