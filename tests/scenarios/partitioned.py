@@ -23,9 +23,12 @@ from rollguard.models.events import ApprovalRequest, ApprovalResponse, CoreOutpu
 from rollguard.models.fleet import FleetBoard
 from rollguard.models.policy import Policy
 from rollguard.streams.approvers import ApproverDirectory
+from rollguard.streams.fleet_topic import PartitionBarrier, decode_report, encode_report
 from rollguard.streams.pipeline import Pipeline
 from rollguard.streams.replay import replay_lines
 from rollguard.streams.serde import InputRecord, encode
+
+SECRET = b"fleet-test-secret"
 
 
 def partition_of(key: bytes, partitions: int) -> int:
@@ -84,21 +87,47 @@ def run_partitioned(
     max_burst: int = 400,
     approvers: ApproverDirectory | None = None,
     requests: dict[str, str] | None = None,
+    wire: bool = False,
 ) -> list[list[CoreOutput]]:
     """Each worker's outputs (dead letters left out).
 
     ``requests``: approval request id -> service, to key approval responses that do not name
     their service (``rollguard approve`` looks the request up and keys by its service).
+    ``wire``: the workers exchange sealed fleet records through one log, as on the fleet
+    topic (``streams.fleet_topic.PartitionBarrier``), every record written twice (a restarted
+    owner sends its reports again); otherwise through a ``FleetBoard``.
     """
     recorder = _Recorder(policy)
     for _ in replay_lines(lines, policy, pipeline=recorder):
         pass
     board = FleetBoard(str(w) for w in range(workers))
+    log: list[tuple[bytes, bytes]] = []
+    barriers: list[PartitionBarrier] = []
     crew = []
     for w in range(workers):
         pipeline = Pipeline(policy, approvers=approvers)
-        pipeline.state.exchange = board.seat(str(w))
+        if wire:
+            owned = {p for p in range(partitions) if p % workers == w}
+            barrier = PartitionBarrier(
+                str(w), owned, partitions, lambda s: partition_of(s.encode(), partitions)
+            )
+            barriers.append(barrier)
+            pipeline.state.exchange = barrier
+        else:
+            pipeline.state.exchange = board.seat(str(w))
         crew.append(Worker(str(w), pipeline))
+    read = [0] * workers
+
+    def carry() -> None:
+        """Send every queued report (twice) and deliver the log to every barrier."""
+        for barrier in barriers:
+            for report in barrier.outgoing:
+                log.extend([encode_report(SECRET, report)] * 2)
+            barrier.outgoing.clear()
+        for w, barrier in enumerate(barriers):
+            for key, value in log[read[w]:]:
+                barrier.deliver(decode_report([SECRET], key, value))
+            read[w] = len(log)
     for record, raw in recorder.records:
         service = record.service
         if service is None and isinstance(record, ApprovalResponse) and requests:
@@ -113,6 +142,7 @@ def run_partitioned(
 
     def progress(worker: Worker) -> bool:
         """Let ``worker`` do some work; False if it could do none."""
+        carry()
         pipe = worker.pipeline
         if pipe.held:
             worker.emit(pipe.resume())
@@ -134,6 +164,7 @@ def run_partitioned(
     _run(crew, rng, progress)
     target = max([newest] + [last_bake_end(w.pipeline.state, policy) for w in crew])
     for worker in crew:
+        carry()
         worker.emit(worker.pipeline.advance(target))
     _run(crew, rng, progress)
     return [w.out for w in crew]

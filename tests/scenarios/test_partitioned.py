@@ -45,12 +45,13 @@ def _check(
     workers: int,
     schedule_seed: int,
     expected: list[CoreOutput] | None = None,
+    wire: bool = False,
 ) -> None:
     if expected is None:
         expected = replay_outputs(lines, rules, APPROVERS)
     outs = run_partitioned(
         lines, rules, workers=workers, schedule_seed=schedule_seed, approvers=APPROVERS,
-        requests=request_services(expected),
+        requests=request_services(expected), wire=wire,
     )
     got: list[CoreOutput] = [o for out in outs for o in out]
     want_by, got_by = by_service(expected), by_service(got)
@@ -72,7 +73,7 @@ def test_fleet_timeline_split_decides_as_replay(workers: int, schedule_seed: int
     assert actions["auto_rollback"] >= 5 and actions["request_approval"] >= 5
     blocked = Counter(r for d in decisions for r in d.reasons)
     assert blocked[ReasonCode.FLEET_WIDE_ANOMALY] and blocked[ReasonCode.RATE_LIMITED]
-    _check(_timeline(), policy(), workers, schedule_seed, expected)
+    _check(_timeline(), policy(), workers, schedule_seed, expected, wire=workers == 3)
 
 
 @cache
@@ -100,3 +101,13 @@ def test_budget_storm_split_decides_as_replay(workers: int, schedule_seed: int) 
     assert any(ReasonCode.APPROVED in d.reasons and d.action == "auto_rollback" for d in decisions)
     assert any(ReasonCode.FLEET_WIDE_ANOMALY in d.reasons for d in decisions)
     _check(lines, policy(), workers, schedule_seed, expected)
+
+
+@pytest.mark.parametrize(("workers", "schedule_seed"), [(2, 7), (3, 8)])
+def test_budget_storm_over_fleet_records_decides_as_replay(
+    workers: int, schedule_seed: int
+) -> None:
+    """The same through sealed fleet records on one log, each sent twice, with the barrier
+    over input partitions (``streams.fleet_topic``)."""
+    lines, expected = _storm()
+    _check(lines, policy(), workers, schedule_seed, expected, wire=True)
