@@ -68,6 +68,16 @@ class Worker:
         self.out.extend(outputs)
 
 
+def decode_records(
+    lines: list[bytes], policy: Policy
+) -> tuple[list[tuple[InputRecord, bytes]], float | None]:
+    """The valid records of ``lines`` as replay decodes them, and the newest event time."""
+    recorder = _Recorder(policy)
+    for _ in replay_lines(lines, policy, pipeline=recorder):
+        pass
+    return recorder.records, recorder.newest
+
+
 def replay_outputs(
     lines: list[bytes], policy: Policy, approvers: ApproverDirectory | None = None
 ) -> list[CoreOutput]:
@@ -97,9 +107,7 @@ def run_partitioned(
     topic (``streams.fleet_topic.PartitionBarrier``), every record written twice (a restarted
     owner sends its reports again); otherwise through a ``FleetBoard``.
     """
-    recorder = _Recorder(policy)
-    for _ in replay_lines(lines, policy, pipeline=recorder):
-        pass
+    records, newest = decode_records(lines, policy)
     board = FleetBoard(str(w) for w in range(workers))
     log: list[tuple[bytes, bytes]] = []
     barriers: list[PartitionBarrier] = []
@@ -128,13 +136,12 @@ def run_partitioned(
             for key, value in log[read[w]:]:
                 barrier.deliver(decode_report([SECRET], key, value))
             read[w] = len(log)
-    for record, raw in recorder.records:
+    for record, raw in records:
         service = record.service
         if service is None and isinstance(record, ApprovalResponse) and requests:
             service = requests.get(record.request_id)
         p = partition_of((service or "").encode(), partitions)
         crew[p % workers].records.append((record, raw))
-    newest = recorder.newest
     if newest is None:
         return [[] for _ in crew]
     lateness = policy.defaults.allowed_lateness_seconds
