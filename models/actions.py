@@ -129,7 +129,7 @@ def _roll_back(act: _Act) -> None:
         )
     )
     act.out.append(verdict(facts, "rolled_back", act.ts, ruling.reasons))
-    record_rollback(act.state, act.ts, act.svc.name)
+    # The budget already counts it: every engine resolved its claim (models.ledger).
     _settle(act.state, act.dep, RequestStatus.SUPERSEDED)
     close_deployment(act.svc, act.dep)
 

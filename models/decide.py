@@ -44,6 +44,7 @@ __all__ = [
     "decide",
     "deployment_blockers",
     "match_preauthorization",
+    "needs_fleet",
     "ordered",
 ]
 
@@ -208,6 +209,15 @@ def _bake_end(
         }
     }
     return gaps, evidence
+
+
+def needs_fleet(stage: Stage, findings: Findings) -> bool:
+    """Does ``decide`` read the fleet facts for this stage and these findings?
+
+    Only a trigger brings in the fleet blockers (FLEET_WIDE_ANOMALY, RATE_LIMITED) and the
+    budget evidence; every other ruling is the deployment's own.
+    """
+    return stage is not Stage.INCONCLUSIVE and any(c in TRIGGERS for c in findings.triggers)
 
 
 def decide(

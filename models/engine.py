@@ -32,7 +32,7 @@ from collections import deque
 from collections.abc import Mapping
 
 from rollguard.models.actions import apply_control, carry_out
-from rollguard.models.decide import FleetFacts, Stage, decide
+from rollguard.models.decide import FleetFacts, Stage, decide, needs_fleet
 from rollguard.models.events import (
     Alert,
     ApprovalResponse,
@@ -42,6 +42,9 @@ from rollguard.models.events import (
     MetricSample,
 )
 from rollguard.models.evidence import trial_evidence
+from rollguard.models.facts import Findings
+from rollguard.models.fleet import FleetExchange, FleetFact, Solo
+from rollguard.models.ledger import fold_through, prune, publish, receive
 from rollguard.models.memory import LongMemory
 from rollguard.models.policy import Policy, ServicePolicy
 from rollguard.models.scoring import DetectorKit, default_kit
@@ -53,11 +56,13 @@ from rollguard.models.state import (
     Due,
     EngineState,
     FleetState,
+    Held,
     Phase,
     RequestRecord,
     RequestStatus,
     Scheduled,
     ServiceState,
+    Trial,
     WindowConfig,
     new_state,
     schedule,
@@ -70,6 +75,7 @@ from rollguard.models.thresholds import (
     exceeds,
     threshold_rules,
 )
+from rollguard.models.trial import Deployment
 from rollguard.models.windows import (
     MetricStats,
     WindowAccumulator,
@@ -81,7 +87,6 @@ from rollguard.models.windows import (
     window_bounds,
     window_end,
     window_index,
-    windows_overlapping,
 )
 
 __all__ = [
@@ -93,11 +98,13 @@ __all__ = [
     "advance",
     "last_bake_end",
     "new_state",
+    "resume",
     "step",
 ]
 
 _HOUR = 3600.0
 _STATUS_RANK = {s: i for i, s in enumerate(DeployStatus)}
+_NO_FLEET = FleetFacts()
 
 
 # ----------------------------------------------------------------------------------------------
@@ -112,7 +119,11 @@ def step(
     *,
     approval_check: ApprovalCheck | None = None,
 ) -> list[CoreOutput]:
-    """Fold one input event into ``state``; return the records to emit, in order."""
+    """Fold one input event into ``state``; return the records to emit, in order.
+
+    Not while ``state.held``: the batch waits for the other engines (``resume``)."""
+    if state.held is not None:
+        raise RuntimeError("the engine waits for the fleet's facts: resume() first")
     if isinstance(event, MetricSample):
         # The hot path (nearly every event): one attribute read per field.
         ts = event.ts
@@ -171,6 +182,8 @@ def step(
 
 def advance(state: EngineState, policy: Policy, event_time: float) -> list[CoreOutput]:
     """Move every watermark to at least ``event_time`` and emit what that decides."""
+    if state.held is not None:
+        raise RuntimeError("the engine waits for the fleet's facts: resume() first")
     fleet = state.fleet
     if event_time > fleet.floor:
         fleet.floor = event_time
@@ -265,6 +278,13 @@ def _run_due(state: EngineState, policy: Policy) -> list[CoreOutput]:
             for k in range(svc.next_k, limit):
                 batch.close(svc, k)
     _queue_control(state, batch)
+    return _drain(state, policy, batch)
+
+
+def _drain(state: EngineState, policy: Policy, batch: Batch) -> list[CoreOutput]:
+    """Do the batch's work in order; stop (``state.held``) at a window end whose rulings
+    wait for the other engines' fleet facts."""
+    services = state.services
     heap = batch.heap
     touched = state.touched
     while heap:
@@ -275,18 +295,55 @@ def _run_due(state: EngineState, policy: Policy) -> list[CoreOutput]:
             case Due(phase=Phase.CLOSE):
                 _close_window(state, policy, services[due.service], due.k, batch)
             case Due(phase=Phase.JUDGE):
-                _judge(state, policy, services[due.service], due.k, batch)
+                trials = _observe_all(state, policy, due, batch)
+                _claim(state, due.t, trials)
+                if not _rule(state, policy, due.t, trials, batch):
+                    out, batch.out = batch.out, []
+                    return out
             case Due(scheduled=Scheduled(control=control)):
                 apply_control(state, policy, control, batch)
         if not heap:
             _queue_control(state, batch)
+    _end_batch(state, policy)
+    return batch.out
+
+
+def _end_batch(state: EngineState, policy: Policy) -> None:
+    """Report progress to the other engines, fold what can be folded, forget the old."""
+    fleet = state.fleet
+    exchange = _exchange(state)
+    through = min(
+        [watermark(fleet, config.lateness) for config in fleet.configs] or [fleet.floor]
+    )
+    publish(fleet, exchange, through)
+    reports = exchange.collect(fleet.reported)
+    if reports is not None:
+        receive(fleet, reports)
+        fold_through(fleet, policy, fleet.reported)
     _prune(state, policy)
     fleet.next_due = min(
         [_config_due(fleet, config) for config in fleet.configs]
         + [entry.ts + entry.lateness for entry in fleet.timeline],
         default=float("inf"),
     )
-    return batch.out
+
+
+def resume(state: EngineState, policy: Policy) -> list[CoreOutput]:
+    """Go on with a batch held at a window end, if the other engines' facts are now in;
+    what that decides ([] and still held if they are not)."""
+    held = state.held
+    if held is None:
+        return []
+    state.held = None
+    if not _rule(state, policy, held.t, held.trials, held.batch):
+        return []
+    return _drain(state, policy, held.batch)
+
+
+def _exchange(state: EngineState) -> FleetExchange:
+    if state.exchange is None:
+        state.exchange = Solo()
+    return state.exchange
 
 
 def _queue_control(state: EngineState, batch: Batch) -> None:
@@ -338,9 +395,7 @@ def _close_window(
         for source, ts in stats.last_seen.items():
             last_seen[(name, source)] = ts
     if breaching:
-        bucket_width = policy.defaults.window_seconds
-        for bucket in windows_overlapping(start, end, bucket_width):
-            state.fleet.breaches.setdefault(bucket, set()).add(svc.name)
+        state.fleet.outbox.append(FleetFact(end, Phase.CLOSE, svc.name, start))
     if dep is not None and dep.stage is not Stage.INCONCLUSIVE:
         batch.checks[(svc.name, k)] = checks
         heapq.heappush(batch.heap, Due(end, Phase.JUDGE, svc.name, k))
@@ -412,43 +467,96 @@ def _kit(state: EngineState) -> DetectorKit:
     return state.kit
 
 
-def _fleet_facts(
-    state: EngineState, policy: Policy, service: str, start: float, end: float
-) -> FleetFacts:
-    fleet = state.fleet
-    bucket_width = policy.defaults.window_seconds
-    breaching: set[str] = set()
-    for bucket in windows_overlapping(start, end, bucket_width):
-        breaching |= fleet.breaches.get(bucket, set())
-    since = end - _HOUR
-    recent = [r.service for r in fleet.rollbacks if r.ts > since]
-    return FleetFacts(
-        breaching_services=tuple(sorted(breaching)),
-        service_rollbacks=sum(1 for s in recent if s == service),
-        fleet_rollbacks=len(recent),
-    )
+def _observe_all(state: EngineState, policy: Policy, first: Due, batch: Batch) -> list[Trial]:
+    """Every deployment judged at ``first.t``, observed (services in name order)."""
+    heap = batch.heap
+    dues = [first]
+    while heap and heap[0].t == first.t and heap[0].phase is Phase.JUDGE:
+        dues.append(heapq.heappop(heap))
+    trials: list[Trial] = []
+    for due in dues:
+        state.touched.add(due.service)
+        trial = _observe(state, policy, state.services[due.service], due.k, batch)
+        if trial is not None:
+            trials.append(trial)
+    return trials
 
 
-def _judge(state: EngineState, policy: Policy, svc: ServiceState, k: int, batch: Batch) -> None:
+def _observe(
+    state: EngineState, policy: Policy, svc: ServiceState, k: int, batch: Batch
+) -> Trial | None:
+    """The part of a judgement that is the service's alone (it reads no fleet fact)."""
     dep = svc.deployment
     checks = batch.checks.pop((svc.name, k), {})
     if dep is None or dep.stage is Stage.INCONCLUSIVE or k < dep.first_k:
-        return
+        return None
     summary = svc.ring[-1]
     assert summary.k == k
     sp = policy.for_service(svc.name)
     kit = _kit(state)
     svc.models.catch_up(kit, svc.ring, sp, through=k - 1)
     scores = svc.models.score(kit, summary, sp)
-    fleet = _fleet_facts(state, policy, svc.name, summary.start, summary.end)
     judgement = dep.observe(
-        summary, checks, scores, policy, svc.last_seen, svc.alerts, fleet, svc.memory
+        summary, checks, scores, policy, svc.last_seen, svc.alerts, _NO_FLEET, svc.memory
     )
     findings = dep.conclude(judgement)
-    ruling = decide(dep.facts, dep.stage, findings, fleet, policy, summary.end)
-    if ruling is not None:
-        evidence = trial_evidence(judgement, dep)
-        carry_out(state, policy, svc, dep, ruling, summary.end, evidence, batch)
+    claim = None
+    if needs_fleet(dep.stage, findings):
+        def case(fleet_wide: bool, spent: bool) -> bool:
+            return _rolls_back(dep, findings, policy, summary.end, fleet_wide, spent)
+
+        cases = (case(False, False), case(False, True), case(True, False), case(True, True))
+        claim = FleetFact(summary.end, Phase.JUDGE, svc.name, summary.start, cases)
+    return Trial(svc, dep, summary, judgement, findings, claim)
+
+
+def _rolls_back(
+    dep: Deployment, findings: Findings, policy: Policy, ts: float, fleet_wide: bool, spent: bool
+) -> bool:
+    """Would the ruling roll back if the fleet were (not) breaching and the budget (not) spent?"""
+    limits = policy.fleet
+    facts = FleetFacts(
+        breaching_services=("",) * limits.fleet_anomaly_limit if fleet_wide else (),
+        service_rollbacks=limits.max_auto_rollbacks_per_service_per_hour if spent else 0,
+        fleet_rollbacks=limits.max_auto_rollbacks_per_hour if spent else 0,
+    )
+    ruling = decide(dep.facts, dep.stage, findings, facts, policy, ts)
+    return ruling is not None and ruling.action == "auto_rollback"
+
+
+def _claim(state: EngineState, t: float, trials: list[Trial]) -> None:
+    """Report the claims on the fleet of the deployments judged at ``t``, with everything
+    before them, to the other engines."""
+    claims = [trial.claim for trial in trials if trial.claim is not None]
+    if claims:
+        fleet = state.fleet
+        fleet.outbox.extend(claims)
+        publish(fleet, _exchange(state), t)
+
+
+def _rule(
+    state: EngineState, policy: Policy, t: float, trials: list[Trial], batch: Batch
+) -> bool:
+    """Rule on the deployments judged at window end ``t``, in service order; False (and the
+    batch held) while their claims wait for the other engines' fleet facts."""
+    fleet = state.fleet
+    resolved: dict[str, FleetFacts] = {}
+    if any(trial.claim is not None for trial in trials):
+        exchange = _exchange(state)
+        reports = exchange.collect(t)
+        if reports is None:
+            state.held = Held(batch, t, trials)
+            return False
+        receive(fleet, reports)
+        resolved = fold_through(fleet, policy, t)
+    for trial in trials:
+        dep, summary = trial.dep, trial.summary
+        facts = resolved.get(trial.svc.name, _NO_FLEET)
+        ruling = decide(dep.facts, dep.stage, trial.findings, facts, policy, summary.end)
+        if ruling is not None:
+            evidence = trial_evidence(trial.judgement, dep)
+            carry_out(state, policy, trial.svc, dep, ruling, summary.end, evidence, batch)
+    return True
 
 
 # ----------------------------------------------------------------------------------------------
@@ -459,12 +567,7 @@ def _judge(state: EngineState, policy: Policy, svc: ServiceState, k: int, batch:
 def _prune(state: EngineState, policy: Policy) -> None:
     """Forget fleet history that no decision can need any more (keeps memory flat)."""
     fleet = state.fleet
-    horizon = fleet.clock - _HOUR
-    bucket_floor = window_index(horizon, policy.defaults.window_seconds)
-    for bucket in [b for b in fleet.breaches if b < bucket_floor]:
-        del fleet.breaches[bucket]
-    while fleet.rollbacks and fleet.rollbacks[0].ts <= horizon:
-        fleet.rollbacks.popleft()
+    prune(fleet, policy)
     forget = fleet.clock - 24 * _HOUR
     for rid in [
         r

@@ -18,12 +18,14 @@ import heapq
 from bisect import insort
 from collections import deque
 from dataclasses import dataclass, field
-from enum import IntEnum, StrEnum
+from enum import StrEnum
 from typing import Any, NamedTuple
 
 from rollguard.models.alerts import AlertBook
 from rollguard.models.events import ApprovalResponse, CoreOutput, DeployEvent, DeployStatus
-from rollguard.models.facts import DeploymentFacts
+from rollguard.models.facts import DeploymentFacts, Findings
+from rollguard.models.fleet import FleetExchange, FleetFact, Phase
+from rollguard.models.judgement import Judgement
 from rollguard.models.memory import Memory
 from rollguard.models.records import At, deployment_evidence
 from rollguard.models.scoring import DetectorKit, ServiceModels
@@ -41,12 +43,14 @@ __all__ = [
     "EngineState",
     "ExpiryControl",
     "FleetState",
+    "Held",
     "Phase",
     "RequestRecord",
     "RequestStatus",
     "Rollback",
     "Scheduled",
     "ServiceState",
+    "Trial",
     "WindowConfig",
     "close_deployment",
     "decision_evidence",
@@ -59,17 +63,6 @@ __all__ = [
 
 KEEP_CLOSED_DEPLOYMENTS = 32
 _STATUS_RANK = {s: i for i, s in enumerate(DeployStatus)}
-
-
-class Phase(IntEnum):
-    """Phases of the work due at one instant, in order."""
-
-    CLOSE = 0
-    """Windows close (services in name order) and announce their breaches."""
-    JUDGE = 1
-    """Deployments whose window closed are judged (fleet facts are complete)."""
-    CONTROL = 2
-    """Control events apply: deploys, then approval responses, then expiries."""
 
 
 SortKey = tuple[str, int, str]
@@ -238,9 +231,19 @@ class FleetState:
     """Deploys, approval responses and expiries waiting for the watermark, in time order."""
     sequence: int = 0
     breaches: dict[int, set[str]] = field(default_factory=dict)
-    """Fleet bucket index (default window width) -> services with a breaching metric."""
+    """Fleet bucket index (default window width) -> services with a breaching metric
+    (folded from every engine's fleet facts: ``models.ledger``)."""
     rollbacks: deque[Rollback] = field(default_factory=deque)
+    """Rollbacks fleet-wide, in the order they were folded (every engine's)."""
     requests: dict[str, RequestRecord] = field(default_factory=dict)
+    pending: list[FleetFact] = field(default_factory=list)
+    """Fleet facts received (this engine's and the others'), sorted, not yet folded."""
+    outbox: list[FleetFact] = field(default_factory=list)
+    """This engine's fleet facts not yet reported."""
+    reported: float = float("-inf")
+    """How far this engine has reported (``FleetReport.through``)."""
+    folded: float = float("-inf")
+    """Every fleet fact up to ``(folded, JUDGE)`` is in ``breaches`` and ``rollbacks``."""
 
 
 @dataclass(slots=True)
@@ -254,6 +257,33 @@ class EngineState:
     touched: set[str] = field(default_factory=set)
     """Services whose state changed since the shell last emptied this set (its checkpoints
     write only those); not itself part of the state."""
+    exchange: FleetExchange | None = None
+    """How fleet facts reach the other engines (None: this engine is the whole fleet)."""
+    held: Held | None = None
+    """A batch stopped at a window end, waiting for the other engines' fleet facts (never
+    checkpointed: the shell takes no checkpoint while it is set)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Trial:
+    """One deployment judged at a window end, before its ruling (which may need the fleet)."""
+
+    svc: ServiceState
+    dep: Deployment
+    summary: WindowSummary
+    judgement: Judgement
+    findings: Findings
+    claim: FleetFact | None
+    """What it asks of the fleet (None: its ruling reads no fleet fact)."""
+
+
+@dataclass(slots=True)
+class Held:
+    """The rest of a batch, stopped at the judgements of window end ``t``."""
+
+    batch: Batch
+    t: float
+    trials: list[Trial]
 
 
 def new_state(detectors: DetectorKit | None = None) -> EngineState:
@@ -325,5 +355,10 @@ def close_deployment(svc: ServiceState, dep: Deployment) -> None:
 
 
 def record_rollback(state: EngineState, ts: float, service: str) -> None:
-    """Count a rollback command against the hourly budgets."""
-    state.fleet.rollbacks.append(Rollback(ts, service))
+    """Report the rollback of an approved request to the fleet's hourly budgets.
+
+    It counts from its own time, or, if it comes later than this engine's last report (a late
+    approval response), from just after that report: the judgements it could still have
+    preceded are those not yet reported on."""
+    fleet = state.fleet
+    fleet.outbox.append(FleetFact(max(ts, fleet.reported), Phase.CONTROL, service, ts))

@@ -143,8 +143,8 @@ GRANTS: dict[Role, tuple[Grant, ...]] = {
     "gate": (
         ("TOPIC", "LITERAL", "READ", _topics(*INPUTS)),
         ("TOPIC", "LITERAL", "WRITE", _topics(*GATE_OUTPUTS)),
-        ("TOPIC", "LITERAL", "READ", lambda s: [s.state_topic, s.leader_topic]),
-        ("TOPIC", "LITERAL", "WRITE", lambda s: [s.state_topic]),
+        ("TOPIC", "LITERAL", "READ", lambda s: [s.state_topic, s.leader_topic, s.fleet_topic]),
+        ("TOPIC", "LITERAL", "WRITE", lambda s: [s.state_topic, s.fleet_topic]),
         ("GROUP", "LITERAL", "READ", lambda s: [s.app_id]),
         ("TRANSACTIONAL_ID", "LITERAL", "WRITE", lambda s: [f"{s.app_id}-engine"]),
     ),

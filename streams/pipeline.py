@@ -16,6 +16,7 @@ from rollguard.models.engine import (
     advance,
     last_bake_end,
     new_state,
+    resume,
     step,
 )
 from rollguard.models.events import ApprovalRequest, ApprovalResponse, CoreOutput, RollbackCommand
@@ -59,6 +60,16 @@ class Pipeline:
     def advance(self, event_time: float) -> list[CoreOutput]:
         """Move the watermark without an event (idle inputs, end of a replay)."""
         return self._signed(advance(self.state, self.policy, event_time))
+
+    @property
+    def held(self) -> bool:
+        """The core waits at a window end for the other engines' fleet facts: feed it nothing
+        until ``resume`` lets it go on."""
+        return self.state.held is not None
+
+    def resume(self) -> list[CoreOutput]:
+        """Go on after a wait for the fleet (see ``held``); what that decides."""
+        return self._signed(resume(self.state, self.policy))
 
     def finish(self, newest: float) -> list[CoreOutput]:
         """The input has ended at event time ``newest``: let time run out every open bake.

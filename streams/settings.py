@@ -141,6 +141,11 @@ class Settings(BaseSettings):
         return f"{self.app_id}-state-changelog"
 
     @property
+    def fleet_topic(self) -> str:
+        """Fleet reports of partition-parallel workers (``streams.fleet_topic``)."""
+        return f"{self.app_id}-fleet"
+
+    @property
     def leader_topic(self) -> str:
         """One partition; its owner in the consumer group ``app_id`` is the leader."""
         return f"{self.app_id}-leader"

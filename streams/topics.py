@@ -38,7 +38,8 @@ def internal_topics(settings: Settings) -> dict[str, tuple[int, dict[str, str]]]
     """The worker's own topics, named after its app id: name → (partitions, configs).
 
     The state changelog has one partition (one writer: the leader) and is compacted, with
-    small segments so that compaction keeps up with a checkpoint every second.
+    small segments so that compaction keeps up with a checkpoint every second. The fleet
+    topic carries the fleet reports of partition-parallel workers (docs/worker.md).
     """
     state_configs = {
         "cleanup.policy": "compact",
@@ -46,7 +47,14 @@ def internal_topics(settings: Settings) -> dict[str, tuple[int, dict[str, str]]]
         "min.cleanable.dirty.ratio": "0.2",
         "max.message.bytes": str(16 * 1024 * 1024),
     }
-    return {settings.state_topic: (1, state_configs), settings.leader_topic: (1, {})}
+    # Fleet reports: one partition (every worker reads all of them, in one order); kept a day,
+    # far longer than any worker may lag behind the barrier.
+    fleet_configs = {"retention.ms": str(24 * 3600 * 1000)}
+    return {
+        settings.state_topic: (1, state_configs),
+        settings.leader_topic: (1, {}),
+        settings.fleet_topic: (1, fleet_configs),
+    }
 
 
 @dataclass(frozen=True)

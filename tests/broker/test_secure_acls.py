@@ -47,7 +47,7 @@ PUBLIC = ("deploys", "telemetry.metrics", "telemetry.alerts", "otlp_metrics",
           "rollback.approval-responses",
           "rollback.commands", "rollback.approvals", "release.verdicts", "rollguard.decisions",
           "rollguard.dead-letters", "rollback.results")
-STATE, LEADER = "<app>-state-changelog", "<app>-leader"
+STATE, LEADER, FLEET = "<app>-state-changelog", "<app>-leader", "<app>-fleet"
 # What each role may write, written out here (not derived from streams.acls) so that a change
 # to the ACL set that widens a write fails this test.
 MAY_WRITE = {
@@ -135,7 +135,7 @@ def test_acls_output_names_this_installations_resources(secured: Secured) -> Non
         in printed
     names = {line.split()[-1] for line in printed.splitlines()
              if not line.startswith("#") and line.split()[3] == "TOPIC"}
-    assert names == {secured.name(t) for t in (*PUBLIC, STATE, LEADER)}
+    assert names == {secured.name(t) for t in (*PUBLIC, STATE, LEADER, FLEET)}
 
 
 async def test_every_role_does_its_job(secured: Secured, tmp_path: Path) -> None:
@@ -347,7 +347,7 @@ def test_apply_reports_other_grants_and_prunes_its_own(secured: Secured) -> None
         assert listed.returncode == 0, listed.stderr
         assert f"also allowed (--prune deletes it): User:mallory  ALLOW  WRITE  TOPIC  LITERAL  " \
             f"{commands}" in listed.stderr
-        assert "0 created, 37 already present, 2 other ALLOW ACLs" in listed.stderr
+        assert "0 created, 39 already present, 2 other ALLOW ACLs" in listed.stderr
         pruned = secured.rollguard("admin", "acls", "--apply", "--prune")
         assert pruned.returncode == 0, pruned.stderr
         assert f"deleted: User:mallory  ALLOW  WRITE  TOPIC  LITERAL  {commands}" \
