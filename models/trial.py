@@ -55,6 +55,10 @@ MIN_ONSET_BASELINE = 6
 """Baseline windows below which onset attribution does not run."""
 
 
+ONSET_SHARE = 0.5
+"""A pre-deploy onset is remembered when its departure is at least this part of the latest
+window's (the attribution's own ``min_share``)."""
+
 SEQUENTIAL_MARGIN = 0.2
 """Relative worsening of a metric's mean over the bake that the sequential test tolerates as
 healthy (a daily cycle's slope, a release's warm-up); it asks a human beyond it."""
@@ -83,6 +87,12 @@ def _quantum(values: list[float]) -> float:
     if len(levels) < 2 or len(levels) > len(values) // 2:
         return 0.0
     return min(b - a for a, b in zip(levels, levels[1:], strict=False))
+
+
+def _median(values: list[float]) -> float:
+    s = sorted(values)
+    n = len(s)
+    return s[n // 2] if n % 2 else 0.5 * (s[n // 2 - 1] + s[n // 2])
 
 
 def _finite(values: Iterable[float]) -> list[float]:
@@ -127,6 +137,9 @@ class Deployment:
     attribution reads them)."""
     obs_values: dict[str, list[float]] = field(default_factory=dict)
     """Each threshold metric's policy stat in every observation window (NaN: no data)."""
+    pre_deploy: dict[str, Onset] = field(default_factory=dict)
+    """Threshold metrics whose departure, as it stood in the latest windows, was found to
+    begin before the deploy: the finding stands for the rest of the trial (``onsets``)."""
 
     @classmethod
     def open(cls, facts: DeploymentFacts, policy: ServicePolicy) -> Deployment:
@@ -419,15 +432,28 @@ class Deployment:
 
     def onsets(self, metrics: Iterable[str]) -> dict[str, Onset]:
         """Metrics whose departure began before the deploy (``models.onset``): the breaching
-        ones, or, when none breaches, those whose sequential test alarms."""
+        ones, or, when none breaches, those whose sequential test alarms.
+
+        A finding that accounts for the departure of the latest window (its departure is at
+        least ``ONSET_SHARE`` of that window's value above the baseline's median) stands
+        for the rest of the trial (``pre_deploy``): as the bake goes on, a trend that began
+        before the deploy keeps climbing and its attribution flickers with the noise, yet it
+        did not begin with the release and is never automated (issue 11). A finding about a
+        smaller departure than the one now breaching (the observation's median still mostly
+        before a release's step) holds for its window only."""
         out: dict[str, Onset] = {}
-        for name in metrics:
+        for name in sorted(set(metrics)):
             base = _finite(self.base_values.get(name, []))
             if len(base) < MIN_ONSET_BASELINE:
                 continue
-            onset = attribute_onset(base, _finite(self.obs_values.get(name, [])))
+            obs = _finite(self.obs_values.get(name, []))
+            onset = attribute_onset(base, obs)
             if onset.before_deploy:
+                if onset.departure >= ONSET_SHARE * (obs[-1] - _median(base)):
+                    self.pre_deploy[name] = onset
                 out[name] = onset
+            elif name in self.pre_deploy:
+                out[name] = self.pre_deploy[name]
         return out
 
     def binomial_sd(self, rate: float, policy: ServicePolicy) -> float:

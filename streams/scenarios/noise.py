@@ -205,29 +205,35 @@ def pre_deploy_trend(fleet: Fleet) -> None:
 
 def moderate_regression(fleet: Fleet) -> None:
     rng = fleet.rng
+    onset: list[float] = []
 
     def effects(svc: ServiceProfile, deployed_at: float) -> list[Effect]:
-        at = deployed_at + rng.uniform(30.0, 60.0)
-        return [Shift(LATENCY, at, factor=rng.uniform(1.5, 1.8), ramp=rng.uniform(10.0, 30.0))]
+        onset.append(deployed_at + rng.uniform(30.0, 60.0))
+        return [
+            Shift(LATENCY, onset[0], factor=rng.uniform(1.5, 1.8), ramp=rng.uniform(10.0, 30.0))
+        ]
 
     # A p99 over 3-4.5 req/s is little more than the slowest of a few requests: very noisy.
     profile: ProfileOverrides = {"traffic": round(rng.uniform(3.0, 4.5), 2), "noisy": 1.6}
     deployment, _ = _record(fleet, effects, profile=profile)
     # Below the written 2x limit most of the time: not for automation, but a human must look.
-    fleet.expect(deployment, "approval")
+    fleet.expect(deployment, "approval", onset=onset[0])
 
 
 def bursty_bad_deploy(fleet: Fleet) -> None:
     rng = fleet.rng
+    onset: list[float] = []
 
     def effects(svc: ServiceProfile, deployed_at: float) -> list[Effect]:
         out = _bursts(fleet, fleet.start, deployed_at - 300.0, (720.0, 1800.0))
         kinds: tuple[BadKind, ...] = ("errors", "errors+latency", "latency")
         kind = rng.choice(kinds)
-        return out + bad_release(fleet, svc.name, deployed_at, kind=kind).effects
+        bad = bad_release(fleet, svc.name, deployed_at, kind=kind)
+        onset.append(bad.onset if bad.onset is not None else deployed_at)
+        return out + bad.effects
 
     deployment, _ = _record(fleet, effects, history=LONG_HISTORY, profile={"noisy": 1.5})
-    fleet.expect(deployment, "rollback", ["THRESHOLD_BREACH"])
+    fleet.expect(deployment, "rollback", ["THRESHOLD_BREACH"], onset=onset[0])
 
 
 #: (name, recipe, summary) in the order of docs/scenarios.md.
