@@ -227,3 +227,30 @@ def test_a_pre_deploy_onset_survives_the_state_codec() -> None:
     found = dep.onsets([LAT])
     back = CODEC.decode(Deployment, orjson.loads(orjson.dumps(CODEC.encode(Deployment, dep))))
     assert back.pre_deploy == found
+
+
+@pytest.mark.parametrize(
+    ("metric", "base", "value", "counts"),
+    [
+        # noise-scale seed 1014: a 2k-20k req/s service's error rate wandered +29 % for four
+        # windows; its model scored it 0.92 and a human was asked. Not half-way to 3x: no.
+        ("error_rate", 0.00323, 0.004163, False),
+        # Half-way to the written 3x and beyond: a departure.
+        ("error_rate", 0.00323, 0.0070, True),
+        # noise-daily-cycle seed 1008: a p99 +23 % on the morning ramp; not half-way to 2x.
+        (LAT, 234.6, 288.7, False),
+        (LAT, 234.6, 360.0, True),
+        # Without a value this window the model's word is all there is.
+        (LAT, 234.6, math.nan, True),
+    ],
+)
+def test_a_model_only_departure_must_go_part_way_to_the_limit(
+    metric: str, base: float, value: float, counts: bool
+) -> None:
+    dep = Deployment.open(FACTS, SP)
+    dep.base_values[metric] = [base * (1.0 + 0.01 * (i % 3 - 1)) for i in range(20)]
+    dep.obs_values[metric] = [value]
+    assert dep.departs(metric, SP) is counts
+    scores = {metric: Score(0.99, 40, "s")}
+    streaks = dep.streak({}, scores, SP, False)
+    assert streaks.anomaly[metric] == (1 if counts else 0)
