@@ -119,6 +119,8 @@ def main(argv: Sequence[str] | None = None) -> None:
                 if not healthy and action in ("pass", "nothing"):
                     totals["missed"] += 1
                     missed[name] += 1
+                if label == "approval" and action == "rollback":
+                    totals["automated_" + name] += 1
                 if label == "rollback" and action == "rollback":
                     totals["bad_rolled_back"] += 1
                 if action == label:
@@ -136,6 +138,13 @@ def main(argv: Sequence[str] | None = None) -> None:
         f"bad deploys {b}: missed {totals['missed']}; as labelled "
         f"{totals['as_labelled']}/{h + b}  ({time.perf_counter() - t0:.0f} s)"
     )
+    automated = {k.removeprefix("automated_"): v for k, v in totals.items() if "automated_" in k}
+    if automated:
+        # A release labelled "ask a human" rolled back automatically: wrong for a release not
+        # to blame (pre-deploy-*), a bad release rolled back by the contract otherwise.
+        print(
+            "rolled back, labelled approval: " + ", ".join(f"{k} {v}" for k, v in automated.items())
+        )
     if missed:
         print("missed by recipe: " + ", ".join(f"{k} {v}" for k, v in sorted(missed.items())))
     clear = [d for k, v in delays.items() if k in CLEAR for d in v]
