@@ -18,6 +18,7 @@ from tests.otlp_messages import (
     number,
     request,
 )
+from tests.unit.test_otlp_json import reference
 
 T0 = 1_795_593_600.0
 CONFIG = OtlpConfig(rules=(
@@ -38,6 +39,8 @@ def samples(messages: list[bytes], encoding: str, config: OtlpConfig = CONFIG
     for value in messages:
         found = decode_otlp(value, config, encoding)
         assert found.error is None, found.error
+        if encoding == "otlp_json":  # the struct path maps what json_format.Parse gives
+            assert repr(found) == repr(reference(value, config))
         out.extend((s.service, s.name, s.ts, round(s.value, 9))
                    for s in builder.samples(found.points))
     return out
