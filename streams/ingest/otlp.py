@@ -165,18 +165,19 @@ def _mapped(parsed: ExportMetricsServiceRequest, mapping: _Mapping) -> OtlpDecod
         where = _Resource(service, instance, tuple(sorted(resource.items())))
         for scope_metrics in resource_metrics.scope_metrics:
             for metric in scope_metrics.metrics:
-                rules = mapping.by_source.get(metric.name)
+                name = metric.name
+                rules = mapping.by_source.get(name)
                 if not rules:
                     unmapped += _count(metric)
                     continue
                 if not service:
                     return OtlpDecoded([], (
                         f"resource_metrics[{r}] has no resource attribute "
-                        f"{config.service_attribute!r} (metric {metric.name!r}); set it in the "
+                        f"{config.service_attribute!r} (metric {name!r}); set it in the "
                         "SDK (OTEL_SERVICE_NAME) or with the Collector's resource processor"))
-                found = _points(metric, rules, mapping, where, points)
+                found = _points(metric, name, rules, mapping, where, points)
                 if found is not None:
-                    return OtlpDecoded([], f"metric {metric.name!r}: {found}")
+                    return OtlpDecoded([], f"metric {name!r}: {found}")
     if unmapped and config.unmapped == "dead_letter" and not points:
         return OtlpDecoded([], "no metric in the message is mapped (ingest.otlp.rules)",
                            unmapped)
@@ -196,15 +197,19 @@ def _count(metric: metrics_pb2.Metric) -> int:
     return len(getattr(metric, kind).data_points) if kind else 0
 
 
-def _points(metric: metrics_pb2.Metric, rules: tuple[MetricRule, ...], mapping: _Mapping,
-            where: _Resource, out: list[Point]) -> str | None:
+def _points(metric: metrics_pb2.Metric, name: str, rules: tuple[MetricRule, ...],
+            mapping: _Mapping, where: _Resource, out: list[Point]) -> str | None:
     """Append the metric's mapped points to ``out``; or why the metric cannot be used."""
     data = metric.WhichOneof("data")
+    if data == "gauge":  # the common case first
+        if rules[0].kind in ("auto", "gauge") and len(rules) == 1:
+            _numbers(name, rules, metric.gauge.data_points, "gauge", mapping, where, out)
+            return None
     if data == "gauge" or (data == "sum" and not metric.sum.is_monotonic):
         for rule in rules:
             if rule.kind not in ("auto", "gauge"):
                 return f"is a {data} (non-monotonic), the rule says kind {rule.kind!r}"
-        _numbers(metric.name, rules, metric.gauge.data_points if data == "gauge"
+        _numbers(name, rules, metric.gauge.data_points if data == "gauge"
                  else metric.sum.data_points, "gauge", mapping, where, out)
         return None
     if data == "sum":
@@ -212,7 +217,7 @@ def _points(metric: metrics_pb2.Metric, rules: tuple[MetricRule, ...], mapping: 
             if rule.kind not in ("auto", "counter"):
                 return f"is a monotonic sum, the rule says kind {rule.kind!r}"
         kind: Kind = _temporality(metric.sum.aggregation_temporality, "delta", "cumulative")
-        _numbers(metric.name, rules, metric.sum.data_points, kind, mapping, where, out)
+        _numbers(name, rules, metric.sum.data_points, kind, mapping, where, out)
         return None
     if data == "histogram":
         for rule in rules:
@@ -223,7 +228,7 @@ def _points(metric: metrics_pb2.Metric, rules: tuple[MetricRule, ...], mapping: 
         delta = kind == "histogram_delta"
         rows: list[tuple[_Selection, metrics_pb2.HistogramDataPoint, tuple[float, ...]]] = []
         for dp in metric.histogram.data_points:
-            chosen = mapping.selection(metric.name, _attribute_items(dp.attributes))
+            chosen = mapping.selection(name, _attribute_items(dp.attributes))
             if not any(chosen.selected):
                 continue
             counts = tuple(float(c) for c in dp.bucket_counts)
@@ -238,7 +243,7 @@ def _points(metric: metrics_pb2.Metric, rules: tuple[MetricRule, ...], mapping: 
                 start = integer(dp.start_time_unix_nano)
                 out.append(Point(
                     service=where.service, instance=where.instance, rule=rule, kind=kind,
-                    series=(metric.name, where.service, where.instance, chosen.ordered,
+                    series=(name, where.service, where.instance, chosen.ordered,
                             where.ordered),
                     ts=_seconds(integer(dp.time_unix_nano)),
                     start=_seconds(start) if start else None,
@@ -273,11 +278,24 @@ def _temporality(value: int | str, delta: Kind, cumulative: Kind) -> Kind:
 def _numbers(name: str, rules: tuple[MetricRule, ...],
              data_points: Iterable[metrics_pb2.NumberDataPoint], kind: Kind,
              mapping: _Mapping, where: _Resource, out: list[Point]) -> None:
-    """Append the points of ``rules`` (rule by rule, each in the message's order) to ``out``."""
+    """Append the points of ``rules`` (rule by rule, each in the message's order) to ``out``.
+
+    The per-point work is kept small: the attribute set is resolved once per message and
+    metric (``_Mapping.selection``), a time equal to the previous point's is not converted
+    again (the points of one export share their times)."""
     service, instance = where.service, where.instance
+    plain = mapping.selection(name, ())
+    single = len(rules) == 1
     rows: list[tuple[tuple[bool, ...], Point]] = []
+    nanos: object = None
+    start_nanos: object = None
+    ts = 0.0
+    start: float | None = None
     for dp in data_points:
-        chosen = mapping.selection(name, _attribute_items(dp.attributes))
+        attributes = dp.attributes
+        chosen = mapping.selection(name, _attribute_items(attributes)) if attributes else plain
+        if single and not chosen.selected[0]:
+            continue
         which = dp.WhichOneof("value")
         if which == "as_double":
             value: float | None = dp.as_double
@@ -285,14 +303,25 @@ def _numbers(name: str, rules: tuple[MetricRule, ...],
             value = float(integer(dp.as_int))
         else:
             value = None
-        start = integer(dp.start_time_unix_nano)
-        series = ((name, service, instance, chosen.ordered, where.ordered)
-                  if kind == "cumulative" else ())
-        rows.append((chosen.selected, Point(
-            service, instance, rules[0], kind, series, _seconds(integer(dp.time_unix_nano)),
-            _seconds(start) if start else None, value, (), (), None, None, chosen.attributes,
-            bool(integer(dp.flags) & _NO_VALUE) or value is None)))
-    for i, rule in enumerate(rules):
+        time_nanos = dp.time_unix_nano
+        if time_nanos != nanos:
+            nanos = time_nanos
+            ts = _seconds(integer(time_nanos))
+        begun = dp.start_time_unix_nano
+        if begun != start_nanos:
+            start_nanos = begun
+            start = _seconds(integer(begun)) if integer(begun) else None
+        flags = dp.flags
+        point = Point(service, instance, rules[0], kind,
+                      (name, service, instance, chosen.ordered, where.ordered)
+                      if kind == "cumulative" else (),
+                      ts, start, value, (), (), None, None, chosen.attributes,
+                      value is None or bool(flags and integer(flags) & _NO_VALUE))
+        if single:
+            out.append(point)
+        else:
+            rows.append((chosen.selected, point))
+    for i, rule in enumerate(rules if not single else ()):
         for selected, point in rows:
             if selected[i]:
                 out.append(point if i == 0 else replace(point, rule=rule))

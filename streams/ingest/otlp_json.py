@@ -28,6 +28,7 @@ Known differences: a JSON object with a duplicate key is read as its last value,
 from __future__ import annotations
 
 import sys
+from operator import attrgetter
 from collections.abc import Callable
 from typing import Annotated, Any, Optional, TypeVar, cast  # noqa: UP035 - forward refs
 
@@ -94,28 +95,50 @@ def _default(field: FieldDescriptor) -> Any:
     return field.default_value
 
 
+# The walk in streams/ingest/otlp.py asks every Metric which member of ``data`` it holds (to
+# map it or to count its points), and ``WhichOneof`` refuses two: no check when decoding.
+_ONEOFS_CHECKED_BY_THE_WALK = {"opentelemetry.proto.metrics.v1.Metric"}
+
+
 def _methods(descriptor: Descriptor) -> dict[str, Callable[..., Any]]:
     groups = {o.name: tuple(f.name for f in o.fields) for o in descriptor.oneofs}
     plural = [members for members in groups.values() if len(members) > 1]  # not `optional`
 
     def which_oneof(self: Any, group: str) -> str | None:
+        found = None
         for name in groups[group]:
             if getattr(self, name) is not None:
-                return name
-        return None
+                if found is not None:
+                    raise Unsure  # two members: json_format refuses the message
+                found = name
+        return found
 
     def has_field(self: Any, name: str) -> bool:
         return getattr(self, name) is not None
 
-    def post_init(self: Any) -> None:
-        for members in plural:
-            if sum(getattr(self, name) is not None for name in members) > 1:
-                raise ValueError("more than one member of a oneof")  # json_format refuses
-
     methods: dict[str, Callable[..., Any]] = {"WhichOneof": which_oneof, "HasField": has_field}
-    if plural:
-        methods["__post_init__"] = post_init
+    if plural and descriptor.full_name not in _ONEOFS_CHECKED_BY_THE_WALK:
+        methods["__post_init__"] = _one_member_each(plural)
     return methods
+
+
+def _one_member_each(groups: list[tuple[str, ...]]) -> Callable[[Any], None]:
+    """A ``__post_init__`` that refuses two members of one oneof, as json_format does."""
+    if len(groups) == 1 and len(groups[0]) == 2:
+        first, second = groups[0]
+
+        def pair(self: Any) -> None:  # the common case (a number point's value), cheaper
+            if getattr(self, first) is not None and getattr(self, second) is not None:
+                raise ValueError("more than one member of a oneof")
+        return pair
+    getters = [attrgetter(*members) for members in groups]
+
+    def each(self: Any) -> None:
+        for members in getters:
+            values = members(self)
+            if len(values) - values.count(None) > 1:
+                raise ValueError("more than one member of a oneof")
+    return each
 
 
 _MODULE = sys.modules[__name__]

@@ -29,6 +29,7 @@ import math
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
+from operator import attrgetter
 from typing import Literal
 
 from rollguard.models.events import MetricSample
@@ -138,7 +139,7 @@ class SampleBuilder:
         rates: dict[_Group, list[float]] = defaultdict(lambda: [0.0, 0.0])
         hists: dict[_Group, _Histogram] = {}
         rule_of: dict[int, MetricRule] = {}
-        for point in sorted(points, key=_by_ts):
+        for point in sorted(points, key=_TS):
             rule = point.rule
             if point.missing:
                 self.missing += 1
@@ -191,7 +192,7 @@ class SampleBuilder:
             if found is not None:
                 out.append(self._sample(service, instance, metric, found * rule.scale, ts))
         if rates or hists:
-            out.sort(key=_by_ts)  # gauges alone are in order already
+            out.sort(key=_TS)  # gauges alone are in order already
         return out
 
     def _sample(self, service: str, instance: str | None, name: str, value: float,
@@ -260,8 +261,7 @@ class SampleBuilder:
         return None
 
 
-def _by_ts(item: Point | MetricSample) -> float:
-    return item.ts
+_TS = attrgetter("ts")
 
 
 def _opt(fn: Callable[[float, float], float], a: float | None,
