@@ -88,7 +88,7 @@ def _scalar(field: FieldDescriptor) -> object:
 
 def _default(field: FieldDescriptor) -> Any:
     if field.is_repeated:
-        return msgspec.field(default_factory=list)
+        return ()  # a tuple: nothing to allocate (or for the GC to track) when absent
     if field.cpp_type == FieldDescriptor.CPPTYPE_MESSAGE:
         name = _struct_name(field.message_type)
         return msgspec.field(default_factory=lambda: getattr(_MODULE, name)())
@@ -161,7 +161,7 @@ def _struct(descriptor: Descriptor) -> type[msgspec.Struct]:
         else:
             kind = _scalar(field)
         if field.is_repeated:
-            fields.append((field.name, list[kind], _default(field)))  # type: ignore[valid-type]
+            fields.append((field.name, tuple[kind, ...], _default(field)))  # type: ignore[valid-type]
         elif field.containing_oneof is not None:
             fields.append((field.name, Optional[kind], None))  # type: ignore[valid-type]  # noqa: UP045 - kind may be a name
         else:
