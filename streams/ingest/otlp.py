@@ -158,11 +158,13 @@ def _mapped(parsed: ExportMetricsServiceRequest, mapping: _Mapping) -> OtlpDecod
     config = mapping.config
     points: list[Point] = []
     unmapped = 0
+    times: dict[object, float] = {}
+    starts: dict[object, float | None] = {}
     for r, resource_metrics in enumerate(parsed.resource_metrics):
         resource = _attributes(resource_metrics.resource.attributes)
         service = resource.get(config.service_attribute, "")
         instance = resource.get(config.instance_attribute) or None
-        where = _Resource(service, instance, tuple(sorted(resource.items())))
+        where = _Resource(service, instance, tuple(sorted(resource.items())), times, starts)
         for scope_metrics in resource_metrics.scope_metrics:
             for metric in scope_metrics.metrics:
                 name = metric.name
@@ -190,6 +192,9 @@ class _Resource:
     instance: str | None
     ordered: tuple[tuple[str, str], ...]
     """Its attributes sorted (part of a series' identity)."""
+    times: dict[object, float]
+    """Point times (epoch nanoseconds as read) → seconds, for the whole message."""
+    starts: dict[object, float | None]
 
 
 def _count(metric: metrics_pb2.Metric) -> int:
@@ -280,17 +285,14 @@ def _numbers(name: str, rules: tuple[MetricRule, ...],
              mapping: _Mapping, where: _Resource, out: list[Point]) -> None:
     """Append the points of ``rules`` (rule by rule, each in the message's order) to ``out``.
 
-    The per-point work is kept small: the attribute set is resolved once per message and
-    metric (``_Mapping.selection``), a time equal to the previous point's is not converted
-    again (the points of one export share their times)."""
+    The per-point work is kept small: the attribute set is resolved once per (metric,
+    attribute set) (``_Mapping.selection``), each time once per message (the points of one
+    export share their times)."""
     service, instance = where.service, where.instance
     plain = mapping.selection(name, ())
     single = len(rules) == 1
     rows: list[tuple[tuple[bool, ...], Point]] = []
-    nanos: object = None
-    start_nanos: object = None
-    ts = 0.0
-    start: float | None = None
+    times, starts = where.times, where.starts
     for dp in data_points:
         attributes = dp.attributes
         chosen = mapping.selection(name, _attribute_items(attributes)) if attributes else plain
@@ -303,14 +305,14 @@ def _numbers(name: str, rules: tuple[MetricRule, ...],
             value = float(integer(dp.as_int))
         else:
             value = None
-        time_nanos = dp.time_unix_nano
-        if time_nanos != nanos:
-            nanos = time_nanos
-            ts = _seconds(integer(time_nanos))
-        begun = dp.start_time_unix_nano
-        if begun != start_nanos:
-            start_nanos = begun
-            start = _seconds(integer(begun)) if integer(begun) else None
+        nanos = dp.time_unix_nano
+        ts = times.get(nanos)
+        if ts is None:
+            ts = times[nanos] = _seconds(integer(nanos))
+        nanos = dp.start_time_unix_nano
+        start = starts.get(nanos, -1.0)
+        if start == -1.0:
+            start = starts[nanos] = _seconds(integer(nanos)) if integer(nanos) else None
         flags = dp.flags
         point = Point(service, instance, rules[0], kind,
                       (name, service, instance, chosen.ordered, where.ordered)

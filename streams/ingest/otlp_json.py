@@ -28,8 +28,8 @@ Known differences: a JSON object with a duplicate key is read as its last value,
 from __future__ import annotations
 
 import sys
-from operator import attrgetter
 from collections.abc import Callable
+from operator import attrgetter
 from typing import Annotated, Any, Optional, TypeVar, cast  # noqa: UP035 - forward refs
 
 import msgspec
@@ -66,7 +66,7 @@ def integer(value: int | str) -> int:
 
 
 def _struct_name(descriptor: Descriptor) -> str:
-    return "_otlp_" + descriptor.full_name.replace(".", "_")
+    return "_otlp_" + str(descriptor.full_name).replace(".", "_")
 
 
 def _scalar(field: FieldDescriptor) -> object:
@@ -163,7 +163,8 @@ def _struct(descriptor: Descriptor) -> type[msgspec.Struct]:
         if field.is_repeated:
             fields.append((field.name, tuple[kind, ...], _default(field)))  # type: ignore[valid-type]
         elif field.containing_oneof is not None:
-            fields.append((field.name, Optional[kind], None))  # type: ignore[valid-type]  # noqa: UP045 - kind may be a name
+            # Optional, not `| None`: kind may be a struct's name (a forward reference)
+            fields.append((field.name, Optional[kind], None))  # noqa: UP045
         else:
             fields.append((field.name, kind, _default(field)))
     struct = msgspec.defstruct(
