@@ -227,6 +227,7 @@ class Lead:
                             partition=partition, offset=offset, expected=expected,
                             otlp=settings.ingest.otlp, reference_time=reference,
                             max_clock_skew_seconds=skew, max_message_bytes=max_bytes,
+                            unmapped=self._unmapped,
                         )
                     else:
                         decoded = decode(
@@ -277,6 +278,12 @@ class Lead:
                 self._release(time.monotonic())
         self.clock.seen(newest)
         self.clock.arrived(now)
+
+    def _unmapped(self, points: dict[str, int]) -> None:
+        for name in self.metrics.unmapped(points):
+            log.info("OTLP metric %r is not mapped (no ingest.otlp rule names it): its points "
+                     "are skipped and counted in rollguard_otlp_unmapped_points_total; this is "
+                     "logged once per metric name", name, extra={"metric": name})
 
     async def _read_lag(self, tp: TopicPartition) -> None:
         """Unread messages of ``tp`` as the last fetch response saw them (may be stale)."""

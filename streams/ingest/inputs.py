@@ -19,7 +19,7 @@ original headers too.
 from __future__ import annotations
 
 import base64
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -77,9 +77,13 @@ def decode_foreign(
     reference_time: float,
     max_clock_skew_seconds: float,
     max_message_bytes: int,
+    unmapped: Callable[[dict[str, int]], None] | None = None,
 ) -> Decoded[FanOut | InputRecord]:
     """An OTLP message or a CDEvent → ``Decoded`` (record ``None`` and no dead letter: the
-    message had nothing rollguard maps, e.g. only unmapped OTLP metrics)."""
+    message had nothing rollguard maps, e.g. only unmapped OTLP metrics).
+
+    ``unmapped`` is told, for a message that is not dead-lettered, how many data points of
+    each metric no rule names were skipped."""
     hdrs = header_map(headers)
 
     def dead(error: str) -> Decoded[FanOut | InputRecord]:
@@ -99,6 +103,8 @@ def decode_foreign(
         found = decode_otlp(value, otlp, encoding_of(hdrs, otlp.encoding))
         if found.error is not None:
             return dead(found.error)
+        if found.unmapped_metrics and unmapped is not None:
+            unmapped(found.unmapped_metrics)
         if not found.points:
             return Decoded(None, None)
         newest = max(p.ts for p in found.points)

@@ -13,7 +13,7 @@ dead-letters the message with its original bytes and headers).
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import cast
 
 import msgspec
@@ -44,6 +44,8 @@ class OtlpDecoded:
     error: str | None = None
     unmapped: int = 0
     """Points of metrics that no rule names (skipped)."""
+    unmapped_metrics: dict[str, int] = field(default_factory=dict)
+    """Those points by metric name."""
 
 
 def encoding_of(headers: dict[str, bytes], default: str) -> str:
@@ -157,7 +159,7 @@ class _Selection:
 def _mapped(parsed: ExportMetricsServiceRequest, mapping: _Mapping) -> OtlpDecoded:
     config = mapping.config
     points: list[Point] = []
-    unmapped = 0
+    unmapped: dict[str, int] = {}
     times: dict[object, float] = {}
     starts: dict[object, float | None] = {}
     for r, resource_metrics in enumerate(parsed.resource_metrics):
@@ -170,7 +172,7 @@ def _mapped(parsed: ExportMetricsServiceRequest, mapping: _Mapping) -> OtlpDecod
                 name = metric.name
                 rules = mapping.by_source.get(name)
                 if not rules:
-                    unmapped += _count(metric)
+                    unmapped[name] = unmapped.get(name, 0) + _count(metric)
                     continue
                 if not service:
                     return OtlpDecoded([], (
@@ -180,10 +182,11 @@ def _mapped(parsed: ExportMetricsServiceRequest, mapping: _Mapping) -> OtlpDecod
                 found = _points(metric, name, rules, mapping, where, points)
                 if found is not None:
                     return OtlpDecoded([], f"metric {name!r}: {found}")
+    skipped = sum(unmapped.values())
     if unmapped and config.unmapped == "dead_letter" and not points:
         return OtlpDecoded([], "no metric in the message is mapped (ingest.otlp.rules)",
-                           unmapped)
-    return OtlpDecoded(points, None, unmapped)
+                           skipped, unmapped)
+    return OtlpDecoded(points, None, skipped, unmapped)
 
 
 @dataclass(frozen=True, slots=True)

@@ -237,3 +237,41 @@ def test_bad_otlp_messages_become_dead_letters(value: bytes, headers: list[tuple
                                                reference: float, error: str | None) -> None:
     got = _foreign(value, headers, reference)
     assert (got is None) if error is None else (got is not None and error in got)
+
+
+@pytest.mark.parametrize("encoding", ENCODINGS)
+def test_unmapped_points_are_counted_by_metric_and_logged_once(encoding: str) -> None:
+    from prometheus_client import CollectorRegistry
+
+    from rollguard.streams.ingest.inputs import decode_foreign
+    from rollguard.streams.metrics import WorkerMetrics
+
+    registry = CollectorRegistry()
+    metrics = WorkerMetrics(registry)
+    told: list[list[str]] = []
+    msg = request(({"service.name": "a"}, [
+        gauge("app.error_ratio", [number(T0, 0.1)]),                 # mapped
+        gauge("system.cpu", [number(T0, 1), number(T0 + 1, 2)]),     # two points skipped
+        gauge("system.memory", [number(T0, 3)])]))                   # one skipped
+    only_unmapped = request(({"service.name": "a"}, [gauge("system.cpu", [number(T0, 1)])]))
+    for value in (msg, msg, only_unmapped):
+        decoded = decode_foreign(
+            encode(value, encoding), key=None, topic="otlp_metrics", partition=0,
+            headers=[("content-type", b"application/json")] if encoding == "otlp_json" else [],
+            offset=0, expected="otlp", otlp=CONFIG, reference_time=T0 + 60,
+            max_clock_skew_seconds=300, max_message_bytes=100_000,
+            unmapped=lambda points: told.append(metrics.unmapped(points)))
+        assert decoded.dead_letter is None
+    assert registry.get_sample_value("rollguard_otlp_unmapped_points_total") == 3 + 3 + 1
+    assert told == [["system.cpu", "system.memory"], [], []]  # each name logged once
+
+
+def test_unmapped_names_remembered_are_bounded() -> None:
+    from prometheus_client import CollectorRegistry
+
+    from rollguard.streams.metrics import MAX_UNMAPPED_NAMES, WorkerMetrics
+
+    metrics = WorkerMetrics(CollectorRegistry())
+    new = metrics.unmapped({f"m{i}": 1 for i in range(MAX_UNMAPPED_NAMES + 50)})
+    assert len(new) == MAX_UNMAPPED_NAMES
+    assert metrics.unmapped({"one more": 1}) == []
