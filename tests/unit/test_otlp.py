@@ -275,3 +275,47 @@ def test_unmapped_names_remembered_are_bounded() -> None:
     new = metrics.unmapped({f"m{i}": 1 for i in range(MAX_UNMAPPED_NAMES + 50)})
     assert len(new) == MAX_UNMAPPED_NAMES
     assert metrics.unmapped({"one more": 1}) == []
+
+
+@pytest.mark.parametrize("encoding", ENCODINGS)
+def test_cumulative_values_survive_a_checkpoint(encoding: str) -> None:
+    """A new leader restored from a checkpoint gives the first interval's rate (and
+    percentile) at once, from the values the old one had checkpointed; a leader without
+    them would only prime (no rate), never give a wrong one."""
+    from rollguard.models.state import EngineState
+    from rollguard.streams.checkpoint import StateLog, restore
+
+    def at(ts: float, total: int, counts: list[int]) -> bytes:
+        return encode(request(({"service.name": "s"}, [
+            counter("http.server.request.count",
+                    [number(ts, total, start=T0 - 60, **{"http.response.status_code": 200})],
+                    CUMULATIVE),
+            histogram("http.server.request.duration", ts, T0 - 60, counts, [0.1, 0.5],
+                      CUMULATIVE)])), encoding)
+
+    def run(builder: SampleBuilder, value: bytes) -> list[tuple[str, float, float]]:
+        found = decode_otlp(value, CONFIG, encoding)
+        return [(s.name, s.ts, round(s.value, 6)) for s in builder.samples(found.points)]
+
+    old = SampleBuilder("otlp")
+    assert run(old, at(T0, 100, [10, 0, 0])) == []  # primes
+    entries = StateLog(secret=b"k").entries(EngineState(), [], {}, old.snapshot())
+    restored = restore([(i, k, v) for i, (k, v) in enumerate(entries)], [b"k"])
+    new = SampleBuilder("otlp")
+    new.restore(restored.rates)
+    # 50 requests in 10 s, none 5xx; the interval's 10 durations in (0.1, 0.5]: p99 interpolated
+    expected = [("error_rate", T0 + 10, 0.0), ("latency_p99_ms", T0 + 10, 496.0),
+                ("request_rate", T0 + 10, 5.0)]
+    assert sorted(run(new, at(T0 + 10, 150, [10, 10, 0]))) == sorted(expected)
+    assert run(SampleBuilder("otlp"), at(T0 + 10, 150, [10, 10, 0])) == []  # without: primes
+
+
+@pytest.mark.parametrize("data", [
+    None, [], {"last": []}, {"last": [[["k"], [None, "x", 1.0]]], "groups": []},
+    {"last": [[["k"], [None, 1.0, {"a": 1}]]], "groups": []},
+    {"last": [], "groups": [[["g"], [1.0]]]},
+])
+def test_a_rate_snapshot_that_is_not_one_is_refused(data: object) -> None:
+    builder = SampleBuilder("otlp")
+    with pytest.raises(ValueError, match="OTLP rate state"):
+        builder.restore(data)
