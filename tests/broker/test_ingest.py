@@ -188,3 +188,43 @@ async def test_export_and_replay_from_kafka_see_the_samples_the_worker_sees(
     assert b"auto_rollback" in decided
     assert files["from-kafka"].read_bytes() == decided
     assert files["from-export"].read_bytes() == decided
+
+
+async def test_a_cumulative_counter_keeps_its_rate_across_a_kill_9(
+    worker_run: WorkerRun, producer: AIOKafkaProducer,
+) -> None:
+    """The cumulative series' previous values are in the checkpoint: after `kill -9` the new
+    leader turns the next point into a rate at once (a leader without them would only prime
+    the series again; it never gives a wrong rate either: tests/unit/test_otlp.py)."""
+    import signal
+
+    from tests.broker.worker_io import log_size, log_text, wait_processed, wait_role
+    from tests.otlp_messages import CUMULATIVE, counter
+
+    t0 = 1_795_593_600.0
+    rules = [{"source": "app.requests", "metric": "request_rate", "kind": "counter"}]
+    worker_run.env.update(ROLLGUARD_MAX_CLOCK_SKEW_SECONDS="1e10",
+                          ROLLGUARD_INGEST__OTLP__RULES=json.dumps(rules))
+
+    async def total(ts: float, value: int) -> None:
+        msg = request(({"service.name": "cart"}, [
+            counter("app.requests", [number(ts, value, start=t0 - 60)], CUMULATIVE)]))
+        await producer.send_and_wait(worker_run.topic("otlp_metrics"),
+                                     encode(msg, "otlp_proto"))
+
+    worker_run.start()
+    worker_run.wait_healthy()
+    await wait_role(worker_run, "leader")
+    await total(t0, 100)        # primes the series
+    await total(t0 + 10, 200)   # 10/s
+    await wait_processed(worker_run, 1)  # one sample through the core, then a checkpoint
+
+    assert worker_run.stop(signal.SIGKILL) == -signal.SIGKILL
+    since = log_size(worker_run)
+    worker_run.start()
+    worker_run.wait_healthy()
+    await wait_role(worker_run, "leader")
+    await total(t0 + 20, 400)   # 20/s: a rate only from the checkpointed previous value
+    await total(t0 + 30, 700)   # 30/s
+    await wait_processed(worker_run, 2)
+    assert "primes again" not in log_text(worker_run, since)
