@@ -13,7 +13,7 @@ dead-letters the message with its original bytes and headers).
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import cast
 
 import msgspec
@@ -296,6 +296,7 @@ def _numbers(name: str, rules: tuple[MetricRule, ...],
     single = len(rules) == 1
     rows: list[tuple[tuple[bool, ...], Point]] = []
     times, starts = where.times, where.starts
+    gauge = kind == "gauge"
     for dp in data_points:
         attributes = dp.attributes
         chosen = mapping.selection(name, _attribute_items(attributes)) if attributes else plain
@@ -312,10 +313,13 @@ def _numbers(name: str, rules: tuple[MetricRule, ...],
         ts = times.get(nanos)
         if ts is None:
             ts = times[nanos] = _seconds(integer(nanos))
-        nanos = dp.start_time_unix_nano
-        start = starts.get(nanos, -1.0)
-        if start == -1.0:
-            start = starts[nanos] = _seconds(integer(nanos)) if integer(nanos) else None
+        if gauge:
+            start = None  # a gauge's value needs no interval
+        else:
+            nanos = dp.start_time_unix_nano
+            start = starts.get(nanos, -1.0)
+            if start == -1.0:
+                start = starts[nanos] = _seconds(integer(nanos)) if integer(nanos) else None
         flags = dp.flags
         point = Point(service, instance, rules[0], kind,
                       (name, service, instance, chosen.ordered, where.ordered)
@@ -329,4 +333,4 @@ def _numbers(name: str, rules: tuple[MetricRule, ...],
     for i, rule in enumerate(rules if not single else ()):
         for selected, point in rows:
             if selected[i]:
-                out.append(point if i == 0 else replace(point, rule=rule))
+                out.append(point if i == 0 else point._replace(rule=rule))

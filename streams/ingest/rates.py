@@ -30,7 +30,7 @@ from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
 from operator import attrgetter
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from rollguard.models.events import MetricSample
 from rollguard.streams.ingest.mapping import MetricRule
@@ -45,9 +45,9 @@ _VALIDATE: Callable[[dict[str, object]], MetricSample] = (
 Kind = Literal["gauge", "delta", "cumulative", "histogram_delta", "histogram_cumulative"]
 
 
-@dataclass(slots=True)
-class Point:
-    """One foreign data point matched to ``rule`` (times in epoch seconds)."""
+class Point(NamedTuple):
+    """One foreign data point matched to ``rule`` (times in epoch seconds); a tuple, the
+    cheapest record Python builds (one per data point)."""
 
     service: str
     instance: str | None
