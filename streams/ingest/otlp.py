@@ -126,6 +126,9 @@ class _Mapping:
         for rule in config.rules:
             self.by_source[rule.source] = (*self.by_source.get(rule.source, ()), rule)
         self._selections: dict[tuple[str, tuple[tuple[str, str], ...]], _Selection] = {}
+        self.one_gauge = {name for name, rules in self.by_source.items()
+                          if len(rules) == 1 and rules[0].kind in ("auto", "gauge")}
+        """Metric names with one rule that takes a gauge."""
 
     @classmethod
     def of(cls, config: OtlpConfig) -> _Mapping:
@@ -179,6 +182,10 @@ def _mapped(parsed: ExportMetricsServiceRequest, mapping: _Mapping) -> OtlpDecod
                         f"resource_metrics[{r}] has no resource attribute "
                         f"{config.service_attribute!r} (metric {name!r}); set it in the "
                         "SDK (OTEL_SERVICE_NAME) or with the Collector's resource processor"))
+                if name in mapping.one_gauge and metric.WhichOneof("data") == "gauge":
+                    _numbers(name, rules, metric.gauge.data_points, "gauge", mapping, where,
+                             points)  # the common case, without _points' checks
+                    continue
                 found = _points(metric, name, rules, mapping, where, points)
                 if found is not None:
                     return OtlpDecoded([], f"metric {name!r}: {found}")
@@ -209,10 +216,6 @@ def _points(metric: metrics_pb2.Metric, name: str, rules: tuple[MetricRule, ...]
             mapping: _Mapping, where: _Resource, out: list[Point]) -> str | None:
     """Append the metric's mapped points to ``out``; or why the metric cannot be used."""
     data = metric.WhichOneof("data")
-    if data == "gauge":  # the common case first
-        if rules[0].kind in ("auto", "gauge") and len(rules) == 1:
-            _numbers(name, rules, metric.gauge.data_points, "gauge", mapping, where, out)
-            return None
     if data == "gauge" or (data == "sum" and not metric.sum.is_monotonic):
         for rule in rules:
             if rule.kind not in ("auto", "gauge"):
