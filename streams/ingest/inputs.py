@@ -21,6 +21,7 @@ from __future__ import annotations
 import base64
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from operator import attrgetter
 from typing import Literal
 
 from rollguard.models.events import DeadLetter, format_ts
@@ -33,6 +34,7 @@ from rollguard.streams.serde import Decoded, InputRecord
 __all__ = ["OTLP_TYPE", "FanOut", "decode_foreign", "header_map", "is_foreign"]
 
 OTLP_TYPE = "otlp"
+_TS = attrgetter("ts")
 
 Headers = Sequence[tuple[str, bytes | None]]
 """Kafka message headers as aiokafka gives them: ``((name, value), ...)``."""
@@ -107,12 +109,12 @@ def decode_foreign(
             unmapped(found.unmapped_metrics)
         if not found.points:
             return Decoded(None, None)
-        newest = max(p.ts for p in found.points)
+        newest = max(map(_TS, found.points))
         if newest > reference_time + max_clock_skew_seconds:
             return dead(f"a point is {newest - reference_time:.0f} s ahead of the wall clock "
                         f"(max_clock_skew_seconds={max_clock_skew_seconds:g}, at "
                         f"{format_ts(newest)}); check the producer's clock")
-        fan = FanOut(tuple(found.points), min(p.ts for p in found.points))
+        fan = FanOut(tuple(found.points), min(map(_TS, found.points)))
         return Decoded(fan, None)
     if len(value) > max_message_bytes:
         return dead(f"message of {len(value)} bytes exceeds max_message_bytes={max_message_bytes}")

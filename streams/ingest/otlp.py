@@ -126,6 +126,9 @@ class _Mapping:
         for rule in config.rules:
             self.by_source[rule.source] = (*self.by_source.get(rule.source, ()), rule)
         self._selections: dict[tuple[str, tuple[tuple[str, str], ...]], _Selection] = {}
+        self.plain = {name: _Selection({}, (), tuple(rule.selects({}) for rule in rules))
+                      for name, rules in self.by_source.items()}
+        """Per metric name: the selection of a point without attributes."""
         self.one_gauge = {name for name, rules in self.by_source.items()
                           if len(rules) == 1 and rules[0].kind in ("auto", "gauge")}
         """Metric names with one rule that takes a gauge."""
@@ -295,14 +298,15 @@ def _numbers(name: str, rules: tuple[MetricRule, ...],
     attribute set) (``_Mapping.selection``), each time once per message (the points of one
     export share their times)."""
     service, instance = where.service, where.instance
-    plain = mapping.selection(name, ())
+    selection = mapping.selection
+    plain = mapping.plain[name]
     single = len(rules) == 1
-    rows: list[tuple[tuple[bool, ...], Point]] = []
+    rows: list[tuple[tuple[bool, ...], Point]] | None = None if single else []
     times, starts = where.times, where.starts
     gauge = kind == "gauge"
     for dp in data_points:
         attributes = dp.attributes
-        chosen = mapping.selection(name, _attribute_items(attributes)) if attributes else plain
+        chosen = selection(name, _attribute_items(attributes)) if attributes else plain
         if single and not chosen.selected[0]:
             continue
         which = dp.WhichOneof("value")
@@ -329,11 +333,11 @@ def _numbers(name: str, rules: tuple[MetricRule, ...],
                       if kind == "cumulative" else (),
                       ts, start, value, (), (), None, None, chosen.attributes,
                       value is None or bool(flags and integer(flags) & _NO_VALUE))
-        if single:
+        if rows is None:
             out.append(point)
         else:
             rows.append((chosen.selected, point))
-    for i, rule in enumerate(rules if not single else ()):
-        for selected, point in rows:
+    for i, rule in enumerate(rules if rows else ()):
+        for selected, point in rows or ():
             if selected[i]:
                 out.append(point if i == 0 else point._replace(rule=rule))
