@@ -34,6 +34,7 @@ __all__ = ["OtlpDecoded", "decode_otlp", "encoding_of"]
 _NO_VALUE = metrics_pb2.DataPointFlags.DATA_POINT_FLAGS_NO_RECORDED_VALUE_MASK
 _DELTA = metrics_pb2.AggregationTemporality.AGGREGATION_TEMPORALITY_DELTA
 _CUMULATIVE = metrics_pb2.AggregationTemporality.AGGREGATION_TEMPORALITY_CUMULATIVE
+_new = tuple.__new__
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,6 +169,7 @@ def _mapped(parsed: ExportMetricsServiceRequest, mapping: _Mapping) -> OtlpDecod
     unmapped: dict[str, int] = {}
     times: dict[object, float] = {}
     starts: dict[object, float | None] = {}
+    by_source, one_gauge = mapping.by_source, mapping.one_gauge
     for r, resource_metrics in enumerate(parsed.resource_metrics):
         resource = _attributes(resource_metrics.resource.attributes)
         service = resource.get(config.service_attribute, "")
@@ -176,7 +178,7 @@ def _mapped(parsed: ExportMetricsServiceRequest, mapping: _Mapping) -> OtlpDecod
         for scope_metrics in resource_metrics.scope_metrics:
             for metric in scope_metrics.metrics:
                 name = metric.name
-                rules = mapping.by_source.get(name)
+                rules = by_source.get(name)
                 if not rules:
                     unmapped[name] = unmapped.get(name, 0) + _count(metric)
                     continue
@@ -185,7 +187,7 @@ def _mapped(parsed: ExportMetricsServiceRequest, mapping: _Mapping) -> OtlpDecod
                         f"resource_metrics[{r}] has no resource attribute "
                         f"{config.service_attribute!r} (metric {name!r}); set it in the "
                         "SDK (OTEL_SERVICE_NAME) or with the Collector's resource processor"))
-                if name in mapping.one_gauge and metric.WhichOneof("data") == "gauge":
+                if name in one_gauge and metric.WhichOneof("data") == "gauge":
                     _numbers(name, rules, metric.gauge.data_points, "gauge", mapping, where,
                              points)  # the common case, without _points' checks
                     continue
@@ -328,11 +330,12 @@ def _numbers(name: str, rules: tuple[MetricRule, ...],
             if start == -1.0:
                 start = starts[nanos] = _seconds(integer(nanos)) if integer(nanos) else None
         flags = dp.flags
-        point = Point(service, instance, rules[0], kind,
-                      (name, service, instance, chosen.ordered, where.ordered)
-                      if kind == "cumulative" else (),
-                      ts, start, value, (), (), None, None, chosen.attributes,
-                      value is None or bool(flags and integer(flags) & _NO_VALUE))
+        point = _new(Point, (  # Point(...) without its generated __new__: one call less
+            service, instance, rules[0], kind,
+            (name, service, instance, chosen.ordered, where.ordered)
+            if kind == "cumulative" else (),
+            ts, start, value, (), (), None, None, chosen.attributes,
+            value is None or bool(flags and integer(flags) & _NO_VALUE)))
         if rows is None:
             out.append(point)
         else:
