@@ -113,18 +113,38 @@ def routine_burst(fleet: Fleet) -> None:
     fleet.expect(deployment, "pass")
 
 
+
+def _spikes(
+    fleet: Fleet,
+    metric: str,
+    deployed_at: float,
+    *,
+    first: tuple[float, float],
+    length: tuple[float, float],
+    gap: tuple[float, float],
+    factor: Callable[[], float],
+) -> list[Effect]:
+    """Short spikes of ``metric`` from the fleet's start to past the bake: the first after a
+    uniform ``first`` delay, each ``factor()`` high for a uniform ``length``, a uniform
+    ``gap`` apart (random draws in that order, spike by spike)."""
+    rng = fleet.rng
+    out: list[Effect] = []
+    t = fleet.start + rng.uniform(*first)
+    end = deployed_at + BAKE_SECONDS + 300.0
+    while t < end:
+        high = factor()
+        out.append(Shift(metric, t, t + rng.uniform(*length), factor=high))
+        t += rng.uniform(*gap)
+    return out
+
 def heavy_tail(fleet: Fleet) -> None:
     rng = fleet.rng
 
     def effects(svc: ServiceProfile, deployed_at: float) -> list[Effect]:
-        out: list[Effect] = []
-        t = fleet.start + rng.uniform(30.0, 240.0)
-        end = deployed_at + BAKE_SECONDS + 300.0
-        while t < end:
-            # Pareto(2.5) excess: most spikes are small, a few are 2-3x, for 10-25 s.
-            factor = min(3.0, 1.0 + 0.25 * rng.paretovariate(2.5))
-            out.append(Shift(LATENCY, t, t + rng.uniform(10.0, 25.0), factor=factor))
-            t += rng.uniform(120.0, 360.0)
+        # Pareto(2.5) excess: most spikes are small, a few are 2-3x, for 10-25 s.
+        out = _spikes(fleet, LATENCY, deployed_at, first=(30.0, 240.0), length=(10.0, 25.0),
+                      gap=(120.0, 360.0),
+                      factor=lambda: min(3.0, 1.0 + 0.25 * rng.paretovariate(2.5)))
         return _healthy(fleet, deployed_at) + out
 
     deployment, _ = _record(fleet, effects, profile={"noisy": 1.8})
@@ -275,14 +295,10 @@ def traffic_spikes(fleet: Fleet) -> None:
     rng = fleet.rng
 
     def effects(svc: ServiceProfile, deployed_at: float) -> list[Effect]:
-        out: list[Effect] = []
-        t = fleet.start + rng.uniform(60.0, 300.0)
-        end = deployed_at + BAKE_SECONDS + 300.0
-        while t < end:
-            # Pareto(2) excess: a crawler, a retry storm upstream, a marketing push.
-            factor = min(4.0, 1.3 + 0.3 * rng.paretovariate(2.0))
-            out.append(Shift(REQUEST_RATE, t, t + rng.uniform(20.0, 60.0), factor=factor))
-            t += rng.uniform(180.0, 480.0)
+        # Pareto(2) excess: a crawler, a retry storm upstream, a marketing push.
+        out = _spikes(fleet, REQUEST_RATE, deployed_at, first=(60.0, 300.0),
+                      length=(20.0, 60.0), gap=(180.0, 480.0),
+                      factor=lambda: min(4.0, 1.3 + 0.3 * rng.paretovariate(2.0)))
         return _healthy(fleet, deployed_at) + out
 
     deployment, _ = _record(fleet, effects)
