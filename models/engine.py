@@ -145,32 +145,8 @@ def step(
                 entry.append(event.value)
                 if ts > entry[0]:
                     entry[0] = ts
-    elif isinstance(event, Alert):
-        ts = event.ts
-        svc = state.services.get(event.service) or _new_service(state, policy, event.service)
-        state.touched.add(svc.name)
-        k = window_index(ts, svc.width)
-        acc = svc.open.get(k) or _open_window(state, svc, k)
-        if acc is not None:
-            acc.alerts.append(event)
-    elif isinstance(event, DeployEvent):
-        ts = event.ts
-        svc = state.services.get(event.service) or _new_service(state, policy, event.service)
-        state.touched.add(svc.name)
-        schedule(state, svc, ts, DeployControl(event))
-    elif isinstance(event, ApprovalResponse):
-        # Arrival order (DESIGN §6): the broker's time, not the time the approver signed.
-        ts = event.arrival
-        record = state.fleet.requests.get(event.request_id)
-        name = record.service if record is not None else event.service
-        owner = state.services.get(name) if name else None
-        if owner is None and name:
-            owner = _new_service(state, policy, name)
-        if owner is not None:
-            state.touched.add(owner.name)
-        schedule(state, owner, ts, ApprovalControl(event, approval_check))
     else:
-        raise TypeError(f"not an input event: {type(event).__name__}")
+        ts = _take_other(state, event, policy, approval_check)
 
     fleet = state.fleet
     if ts > fleet.clock:
@@ -179,6 +155,40 @@ def step(
         return _run_due(state, policy)
     return []
 
+
+
+def _take_other(
+    state: EngineState,
+    event: DeployEvent | Alert | ApprovalResponse,
+    policy: Policy,
+    approval_check: ApprovalCheck | None,
+) -> float:
+    """``step`` for every event but a metric sample; returns the event's time."""
+    if isinstance(event, Alert):
+        svc = state.services.get(event.service) or _new_service(state, policy, event.service)
+        state.touched.add(svc.name)
+        k = window_index(event.ts, svc.width)
+        acc = svc.open.get(k) or _open_window(state, svc, k)
+        if acc is not None:
+            acc.alerts.append(event)
+        return event.ts
+    if isinstance(event, DeployEvent):
+        svc = state.services.get(event.service) or _new_service(state, policy, event.service)
+        state.touched.add(svc.name)
+        schedule(state, svc, event.ts, DeployControl(event))
+        return event.ts
+    if isinstance(event, ApprovalResponse):
+        record = state.fleet.requests.get(event.request_id)
+        name = record.service if record is not None else event.service
+        owner = state.services.get(name) if name else None
+        if owner is None and name:
+            owner = _new_service(state, policy, name)
+        if owner is not None:
+            state.touched.add(owner.name)
+        # Arrival order (DESIGN §6): the broker's time, not the time the approver signed.
+        schedule(state, owner, event.arrival, ApprovalControl(event, approval_check))
+        return event.arrival
+    raise TypeError(f"not an input event: {type(event).__name__}")
 
 def advance(state: EngineState, policy: Policy, event_time: float) -> list[CoreOutput]:
     """Move every watermark to at least ``event_time`` and emit what that decides."""

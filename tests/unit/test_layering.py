@@ -69,3 +69,15 @@ def test_nothing_imports_the_folders_by_their_bare_names() -> None:
                 offenders += [f"{path.relative_to(REPO)}:{node.lineno} imports {name}"
                               for name in names if name.split(".")[0] in {"models", "streams"}]
     assert not offenders, "\n".join(offenders)
+
+
+def test_no_function_of_the_core_is_longer_than_sixty_lines() -> None:
+    # Issue 10: a core the next engineer can read in one place (docstrings count).
+    long = []
+    for path in sorted((REPO / "models").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                length = (node.end_lineno or node.lineno) - node.lineno + 1
+                if length > 60:
+                    long.append(f"{path.relative_to(REPO)}:{node.lineno} {node.name} ({length})")
+    assert not long, long
