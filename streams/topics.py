@@ -153,7 +153,7 @@ async def check_slots(settings: Settings) -> dict[str, int]:
     )
     await admin.start()
     try:
-        inputs = [settings.topic(name) for name in settings.topics.inputs()]
+        inputs = [settings.topic_prefix + name for name in settings.topics.inputs()]
         inputs.append(settings.topic("otlp_metrics"))
         names = [*inputs, settings.leader_topic, settings.state_topic]
         counts = {
