@@ -116,6 +116,8 @@ class Lead:
         self.barrier: PartitionBarrier | None = None
         self.fleet_next = 0
         self.sent_through = float("-inf")
+        self.held_since: float | None = None
+        """When the pipeline began to wait at the fleet barrier (for the wait metric)."""
         """The fleet topic's next offset to deliver (slot mode)."""
         self.backlog: deque[tuple[Any, bytes, Any, Any]] = deque()
         """Released records not yet processed: the pipeline is held at the fleet barrier."""
@@ -210,10 +212,17 @@ class Lead:
                 barrier.deliver(wire)
         pipeline = self.pipeline
         if pipeline.held:
+            now = time.monotonic()
+            if self.held_since is None:
+                self.held_since = now
             for output in pipeline.resume():
                 self._emit(output, output.service.encode())
             if not pipeline.held:
+                self.metrics.fleet_waits.observe(now - self.held_since)
+                self.held_since = None
                 self._drain()
+                if pipeline.held:
+                    self.held_since = now
         await self._send_reports()
 
     async def _send_reports(self) -> None:

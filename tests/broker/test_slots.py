@@ -112,8 +112,12 @@ async def test_three_slots_on_one_worker_decide_as_replay(
     await assert_one_command_per_deployment(kafka_bootstrap, a)
     reports = await read_all(kafka_bootstrap, a.env["ROLLGUARD_APP_ID"] + "-fleet")
     assert len({m.key for m in reports}) == SLOTS  # every slot reported on the fleet topic
+    waits = a.metric("rollguard_fleet_barrier_wait_seconds_count")
+    assert waits > 0  # and a slot's claims waited for the others' reports
     print(f"{len(events)} events, 3 slots on 1 worker: {len(got)} records as replay, "
-          f"{len(reports)} fleet reports, in {time.monotonic() - started:.1f} s")
+          f"{len(reports)} fleet reports, {waits:.0f} waits at the barrier (mean "
+          f"{a.metric('rollguard_fleet_barrier_wait_seconds_sum') / waits * 1000:.0f} ms), "
+          f"in {time.monotonic() - started:.1f} s")
 
 
 async def test_scale_up_then_kill_one_of_three_loses_and_duplicates_nothing(
