@@ -21,7 +21,9 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaProducer
 
+from rollguard.streams.settings import load_settings
 from rollguard.streams.simulate_io import send_events
+from rollguard.streams.topics import SlotsMismatch, check_slots
 from tests.broker.conftest import WorkerRun, free_port
 from tests.broker.worker_io import (
     assert_equal_to_replay,
@@ -114,6 +116,11 @@ async def test_three_slots_on_one_worker_decide_as_replay(
     assert len({m.key for m in reports}) == SLOTS  # every slot reported on the fleet topic
     waits = a.metric("rollguard_fleet_barrier_wait_seconds_count")
     assert waits > 0  # and a slot's claims waited for the others' reports
+    # Another slot count on the same app id is refused, naming the topic and the fix.
+    other = load_settings(topic_prefix=a.prefix, bootstrap_servers=kafka_bootstrap,
+                          app_id=a.env["ROLLGUARD_APP_ID"], scale_out_slots=2)
+    with pytest.raises(SlotsMismatch, match="has 3 partitions but ROLLGUARD_SCALE_OUT_SLOTS is 2"):
+        await check_slots(other)
     print(f"{len(events)} events, 3 slots on 1 worker: {len(got)} records as replay, "
           f"{len(reports)} fleet reports, {waits:.0f} waits at the barrier (mean "
           f"{a.metric('rollguard_fleet_barrier_wait_seconds_sum') / waits * 1000:.0f} ms), "
