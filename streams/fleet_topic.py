@@ -161,6 +161,7 @@ def barrier_snapshot(barrier: PartitionBarrier, offset: int) -> dict[str, Any]:
     Its ``outgoing`` must be empty (sent) when the checkpoint is taken."""
     return {
         "offset": offset,
+        "partitions": barrier.partitions,
         "through": [[p, t] for p, t in sorted(barrier.through.items())],
         "inbox": [[r.through, [_fact(f) for f in r.facts]] for r in barrier.inbox],
     }
@@ -171,6 +172,13 @@ def restore_barrier(barrier: PartitionBarrier, data: dict[str, Any] | None) -> i
     the beginning)."""
     if not data:
         return None
+    made = data.get("partitions", barrier.partitions)
+    if made != barrier.partitions:
+        raise ValueError(
+            f"the input topics have {barrier.partitions} partitions, but this slot's state was "
+            f"made with {made}: services hash to other partitions now, so their state would be "
+            "in another slot. Restore the partition count, or start from a new ROLLGUARD_APP_ID"
+        )
     barrier.through = {int(p): float(t) for p, t in data["through"]}
     barrier.inbox = [
         FleetReport(float(through), tuple(_unfact(f) for f in facts))

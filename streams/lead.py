@@ -37,6 +37,7 @@ from rollguard.streams.arrival import stamp_arrival
 from rollguard.streams.checkpoint import (
     Positions,
     Restored,
+    StateRefused,
 )
 from rollguard.streams.fleet_topic import (
     PartitionBarrier,
@@ -180,7 +181,10 @@ class Lead:
         barrier = PartitionBarrier(
             f"slot-{link.slot}", owned, total, lambda s: partition_of(s.encode(), total)
         )
-        resume = restore_barrier(barrier, self.positions.fleet)
+        try:
+            resume = restore_barrier(barrier, self.positions.fleet)
+        except ValueError as err:  # partitions were added: the slot's state is not its own
+            raise StateRefused(str(err)) from None
         self.pipeline.state.exchange = barrier
         self.barrier = barrier
         tp = TopicPartition(link.topic, 0)

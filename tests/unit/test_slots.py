@@ -50,3 +50,5 @@ def test_a_checkpoint_keeps_the_barrier() -> None:
     assert restore_barrier(again, restored.fleet) == 42
     assert again.through == barrier.through and again.inbox == barrier.inbox
     assert restore_barrier(PartitionBarrier("slot-1", {1}, 4, lambda s: 1), None) is None
+    with pytest.raises(ValueError, match="made with 4"):  # partitions were added: refused
+        restore_barrier(PartitionBarrier("slot-0", {0, 2}, 6, lambda s: 1), restored.fleet)
