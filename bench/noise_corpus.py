@@ -5,7 +5,11 @@ For each recipe of ``streams/scenarios/noise.py`` and each seed, the events go t
 deciding action per deployment is compared with its label. Printed per recipe: the label and
 how many seeds ended ``rollback`` / ``approval`` / ``pass`` / nothing; then the totals the
 issue's targets are about: automatic rollbacks and approvals of healthy releases, misses
-(a bad release that ended pass or with no decision) and bad releases rolled back.
+(a bad release that ended pass or with no decision, per recipe) and bad releases rolled back;
+and, for the bad releases whose recipe records the regression's onset, the delay from the onset
+to the first acting decision (rollback or approval request, by the decision's event time):
+median and p90, per recipe and over all of them (the issue's target: median <= 90 s for clear
+regressions, ``noise-bursty-bad-deploy`` and the ``clear`` kinds).
 
     python bench/noise_corpus.py --seeds 0-19
 """
@@ -13,6 +17,7 @@ issue's targets are about: automatic rollbacks and approvals of healthy releases
 from __future__ import annotations
 
 import argparse
+import statistics
 import sys
 import time
 from collections import Counter
@@ -31,13 +36,17 @@ from rollguard.streams.simulate import NOISE_SCENARIOS, Scenario, generate  # no
 
 REPO = Path(__file__).resolve().parents[1]
 ADAPTER: TypeAdapter[Any] = TypeAdapter(InputEvent)
+#: Recipes whose regression is clear (well past a written limit): the onset-delay target.
+CLEAR = ("noise-bursty-bad-deploy", "noise-scale-bad-deploy")
 
 
-def decide(scenario: Scenario) -> dict[str, str]:
-    """The deciding action per deployment: rollback > approval > pass > nothing."""
+def decide(scenario: Scenario) -> tuple[dict[str, str], dict[str, float]]:
+    """The deciding action per deployment (rollback > approval > pass > nothing), and the
+    event time of each deployment's first acting decision (rollback or approval request)."""
     policy = load_policy(REPO / "config" / "policy.yaml")
     state = new_state()
     acts: dict[str, set[str]] = {d: set() for d in scenario.labels}
+    first: dict[str, float] = {}
     newest = None
     outputs: list[Any] = []
     for event in scenario.events:
@@ -49,6 +58,8 @@ def decide(scenario: Scenario) -> dict[str, str]:
     for out in outputs:
         if isinstance(out, Decision) and out.deployment_id in acts:
             acts[out.deployment_id].add(out.action)
+            if out.action in ("auto_rollback", "request_approval"):
+                first.setdefault(out.deployment_id, out.ts)
     result = {}
     for dep, seen in acts.items():
         if "auto_rollback" in seen:
@@ -59,7 +70,16 @@ def decide(scenario: Scenario) -> dict[str, str]:
             result[dep] = "pass"
         else:
             result[dep] = "nothing"
-    return result
+    return result, first
+
+
+def quantiles(delays: Sequence[float]) -> str:
+    """Median and p90 of ``delays`` (seconds), or '-' without any."""
+    if not delays:
+        return "-"
+    ordered = sorted(delays)
+    p90 = ordered[min(len(ordered) - 1, int(0.9 * len(ordered)))]
+    return f"{statistics.median(ordered):.0f}/{p90:.0f} s"
 
 
 def parse_seeds(spec: str) -> list[int]:
@@ -77,14 +97,17 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parser.parse_args(argv)
     seeds = parse_seeds(args.seeds)
     totals: Counter[str] = Counter()
+    missed: Counter[str] = Counter()
+    delays: dict[str, list[float]] = {}
     t0 = time.perf_counter()
-    print(f"{'recipe':28s} {'label':9s} rollback approval pass nothing")
+    print(f"{'recipe':28s} {'label':9s} rollback approval pass nothing  onset->decision med/p90")
     for name in args.only or NOISE_SCENARIOS:
         got: Counter[str] = Counter()
         label = ""
         for seed in seeds:
             scenario = generate(name, seed)
-            for dep, action in decide(scenario).items():
+            actions, first = decide(scenario)
+            for dep, action in actions.items():
                 label = scenario.labels[dep]
                 got[action] += 1
                 healthy = label == "pass"
@@ -95,13 +118,18 @@ def main(argv: Sequence[str] | None = None) -> None:
                     totals["healthy_approval"] += 1
                 if not healthy and action in ("pass", "nothing"):
                     totals["missed"] += 1
+                    missed[name] += 1
+                if label == "approval" and action == "rollback":
+                    totals["automated_" + name] += 1
                 if label == "rollback" and action == "rollback":
                     totals["bad_rolled_back"] += 1
                 if action == label:
                     totals["as_labelled"] += 1
+                if dep in scenario.onsets and dep in first:
+                    delays.setdefault(name, []).append(first[dep] - scenario.onsets[dep])
         print(
             f"{name:28s} {label:9s} {got['rollback']:8d} {got['approval']:8d} "
-            f"{got['pass']:4d} {got['nothing']:7d}"
+            f"{got['pass']:4d} {got['nothing']:7d}  {quantiles(delays.get(name, []))}"
         )
     h, b = totals["healthy"], totals["bad"]
     print(
@@ -110,6 +138,17 @@ def main(argv: Sequence[str] | None = None) -> None:
         f"bad deploys {b}: missed {totals['missed']}; as labelled "
         f"{totals['as_labelled']}/{h + b}  ({time.perf_counter() - t0:.0f} s)"
     )
+    automated = {k.removeprefix("automated_"): v for k, v in totals.items() if "automated_" in k}
+    if automated:
+        # A release labelled "ask a human" rolled back automatically: wrong for a release not
+        # to blame (pre-deploy-*), a bad release rolled back by the contract otherwise.
+        print(
+            "rolled back, labelled approval: " + ", ".join(f"{k} {v}" for k, v in automated.items())
+        )
+    if missed:
+        print("missed by recipe: " + ", ".join(f"{k} {v}" for k, v in sorted(missed.items())))
+    clear = [d for k, v in delays.items() if k in CLEAR for d in v]
+    print(f"onset -> first acting decision, clear regressions: {quantiles(clear)} (median/p90)")
 
 
 if __name__ == "__main__":

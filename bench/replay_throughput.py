@@ -179,7 +179,9 @@ def main() -> int:
             for mark, (traced, peak, pickled) in sorted(memory.items()):
                 print(
                     f"memory @ {mark:>9,}  {traced / 1e6:>6.1f} MB now, {peak / 1e6:>6.1f} MB peak "
-                    f"(tracemalloc), state pickles to {pickled / 1e6:.1f} MB"
+                    f"(tracemalloc), state pickles to {pickled / 1e6:.1f} MB; per service "
+                    f"{traced / 1e3 / args.services:.1f} KB now, "
+                    f"{pickled / 1e3 / args.services:.1f} KB pickled"
                 )
         ok = core_rate >= 100_000 and core_rate >= 0.3 * parse_rate
         print("targets           " + ("met" if ok else "NOT met"))

@@ -11,7 +11,7 @@
 #   --secure (with start, stop, status, logs): a second, secured broker beside the plain one, on
 #   KAFKA_SECURE_PORT (default KAFKA_PORT+4, i.e. 9096; controller = that port+1), data in
 #   <home>/run-secure-<port>: SASL/SCRAM-SHA-512 users admin (the one super user), gate,
-#   executor, approver, producer and analyst, created at format time with generated passwords
+#   executor, approver, producer, analyst, notifier and console, created at format time with generated passwords
 #   written to <run dir>/credentials.json and <run dir>/env/<user>.env (mode 0600);
 #   StandardAuthorizer with allow.everyone.if.no.acl.found=false. See docs/security.md.
 #
@@ -60,7 +60,7 @@ PID_FILE="$RUN_DIR/broker.pid"
 VERSION_FILE="$RUN_DIR/data.version"
 
 SECURE=0
-SECURE_USERS=(admin gate executor approver producer analyst)
+SECURE_USERS=(admin gate executor approver producer analyst notifier console)
 SCRAM_MECHANISM=SCRAM-SHA-512
 
 # --secure: switch every path and port above to the secured broker's.
@@ -374,9 +374,14 @@ write_secure_props() {
 }
 
 # SCRAM users exist only if they were added when the data dir was formatted: a data dir without
-# its credentials file (or the reverse) is wiped and formatted anew with new passwords.
+# its credentials file (or the reverse), or one formatted before a user was added to
+# SECURE_USERS, is wiped and formatted anew with new passwords.
 format_secure_storage() {
-    if [[ ! -f "$(credentials_file)" || ! -f "$DATA_DIR/meta.properties" ]]; then
+    local missing=0 user
+    for user in "${SECURE_USERS[@]}"; do
+        grep -q "\"$user\"" "$(credentials_file)" 2>/dev/null || missing=1
+    done
+    if [[ $missing = 1 || ! -f "$DATA_DIR/meta.properties" ]]; then
         rm -rf "$DATA_DIR"
         mkdir -p "$DATA_DIR"
         write_credentials

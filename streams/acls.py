@@ -27,8 +27,10 @@ from rollguard.streams.settings import ConfigError, Settings
 __all__ = ["AclEntry", "AclReport", "PrincipalMap", "ROLES", "acl_set", "apply_acls",
            "load_principals", "render"]
 
-Role = Literal["gate", "executor", "approver", "producer", "analyst"]
-ROLES: tuple[Role, ...] = ("gate", "executor", "approver", "producer", "analyst")
+Role = Literal["gate", "executor", "approver", "producer", "analyst", "notifier", "console"]
+ROLES: tuple[Role, ...] = (
+    "gate", "executor", "approver", "producer", "analyst", "notifier", "console",
+)
 ResourceType = Literal["TOPIC", "GROUP", "TRANSACTIONAL_ID"]
 Pattern = Literal["LITERAL", "PREFIXED"]
 Operation = Literal["READ", "WRITE"]
@@ -46,6 +48,8 @@ class PrincipalMap(BaseModel):
     approver: tuple[str, ...] = ()
     producer: tuple[str, ...] = ()
     analyst: tuple[str, ...] = ()
+    notifier: tuple[str, ...] = ()
+    console: tuple[str, ...] = ()
 
     @field_validator("*", mode="before")
     @classmethod
@@ -170,6 +174,19 @@ GRANTS: dict[Role, tuple[Grant, ...]] = {
     "analyst": (
         ("TOPIC", "LITERAL", "READ", _topics(*PUBLIC)),
         ("GROUP", "PREFIXED", "READ", lambda s: [f"{s.app_id}-analyst"]),
+    ),
+    # `rollguard notify`: reads requests and decisions in its own group, posts them to
+    # webhooks; dead-letters posts that failed and requests it cannot verify.
+    "notifier": (
+        ("TOPIC", "LITERAL", "READ", _topics("approvals", "decisions")),
+        ("TOPIC", "LITERAL", "WRITE", _topics("dead_letters")),
+        ("GROUP", "PREFIXED", "READ", lambda s: [f"{s.app_id}-notify"]),
+    ),
+    # `rollguard console`: reads requests and decisions (assigned, no group), publishes the
+    # responses approvers sign in their browsers (signed by their keys, not the console's).
+    "console": (
+        ("TOPIC", "LITERAL", "READ", _topics("approvals", "decisions")),
+        ("TOPIC", "LITERAL", "WRITE", _topics("approval_responses")),
     ),
 }
 

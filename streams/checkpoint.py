@@ -233,10 +233,12 @@ class StateLog:
     """Keys to delete at the next checkpoint (refused records that were never ours)."""
 
     def entries(
-        self, state: EngineState, names: Iterable[str], positions: dict[str, Any]
+        self, state: EngineState, names: Iterable[str], positions: dict[str, Any],
+        rates: dict[str, Any] | None = None,
     ) -> list[tuple[bytes, bytes | None]]:
         """The changelog entries of one checkpoint: the services in ``names`` (those the core
-        touched since the last one), the fleet and the positions."""
+        touched since the last one), the fleet and the positions — with, beside them, the
+        OTLP decoder's cumulative-series values at those positions (``rates``)."""
         self.seq = seq = self.seq + 1
         head = b'{"seq":%d,"data":' % seq
         secret = self.secret
@@ -255,7 +257,10 @@ class StateLog:
         self.rewrite = set()
         fleet = head + orjson.dumps(encode(FleetState, state.fleet)) + b"}"
         entries.append((FLEET_KEY, seal(secret, FLEET_KEY, fleet)))
-        where = orjson.dumps({"seq": seq, "data": positions, "services": self.written})
+        record = {"seq": seq, "data": positions, "services": self.written}
+        if rates is not None:
+            record["rates"] = rates
+        where = orjson.dumps(record)
         entries.append((POSITIONS_KEY, seal(secret, POSITIONS_KEY, where)))
         return entries
 
@@ -268,6 +273,9 @@ class Restored:
     positions: Positions
     log: StateLog
     refused: list[Refusal] = field(default_factory=list)
+    rates: Any = None
+    """The OTLP decoder's cumulative-series values at ``positions`` (``SampleBuilder.snapshot``
+    after a JSON round trip), if the checkpoint has them."""
     """Records that were not used (each already repaired by ``log``'s next checkpoint)."""
 
 
@@ -315,7 +323,7 @@ def restore(
             raise StateRefused(_nothing_authentic(refused))
         return Restored(state=EngineState(), positions=Positions(), log=log)
     try:
-        state, positions = _rebuild(latest, log)
+        state, positions, rates = _rebuild(latest, log)
     except StateDecodeError as err:
         raise StateRefused(
             f"the state changelog is not one consistent checkpoint: {err}. Nothing was "
@@ -328,12 +336,12 @@ def restore(
     for key, (_, _, index) in latest.items():
         if index and key.startswith(SERVICE_PREFIX):
             log.rewrite.add(key[len(SERVICE_PREFIX):].decode())
-    return Restored(state=state, positions=positions, log=log, refused=refused)
+    return Restored(state=state, positions=positions, log=log, refused=refused, rates=rates)
 
 
 def _rebuild(
     latest: dict[bytes, tuple[int, bytes, int]], log: StateLog
-) -> tuple[EngineState, Positions]:
+) -> tuple[EngineState, Positions, Any]:
     if POSITIONS_KEY not in latest or FLEET_KEY not in latest:
         raise StateDecodeError("no authentic fleet or positions record")
     records = {key: _payload(raw, repr(key)[1:]) for key, (_, raw, _) in latest.items()}
@@ -371,7 +379,7 @@ def _rebuild(
     log.tombstones.update(stray)
     log.seq = seq
     log.written = dict(written)
-    return state, Positions.from_snapshot(where["data"])
+    return state, Positions.from_snapshot(where["data"]), where.get("rates")
 
 
 def _nothing_authentic(refused: list[Refusal]) -> str:

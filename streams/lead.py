@@ -116,10 +116,10 @@ class Lead:
         self.link = link
         self.barrier: PartitionBarrier | None = None
         self.fleet_next = 0
+        """The fleet topic's next offset to deliver (slot mode)."""
         self.sent_through = float("-inf")
         self.held_since: float | None = None
         """When the pipeline began to wait at the fleet barrier (for the wait metric)."""
-        """The fleet topic's next offset to deliver (slot mode)."""
         self.backlog: deque[tuple[Any, bytes, Any, Any]] = deque()
         """Released records not yet processed: the pipeline is held at the fleet barrier."""
         self.producer = producer
@@ -131,7 +131,12 @@ class Lead:
                             for name, kind in self.settings.topics.inputs().items()}
         self.topic_types[self.settings.topic("otlp_metrics")] = OTLP_TYPE
         self.otlp_samples = SampleBuilder(source="otlp")
-        """Cumulative OTLP series' last values: in memory, so a new leader primes them again."""
+        """Cumulative OTLP series' last values: checkpointed with the input positions."""
+        if restored.rates is not None:
+            try:
+                self.otlp_samples.restore(restored.rates)
+            except ValueError as err:  # authentic but not understood: one interval is lost
+                log.error("%s; each cumulative OTLP series primes again", err)
         self.ce_source = f"{self.settings.ingest.cloudevents_source}/{self.settings.app_id}"
         self.merger = EventTimeMerger()
         self.clock = IdleClock(self.settings.idle_advance_seconds)
@@ -385,6 +390,7 @@ class Lead:
                             partition=partition, offset=offset, expected=expected,
                             otlp=settings.ingest.otlp, reference_time=reference,
                             max_clock_skew_seconds=skew, max_message_bytes=max_bytes,
+                            unmapped=self._unmapped,
                         )
                     else:
                         decoded = decode(
@@ -435,6 +441,12 @@ class Lead:
                 self._release(time.monotonic())
         self.clock.seen(newest)
         self.clock.arrived(now)
+
+    def _unmapped(self, points: dict[str, int]) -> None:
+        for name in self.metrics.unmapped(points):
+            log.info("OTLP metric %r is not mapped (no ingest.otlp rule names it): its points "
+                     "are skipped and counted in rollguard_otlp_unmapped_points_total; this is "
+                     "logged once per metric name", name, extra={"metric": name})
 
     async def _read_lag(self, tp: TopicPartition) -> None:
         """Unread messages of ``tp`` as the last fetch response saw them (may be stale)."""
@@ -549,7 +561,8 @@ class Lead:
         if self.barrier is not None:
             assert not self.barrier.outgoing and not self.waiting, "reports are sent first"
             self.positions.fleet = barrier_snapshot(self.barrier, self.fleet_next)
-        entries = self.log.entries(state, touched, self.positions.snapshot(buffered))
+        entries = self.log.entries(state, touched, self.positions.snapshot(buffered),
+                                   self.otlp_samples.snapshot())
         pending, self.pending = self.pending, []
         self.dirty = False
         self.last_commit = started

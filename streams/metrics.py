@@ -6,7 +6,10 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-__all__ = ["WorkerMetrics"]
+__all__ = ["MAX_UNMAPPED_NAMES", "WorkerMetrics"]
+
+MAX_UNMAPPED_NAMES = 1000
+"""Unmapped OTLP metric names remembered (and logged once each); the counter has no label."""
 
 
 class WorkerMetrics:
@@ -80,6 +83,12 @@ class WorkerMetrics:
             "format, undecodable), never executed",
             ["reason"], registry=registry,
         )
+        self.otlp_unmapped = Counter(
+            "rollguard_otlp_unmapped_points_total",
+            "OTLP data points skipped because no ingest.otlp rule names their metric (the "
+            "worker logs each such metric name once)", registry=registry,
+        )
+        self._unmapped_names: set[str] = set()
         self.leader = Gauge(
             "rollguard_leader", "1 while this worker runs the decision core", registry=registry,
         )
@@ -96,6 +105,15 @@ class WorkerMetrics:
 
     def redelivered(self, topic: str) -> None:
         self.redeliveries.labels(topic=topic).inc()
+
+    def unmapped(self, points: dict[str, int]) -> list[str]:
+        """Count skipped OTLP points; the metric names not seen before (at most
+        ``MAX_UNMAPPED_NAMES`` over the worker's life, to be logged once each)."""
+        self.otlp_unmapped.inc(sum(points.values()))
+        new = [name for name in points if name not in self._unmapped_names]
+        new = new[:max(0, MAX_UNMAPPED_NAMES - len(self._unmapped_names))]
+        self._unmapped_names.update(new)
+        return new
 
     def published(self, record: Any) -> None:
         self.records_out.labels(type=record.type).inc()

@@ -22,6 +22,11 @@ to the core; one on a CreateTime topic becomes a dead letter, as in the worker.
 Valid records are yielded as the producer's own bytes (one line; compacted only if the JSON
 spans several lines): approval signatures are checked on those bytes, and re-encoding through
 the model would drop unknown fields and change how ``ts`` is written.
+
+Foreign records are decoded as the worker decodes them (``streams.ingest.inputs``): a CDEvent
+on ``deploys`` becomes its ``DeployEvent`` line; an OTLP message on ``otlp_metrics`` is merged
+as one item at its earliest point's time and becomes, there, the ``MetricSample`` lines of one
+``SampleBuilder`` fed in the merged order — the samples the worker's core receives.
 """
 
 from __future__ import annotations
@@ -34,18 +39,21 @@ import time
 from collections import Counter, deque
 from collections.abc import AsyncGenerator, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeAlias
 
 import orjson
 
 from rollguard.models.events import DeadLetter
 from rollguard.streams.analysis.progress import ProgressReporter
 from rollguard.streams.arrival import CREATE_TIME_ERROR, arrival_of, with_arrival
-from rollguard.streams.serde import decode
+from rollguard.streams.ingest.inputs import OTLP_TYPE, FanOut, decode_foreign, is_foreign
+from rollguard.streams.ingest.rates import SampleBuilder
+from rollguard.streams.serde import decode, encode
 from rollguard.streams.settings import Settings
 
 __all__ = ["RangeError", "RangeStats", "TimeRange", "input_topics", "read_range"]
 
+_Payload: TypeAlias = bytes | DeadLetter | FanOut  # noqa: UP040 - mypy reads it as an alias
 _BATCH = 1000
 _FETCH_MAX = 2000
 _STALL_SECONDS = 30.0
@@ -92,8 +100,8 @@ def input_topics(settings: Settings, names: Sequence[str] = ()) -> dict[str, str
     ``names`` may give the configured names (``telemetry.metrics``), the setting names
     (``metrics``) or full names; empty means every input topic (DESIGN §2).
     """
-    by_name = settings.topics.inputs()
-    fields = {"deploys", "metrics", "alerts", "approval_responses"}
+    by_name = {**settings.topics.inputs(), settings.topics.otlp_metrics: OTLP_TYPE}
+    fields = {"deploys", "metrics", "alerts", "approval_responses", "otlp_metrics"}
     prefix = settings.topic_prefix
     wanted: dict[str, str] = {}
     for raw in names or list(by_name):
@@ -132,11 +140,11 @@ class _PartitionReader:
         self.settings = settings
         self.stats = stats
         self.progress = progress
-        self.buffer: deque[tuple[tuple[float, int, int, int], bytes | DeadLetter]] = deque()
+        self.buffer: deque[tuple[tuple[float, int, int, int], _Payload]] = deque()
         self.done = plan.start >= plan.stop
         self._quiet_since: float | None = None
 
-    async def next(self) -> tuple[tuple[float, int, int, int], bytes | DeadLetter] | None:
+    async def next(self) -> tuple[tuple[float, int, int, int], _Payload] | None:
         while not self.buffer:
             if self.done:
                 return None
@@ -168,23 +176,34 @@ class _PartitionReader:
             ):
                 self._finish()
                 return
-            self.buffer.append(self._item(record))
+            item = self._item(record)
+            if item is not None:
+                self.buffer.append(item)
             if self.progress is not None:
                 self.progress.advance()
             if record.offset + 1 >= self.plan.stop:
                 self._finish()
                 return
 
-    def _item(self, record: Any) -> tuple[tuple[float, int, int, int], bytes | DeadLetter]:
-        decoded = decode(
-            record.value,
-            key=record.key,
-            topic=record.topic,
-            partition=record.partition,
-            offset=record.offset,
-            expected_type=self.expected_type,
-            max_message_bytes=self.settings.max_message_bytes,
-        )
+    def _item(self, record: Any) -> tuple[tuple[float, int, int, int], _Payload] | None:
+        foreign = is_foreign(self.expected_type, record.headers)
+        decoded: Any
+        if foreign:
+            decoded = decode_foreign(
+                record.value, key=record.key, headers=record.headers, topic=record.topic,
+                partition=record.partition, offset=record.offset, expected=self.expected_type,
+                otlp=self.settings.ingest.otlp, reference_time=math.inf,  # skew: see above
+                max_clock_skew_seconds=0.0, max_message_bytes=self.settings.max_message_bytes)
+        else:
+            decoded = decode(
+                record.value,
+                key=record.key,
+                topic=record.topic,
+                partition=record.partition,
+                offset=record.offset,
+                expected_type=self.expected_type,
+                max_message_bytes=self.settings.max_message_bytes,
+            )
         self.stats.records[record.topic] += 1
         position = (self.plan.rank, record.partition, record.offset)
         if decoded.dead_letter is not None:
@@ -193,7 +212,12 @@ class _PartitionReader:
             kafka_ts = record.timestamp / 1000.0
             letter = decoded.dead_letter.model_copy(update={"ts": kafka_ts})
             return (kafka_ts, *position), letter
-        assert decoded.record is not None
+        if decoded.record is None:  # an OTLP message with nothing mapped
+            return None
+        if isinstance(decoded.record, FanOut):
+            return (decoded.record.ts, *position), decoded.record
+        if foreign:  # a CDEvent: the record it is, as a native line
+            return (decoded.record.ts, *position), encode(decoded.record)
         value: bytes = record.value
         event_time = decoded.record.ts
         if self.expected_type == "approval_response":
@@ -313,7 +337,8 @@ class _RangeReader:
                              self.range.until_ms, self.settings, self.stats, self.progress)
             for plan in plans
         ]
-        heap: list[tuple[tuple[float, int, int, int], int, bytes | DeadLetter]] = []
+        heap: list[tuple[tuple[float, int, int, int], int, _Payload]] = []
+        otlp = SampleBuilder(source="otlp")  # fed in the merged order, as the worker's
         for index, reader in enumerate(readers):
             first = await reader.next()
             if first is not None:
@@ -321,7 +346,10 @@ class _RangeReader:
         out: list[bytes | DeadLetter] = []
         while heap:
             _, index, payload = heapq.heappop(heap)
-            out.append(payload)
+            if isinstance(payload, FanOut):
+                out.extend(encode(sample) for sample in otlp.samples(list(payload.points)))
+            else:
+                out.append(payload)
             following = await readers[index].next()
             if following is not None:
                 heapq.heappush(heap, (following[0], index, following[1]))

@@ -19,8 +19,9 @@ original headers too.
 from __future__ import annotations
 
 import base64
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from operator import attrgetter
 from typing import Literal
 
 from rollguard.models.events import DeadLetter, format_ts
@@ -33,6 +34,7 @@ from rollguard.streams.serde import Decoded, InputRecord
 __all__ = ["OTLP_TYPE", "FanOut", "decode_foreign", "header_map", "is_foreign"]
 
 OTLP_TYPE = "otlp"
+_TS = attrgetter("ts")
 
 Headers = Sequence[tuple[str, bytes | None]]
 """Kafka message headers as aiokafka gives them: ``((name, value), ...)``."""
@@ -77,9 +79,13 @@ def decode_foreign(
     reference_time: float,
     max_clock_skew_seconds: float,
     max_message_bytes: int,
+    unmapped: Callable[[dict[str, int]], None] | None = None,
 ) -> Decoded[FanOut | InputRecord]:
     """An OTLP message or a CDEvent → ``Decoded`` (record ``None`` and no dead letter: the
-    message had nothing rollguard maps, e.g. only unmapped OTLP metrics)."""
+    message had nothing rollguard maps, e.g. only unmapped OTLP metrics).
+
+    ``unmapped`` is told, for a message that is not dead-lettered, how many data points of
+    each metric no rule names were skipped."""
     hdrs = header_map(headers)
 
     def dead(error: str) -> Decoded[FanOut | InputRecord]:
@@ -99,14 +105,16 @@ def decode_foreign(
         found = decode_otlp(value, otlp, encoding_of(hdrs, otlp.encoding))
         if found.error is not None:
             return dead(found.error)
+        if found.unmapped_metrics and unmapped is not None:
+            unmapped(found.unmapped_metrics)
         if not found.points:
             return Decoded(None, None)
-        newest = max(p.ts for p in found.points)
+        newest = max(map(_TS, found.points))
         if newest > reference_time + max_clock_skew_seconds:
             return dead(f"a point is {newest - reference_time:.0f} s ahead of the wall clock "
                         f"(max_clock_skew_seconds={max_clock_skew_seconds:g}, at "
                         f"{format_ts(newest)}); check the producer's clock")
-        fan = FanOut(tuple(found.points), min(p.ts for p in found.points))
+        fan = FanOut(tuple(found.points), min(map(_TS, found.points)))
         return Decoded(fan, None)
     if len(value) > max_message_bytes:
         return dead(f"message of {len(value)} bytes exceeds max_message_bytes={max_message_bytes}")

@@ -1,234 +1,188 @@
-"""Fill the official OTLP classes from OTLP/JSON faster than ``json_format.Parse``.
+"""OTLP/JSON read into typed structs made from the official classes' descriptors.
 
-``json_format`` parses with ``json`` and then sets every field from Python, one checked call
-at a time; that walk was ~90 % of the OTLP/JSON decode time (bench/ingest_decode.py). Here
-``orjson`` parses, a plan made once per message type from the classes' own descriptors maps
-the proto3 JSON names to field names and converts the values the JSON mapping spells
-differently (64-bit integers as strings, enum names, base64 bytes), and the official class's
-constructor builds the message in C.
+``json_format.Parse`` reads JSON with ``json`` and then sets every field from Python, one
+checked call at a time: most of the OTLP/JSON decode time. Here ``msgspec`` decodes the text in
+C straight into structs made, once, from the descriptors of the official ``opentelemetry-proto``
+classes: one struct per message type, one attribute per field under the field's own name (so
+the walk in ``streams/ingest/otlp.py`` reads them exactly as it reads the protobuf classes),
+read from the field's proto3 JSON name (``timeUnixNano``), typed as the proto3 JSON mapping
+spells the field (64-bit integers as a number or as decimal text, enums by number or by name,
+bytes as base64), with the field's range, and the proto3 default when absent. ``oneof``
+members and ``optional`` fields are ``None`` when absent; ``WhichOneof`` and ``HasField``
+answer as the protobuf classes do.
 
-Only what the plan knows for certain is handled this way: a well-formed message with
-ordinary fields. Anything else — text ``orjson`` refuses, a value of an unexpected type, a
-field given twice (both spellings, two members of a oneof), ``null`` in a list, a map, a
-well-known type, an extension, a value out of range — goes to ``json_format.Parse`` on a
-fresh message, so the result and
-every error message are ``json_format``'s (that path parses the text again). Unknown fields
-are ignored, as with ``ignore_unknown_fields=True``.
+Only what the structs type for certain is read this way: the form the Collector writes.
+Anything else is refused (``msgspec.ValidationError`` / ``DecodeError``, or ``Unsure`` from
+the walk) and the caller reads the message with ``json_format.Parse`` instead, so that its
+result and every error are ``json_format``'s: an unknown field, a field in its
+``snake_case`` spelling, ``null`` outside a ``oneof``, two members of a ``oneof``, a number as
+text where a number is expected, ``"NaN"``, a URL-safe base64, a value out of range.
+``tests/unit/test_otlp_json.py`` cross-checks both paths on every golden message and on
+variants and random mutations of them.
 
-One difference: an object with a duplicate key (``{"a": 1, "a": 2}``, which RFC 8259 does
-not forbid) is read by ``orjson`` as its last value, where ``json_format.Parse`` refuses the
-whole message.
+Known differences: a JSON object with a duplicate key is read as its last value, where
+``json_format.Parse`` refuses the message; nesting deeper than 100 is only refused by
+``json_format`` if the walk reads it (attribute values are; exemplars are not).
 """
 
 from __future__ import annotations
 
-import base64
-import math
+import sys
 from collections.abc import Callable
-from dataclasses import dataclass
-from dataclasses import field as dataclass_field
-from typing import Any, TypeVar, cast
+from operator import attrgetter
+from typing import Annotated, Any, Optional, TypeVar, cast  # noqa: UP035 - forward refs
 
-import orjson
-from google.protobuf import json_format
+import msgspec
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import Message
 
-__all__ = ["parse_json"]
+__all__ = ["Unsure", "decoder", "integer"]
 
 M = TypeVar("M", bound=Message)
 
-_MAX_DEPTH = 100  # json_format's default max_recursion_depth
+
+class Unsure(Exception):
+    """The struct path does not read this input exactly as ``json_format`` would."""
 
 
-class _Unsure(Exception):
-    """The fast path does not handle this input; json_format decides."""
+def _whole(low: int, high: int, digits: int) -> object:
+    """An integer field: a JSON number in range, or decimal text short enough to be in range."""
+    sign = "-?" if low < 0 else ""
+    return (Annotated[int, msgspec.Meta(ge=low, le=high)]
+            | Annotated[str, msgspec.Meta(pattern=f"^{sign}[0-9]{{1,{digits}}}$")])
 
 
-# How a field's JSON value becomes a constructor argument (one test per value, no call).
-_STRING, _INTEGER, _DOUBLE, _BOOL, _MESSAGE, _MESSAGES, _OTHER = range(7)
-_INTEGERS = {FieldDescriptor.CPPTYPE_INT32, FieldDescriptor.CPPTYPE_INT64,
-             FieldDescriptor.CPPTYPE_UINT32, FieldDescriptor.CPPTYPE_UINT64}
+_INTEGER_TYPES: dict[int, object] = {
+    FieldDescriptor.CPPTYPE_INT32: _whole(-(2**31), 2**31 - 1, 9),
+    FieldDescriptor.CPPTYPE_UINT32: _whole(0, 2**32 - 1, 9),
+    FieldDescriptor.CPPTYPE_INT64: _whole(-(2**63), 2**63 - 1, 18),
+    FieldDescriptor.CPPTYPE_UINT64: _whole(0, 2**63 - 1, 19),  # msgspec's bounds are int64
+}
 
 
-def _integer(value: Any) -> int:
-    """As json_format's ``_ConvertInteger`` where it succeeds; _Unsure elsewhere."""
-    kind = type(value)
-    if kind is int:
-        return value  # type: ignore[no-any-return]
-    if kind is str and " " not in value:
-        try:
-            return int(value)
-        except ValueError:
-            raise _Unsure from None  # maybe an integral float: json_format decides
-    raise _Unsure
+def integer(value: int | str) -> int:
+    """An integer field's value (the structs keep 64-bit integers' text as text)."""
+    return value if type(value) is int else int(value)
 
 
-def _double(value: Any) -> float:
-    kind = type(value)
-    if kind is float and math.isfinite(value):
-        return value  # type: ignore[no-any-return]
-    if kind is int:
-        return float(value)
-    raise _Unsure  # "NaN", "1.5", ...: json_format decides
+def _struct_name(descriptor: Descriptor) -> str:
+    return "_otlp_" + str(descriptor.full_name).replace(".", "_")
 
 
-def _bytes(value: Any) -> bytes:
-    if type(value) is not str:
-        raise _Unsure
-    encoded = value.encode("utf-8")  # exactly json_format's decoding
-    return base64.urlsafe_b64decode(encoded + b"=" * (4 - len(encoded) % 4))
-
-
-def _same(kind: type) -> Callable[[Any], Any]:
-    def convert(value: Any) -> Any:
-        if type(value) is not kind:
-            raise _Unsure
-        return value
-    return convert
-
-
-def _enum(field: FieldDescriptor) -> Callable[[Any], Any]:
-    names: dict[str, int] = {v.name: v.number for v in field.enum_type.values}
-    numbers: set[int] = {v.number for v in field.enum_type.values}
-    closed = field.enum_type.is_closed
-
-    def convert(value: Any) -> int:
-        if type(value) is str and value in names:
-            return names[value]
-        if type(value) is int and (not closed or value in numbers):
-            return value
-        raise _Unsure
-    return convert
-
-
-def _unsure(_: Any) -> Any:
-    raise _Unsure
-
-
-def _scalar(field: FieldDescriptor) -> Callable[[Any], Any]:
+def _scalar(field: FieldDescriptor) -> object:
     cpp = field.cpp_type
-    if cpp in _INTEGERS:
-        return _integer
+    if cpp in _INTEGER_TYPES:
+        return _INTEGER_TYPES[cpp]
     if cpp == FieldDescriptor.CPPTYPE_DOUBLE:
-        return _double
+        return float
     if cpp == FieldDescriptor.CPPTYPE_BOOL:
-        return _same(bool)
-    if cpp == FieldDescriptor.CPPTYPE_ENUM:
-        return _enum(field)
+        return bool
     if cpp == FieldDescriptor.CPPTYPE_STRING:
-        return _bytes if field.type == FieldDescriptor.TYPE_BYTES else _same(str)
-    return _unsure  # float (32-bit range checks): json_format
+        return bytes if field.type == FieldDescriptor.TYPE_BYTES else str
+    if cpp == FieldDescriptor.CPPTYPE_ENUM:
+        names = tuple(v.name for v in field.enum_type.values)
+        return _INTEGER_TYPES[FieldDescriptor.CPPTYPE_INT32] | Annotated[
+            str, msgspec.Meta(pattern="^(" + "|".join(names) + ")$")]
+    raise TypeError(f"{field.full_name}: no struct type for this field (cpp type {cpp})")
 
 
-def _repeated(single: Callable[[Any], Any]) -> Callable[[Any], Any]:
-    def convert(value: Any) -> list[Any]:
-        if type(value) is not list:
-            raise _Unsure
-        return [single(item) for item in value]  # None: every converter refuses it
-    return convert
+def _default(field: FieldDescriptor) -> Any:
+    if field.is_repeated:
+        return ()  # a tuple: nothing to allocate (or for the GC to track) when absent
+    if field.cpp_type == FieldDescriptor.CPPTYPE_MESSAGE:
+        name = _struct_name(field.message_type)
+        return msgspec.field(default_factory=lambda: getattr(_MODULE, name)())
+    return field.default_value
 
 
-@dataclass
-class _Plan:
-    """JSON key (json name and field name) → (field name, oneof or None, how, sub-plan or
-    converter), for one message type; ``usable`` False: json_format handles the type."""
-
-    fields: dict[str, tuple[str, str | None, int, Any]] = dataclass_field(default_factory=dict)
-    usable: bool = True
+# The walk in streams/ingest/otlp.py asks every Metric which member of ``data`` it holds (to
+# map it or to count its points), and ``WhichOneof`` refuses two: no check when decoding.
+_ONEOFS_CHECKED_BY_THE_WALK = {"opentelemetry.proto.metrics.v1.Metric"}
 
 
-_PLANS: dict[str, _Plan] = {}
+def _methods(descriptor: Descriptor) -> dict[str, Callable[..., Any]]:
+    groups = {o.name: tuple(f.name for f in o.fields) for o in descriptor.oneofs}
+    plural = [members for members in groups.values() if len(members) > 1]  # not `optional`
+
+    def which_oneof(self: Any, group: str) -> str | None:
+        found = None
+        for name in groups[group]:
+            if getattr(self, name) is not None:
+                if found is not None:
+                    raise Unsure  # two members: json_format refuses the message
+                found = name
+        return found
+
+    def has_field(self: Any, name: str) -> bool:
+        return getattr(self, name) is not None
+
+    methods: dict[str, Callable[..., Any]] = {"WhichOneof": which_oneof, "HasField": has_field}
+    if plural and descriptor.full_name not in _ONEOFS_CHECKED_BY_THE_WALK:
+        methods["__post_init__"] = _one_member_each(plural)
+    return methods
 
 
-def _plan(descriptor: Descriptor) -> _Plan:
-    plan = _PLANS.get(descriptor.full_name)
-    if plan is not None:
-        return plan
-    plan = _PLANS[descriptor.full_name] = _Plan()  # registered first: types may recurse
-    plan.usable = (not descriptor.full_name.startswith("google.protobuf.")
-                   and not descriptor.GetOptions().map_entry)
+def _one_member_each(groups: list[tuple[str, ...]]) -> Callable[[Any], None]:
+    """A ``__post_init__`` that refuses two members of one oneof, as json_format does."""
+    if len(groups) == 1 and len(groups[0]) == 2:
+        first, second = groups[0]
+
+        def pair(self: Any) -> None:  # the common case (a number point's value), cheaper
+            if getattr(self, first) is not None and getattr(self, second) is not None:
+                raise ValueError("more than one member of a oneof")
+        return pair
+    getters = [attrgetter(*members) for members in groups]
+
+    def each(self: Any) -> None:
+        for members in getters:
+            values = members(self)
+            if len(values) - values.count(None) > 1:
+                raise ValueError("more than one member of a oneof")
+    return each
+
+
+_MODULE = sys.modules[__name__]
+
+
+def _struct(descriptor: Descriptor) -> type[msgspec.Struct]:
+    """The struct of one message type (and, first, of every type it refers to)."""
+    name = _struct_name(descriptor)
+    if hasattr(_MODULE, name):  # made, or being made (a recursive reference is by name)
+        return cast(type[msgspec.Struct], getattr(_MODULE, name))
+    setattr(_MODULE, name, None)
+    fields: list[tuple[str, object, Any]] = []
     for field in descriptor.fields:
-        oneof = field.containing_oneof.name if field.containing_oneof else None
-        how: int
-        arg: Any = None
         if field.cpp_type == FieldDescriptor.CPPTYPE_MESSAGE:
-            how, arg = (_MESSAGES if field.is_repeated else _MESSAGE), _plan(field.message_type)
-        elif field.is_repeated:
-            how, arg = _OTHER, _repeated(_scalar(field))
-        elif field.cpp_type == FieldDescriptor.CPPTYPE_STRING and \
-                field.type != FieldDescriptor.TYPE_BYTES:
-            how = _STRING
-        elif field.cpp_type in _INTEGERS:
-            how = _INTEGER
-        elif field.cpp_type == FieldDescriptor.CPPTYPE_DOUBLE:
-            how = _DOUBLE
-        elif field.cpp_type == FieldDescriptor.CPPTYPE_BOOL:
-            how = _BOOL
+            if field.message_type.full_name.startswith("google.protobuf.") or \
+                    field.message_type.GetOptions().map_entry:
+                raise TypeError(f"{field.full_name}: well-known types and maps are not read")
+            _struct(field.message_type)
+            kind: object = _struct_name(field.message_type)
         else:
-            how, arg = _OTHER, _scalar(field)
-        spec = (field.name, oneof, how, arg)
-        plan.fields[field.json_name] = spec
-        plan.fields.setdefault(field.name, spec)
-    return plan
-
-
-def _convert(js: Any, plan: _Plan, depth: int) -> dict[str, Any]:
-    """Constructor arguments for ``js``, a JSON object of ``plan``'s message type."""
-    if type(js) is not dict or depth > _MAX_DEPTH or not plan.usable:
-        raise _Unsure
-    out: dict[str, Any] = {}
-    fields = plan.fields
-    oneofs: list[str] | None = None
-    for key, value in js.items():
-        spec = fields.get(key)
-        if spec is None:
-            if key[:1] == "[":  # an extension's name: json_format refuses it
-                raise _Unsure
-            continue  # an unknown field: ignored
-        if value is None:
-            continue  # null: the field stays unset
-        name, oneof, how, arg = spec
-        if name in out:
-            raise _Unsure  # given twice, in both spellings
-        if oneof is not None:
-            if oneofs is None:
-                oneofs = [oneof]
-            elif oneof in oneofs:
-                raise _Unsure
-            else:
-                oneofs.append(oneof)
-        kind = type(value)
-        if how == _MESSAGES:
-            if kind is not list:
-                raise _Unsure
-            out[name] = [_convert(item, arg, depth + 1) for item in value]
-        elif how == _MESSAGE:
-            out[name] = _convert(value, arg, depth + 1)
-        elif how == _STRING:
-            if kind is not str:  # orjson refuses unpaired surrogates, as json_format does
-                raise _Unsure
-            out[name] = value
-        elif how == _INTEGER:
-            out[name] = value if kind is int else _integer(value)
-        elif how == _DOUBLE:
-            out[name] = value if kind is float and math.isfinite(value) else _double(value)
-        elif how == _BOOL:
-            if kind is not bool:
-                raise _Unsure
-            out[name] = value
+            kind = _scalar(field)
+        if field.is_repeated:
+            fields.append((field.name, tuple[kind, ...], _default(field)))  # type: ignore[valid-type]
+        elif field.containing_oneof is not None:
+            # Optional, not `| None`: kind may be a struct's name (a forward reference)
+            fields.append((field.name, Optional[kind], None))  # noqa: UP045
         else:
-            out[name] = arg(value)
-    return out
+            fields.append((field.name, kind, _default(field)))
+    struct = msgspec.defstruct(
+        name, fields, module=__name__, namespace=_methods(descriptor), kw_only=True,
+        rename={f.name: f.json_name for f in descriptor.fields},
+        forbid_unknown_fields=True, gc=False)
+    setattr(_MODULE, name, struct)
+    return struct
 
 
-def parse_json(text: bytes, message_class: type[M]) -> M:
-    """``message_class`` from proto3 JSON ``text``, as ``json_format.Parse(text, message,
-    ignore_unknown_fields=True)`` makes it; raises what that raises."""
-    try:
-        arguments = _convert(orjson.loads(text), _plan(message_class.DESCRIPTOR), 1)
-        return cast(M, message_class(**arguments))
-    except (_Unsure, ValueError, TypeError, OverflowError, RecursionError):
-        message = cast(M, message_class())  # orjson.JSONDecodeError is a ValueError
-        json_format.Parse(text, message, ignore_unknown_fields=True)
-        return message
+_DECODERS: dict[str, msgspec.json.Decoder[Any]] = {}
+
+
+def decoder(message_class: type[Message]) -> msgspec.json.Decoder[Any]:
+    """A decoder of proto3 JSON text into the structs of ``message_class`` (see module doc);
+    raises ``msgspec.ValidationError`` / ``msgspec.DecodeError`` on what it does not read."""
+    full_name = message_class.DESCRIPTOR.full_name
+    found = _DECODERS.get(full_name)
+    if found is None:
+        found = _DECODERS[full_name] = msgspec.json.Decoder(_struct(message_class.DESCRIPTOR))
+    return found

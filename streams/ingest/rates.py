@@ -29,7 +29,8 @@ import math
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
+from operator import attrgetter
+from typing import Any, Literal, NamedTuple
 
 from rollguard.models.events import MetricSample
 from rollguard.streams.ingest.mapping import MetricRule
@@ -44,9 +45,9 @@ _VALIDATE: Callable[[dict[str, object]], MetricSample] = (
 Kind = Literal["gauge", "delta", "cumulative", "histogram_delta", "histogram_cumulative"]
 
 
-@dataclass(slots=True)
-class Point:
-    """One foreign data point matched to ``rule`` (times in epoch seconds)."""
+class Point(NamedTuple):
+    """One foreign data point matched to ``rule`` (times in epoch seconds); a tuple, the
+    cheapest record Python builds (one per data point)."""
 
     service: str
     instance: str | None
@@ -117,6 +118,7 @@ class SampleBuilder:
         self._keys: dict[int, tuple[MetricRule, tuple[object, ...]]] = {}
         self.missing = 0
         """Points that carried no value (no recorded value, staleness markers)."""
+        self._snapshot: dict[str, list[Any]] | None = None
 
     def _key(self, rule: MetricRule) -> tuple[object, ...]:
         """A rule's identity by content (two equal configurations share state)."""
@@ -128,17 +130,50 @@ class SampleBuilder:
         return held[1]
 
     def forget(self) -> None:
-        """Drop every series' previous value (a new leader starts from its checkpoint)."""
+        """Drop every series' previous value."""
         self._last.clear()
         self._group_ts.clear()
+        self._snapshot = None
+
+    def snapshot(self) -> dict[str, list[Any]]:
+        """The previous values as plain data (JSON: tuples become lists), for a checkpoint."""
+        if self._snapshot is None:  # made again only after points came
+            self._snapshot = {"last": [[key, value] for key, value in self._last.items()],
+                              "groups": [[key, value] for key, value in self._group_ts.items()]}
+        return self._snapshot
+
+    def restore(self, data: object) -> None:
+        """Take the previous values of ``snapshot`` (after a JSON round trip); ValueError if
+        ``data`` is not such a snapshot (nothing is taken then)."""
+        if type(data) is not dict or set(data) != {"last", "groups"}:
+            raise ValueError("OTLP rate state: not a snapshot")
+        last: dict[tuple[object, ...], tuple[float | None, float, object]] = {}
+        groups: dict[tuple[object, ...], tuple[float | None, float | None]] = {}
+        for entry in data["last"]:
+            key, (start, ts, value) = _plain(entry)
+            held: object = (tuple(map(_float, value)) if type(value) is tuple
+                            and all(map(_number, value)) else _float(value)
+                            if _number(value) else None)
+            if not (_number(start, True) and _number(ts)) or held is None:
+                raise ValueError(f"OTLP rate state: bad entry {entry!r:.200}")
+            last[key] = (_float(start), float(ts), held)  # type: ignore[arg-type]
+        for entry in data["groups"]:
+            key, (latest, before) = _plain(entry)
+            if not (_number(latest, True) and _number(before, True)):
+                raise ValueError(f"OTLP rate state: bad group {entry!r:.200}")
+            groups[key] = (_float(latest), _float(before))
+        self._last, self._group_ts = last, groups
+        self._snapshot = None
 
     def samples(self, points: list[Point]) -> list[MetricSample]:
         """The samples of ``points`` (several series, services and times), oldest first."""
+        if points:
+            self._snapshot = None
         out: list[MetricSample] = []
         rates: dict[_Group, list[float]] = defaultdict(lambda: [0.0, 0.0])
         hists: dict[_Group, _Histogram] = {}
         rule_of: dict[int, MetricRule] = {}
-        for point in sorted(points, key=_by_ts):
+        for point in sorted(points, key=_TS):
             rule = point.rule
             if point.missing:
                 self.missing += 1
@@ -191,7 +226,7 @@ class SampleBuilder:
             if found is not None:
                 out.append(self._sample(service, instance, metric, found * rule.scale, ts))
         if rates or hists:
-            out.sort(key=_by_ts)  # gauges alone are in order already
+            out.sort(key=_TS)  # gauges alone are in order already
         return out
 
     def _sample(self, service: str, instance: str | None, name: str, value: float,
@@ -260,8 +295,36 @@ class SampleBuilder:
         return None
 
 
-def _by_ts(item: Point | MetricSample) -> float:
-    return item.ts
+_TS = attrgetter("ts")
+
+
+def _plain(entry: object) -> tuple[tuple[object, ...], tuple[object, ...]]:
+    """A ``[key, value]`` pair of a snapshot with its lists as tuples again."""
+    if type(entry) is not list or len(entry) != 2 or type(entry[0]) is not list \
+            or type(entry[1]) is not list or len(entry[1]) not in (2, 3):
+        raise ValueError(f"OTLP rate state: bad entry {entry!r:.200}")
+    key = _tuples(entry[0])
+    value = _tuples(entry[1])
+    assert isinstance(key, tuple) and isinstance(value, tuple)
+    return key, value
+
+
+def _tuples(value: object) -> object:
+    if type(value) is list:
+        return tuple(_tuples(item) for item in value)
+    if value is None or type(value) in (str, float, int):
+        return value
+    raise ValueError(f"OTLP rate state: {type(value).__name__} in a key")
+
+
+def _float(value: object) -> float | None:
+    return None if value is None else float(value)  # type: ignore[arg-type]
+
+
+def _number(value: object, optional: bool = False) -> bool:
+    if value is None:
+        return optional
+    return type(value) in (float, int) and math.isfinite(value)  # type: ignore[arg-type]
 
 
 def _opt(fn: Callable[[float, float], float], a: float | None,

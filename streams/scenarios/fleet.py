@@ -52,7 +52,8 @@ class Scenario:
     ``events`` are input events in replay-file order; ``labels`` say what a careful operator
     wants for each deployment (``rollback`` | ``approval`` | ``pass``); ``expected_reasons`` the
     reason codes the deciding decision must name; ``expected_authority`` the authority of the
-    rollback command, for deployments labelled ``rollback``.
+    rollback command, for deployments labelled ``rollback``; ``onsets`` when a bad release's
+    regression began (event time), where the recipe knows it (onset-to-decision delay).
     """
 
     name: str
@@ -63,6 +64,7 @@ class Scenario:
     seed: int = 0
     start: float = 0.0
     summary: str = ""
+    onsets: dict[str, float] = field(default_factory=dict)
 
     def to_jsonl(self) -> str:
         """The events as a replay file (JSON Lines), deterministic to the byte."""
@@ -93,6 +95,7 @@ class Fleet:
         self.labels: dict[str, str] = {}
         self.expected_reasons: dict[str, list[str]] = {}
         self.expected_authority: dict[str, str] = {}
+        self.onsets: dict[str, float] = {}
         self._taken: list[str] = []
 
     # -- services ---------------------------------------------------------------------------
@@ -274,9 +277,13 @@ class Fleet:
         reasons: Sequence[str] = (),
         *,
         authority: str | None = None,
+        onset: float | None = None,
     ) -> None:
-        """What a careful operator wants for ``deployment_id``, and the reasons to name."""
+        """What a careful operator wants for ``deployment_id``, the reasons to name, and when
+        its regression began (``onset``, event time) if it is a bad release."""
         self.labels[deployment_id] = label
+        if onset is not None:
+            self.onsets[deployment_id] = onset
         self.expected_reasons[deployment_id] = list(reasons)
         if label == "rollback":
             self.expected_authority[deployment_id] = authority or "auto"
@@ -294,6 +301,7 @@ class Fleet:
             seed=self.seed,
             start=self.start,
             summary=summary,
+            onsets=dict(self.onsets),
         )
 
     def _add(self, arrival: float, event: dict[str, Any]) -> None:

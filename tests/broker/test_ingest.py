@@ -149,3 +149,82 @@ async def test_executor_announces_each_rollback_as_a_cdevent(
     events = [decode_cdevent(m.value, {k: v for k, v in m.headers}, m.key) for m in announced]
     got = sorted((e.deployment_id, e.status, e.version) for e in events)  # type: ignore[union-attr]
     assert got == [("dep-ce-1", "rolled_back", "v2.4.0"), ("dep-ce-2", "rolled_back", "v2.4.0")]
+
+
+async def test_export_and_replay_from_kafka_see_the_samples_the_worker_sees(
+    worker_run: WorkerRun, producer: AIOKafkaProducer, tmp_path: Path,
+) -> None:
+    """A Collector-fed cluster (OTLP metrics, CDEvents deploys): `rollguard export` writes
+    the samples the worker's core receives, and replaying from Kafka or from the export
+    decides exactly as replaying the same events in native JSON."""
+    from rollguard.streams.serde import decode
+
+    events = scenario_timeline(["bad-deploy"], seed=7)
+    native, messages = as_foreign(events, "otlp_proto")
+    worker_run.env.update(ROLLGUARD_MAX_CLOCK_SKEW_SECONDS="1e10",
+                          ROLLGUARD_INGEST__OTLP__RULES=RULES)
+    for topic, key, headers, value in messages:
+        await producer.send(worker_run.topic(topic), value, key=key, headers=headers)
+    await producer.flush()
+
+    files = {name: tmp_path / f"{name}.jsonl"
+             for name in ("native", "export", "from-native", "from-kafka", "from-export")}
+    files["native"].write_bytes(b"".join(dumps(e) + b"\n" for e in native))
+    for args in (("replay", str(files["native"]), "--out", str(files["from-native"])),
+                 ("replay", "--from-kafka", "--out", str(files["from-kafka"])),
+                 ("export", "--out", str(files["export"])),
+                 ("replay", str(files["export"]), "--out", str(files["from-export"]))):
+        result = worker_run.rollguard(*args)
+        assert result.returncode == 0, result.stderr
+
+    def records(path: Path, kind: str) -> list[Any]:
+        found = [decode(line, check_key=False).record for line in path.read_bytes().splitlines()]
+        return sorted((r for r in found if r is not None and r.type == kind),
+                      key=lambda r: (r.ts, r.service, getattr(r, "name", "")))
+
+    assert records(files["export"], "metric") == records(files["native"], "metric")
+    assert records(files["export"], "deploy") == records(files["native"], "deploy")
+    decided = files["from-native"].read_bytes()
+    assert b"auto_rollback" in decided
+    assert files["from-kafka"].read_bytes() == decided
+    assert files["from-export"].read_bytes() == decided
+
+
+async def test_a_cumulative_counter_keeps_its_rate_across_a_kill_9(
+    worker_run: WorkerRun, producer: AIOKafkaProducer,
+) -> None:
+    """The cumulative series' previous values are in the checkpoint: after `kill -9` the new
+    leader turns the next point into a rate at once (a leader without them would only prime
+    the series again; it never gives a wrong rate either: tests/unit/test_otlp.py)."""
+    import signal
+
+    from tests.broker.worker_io import log_size, log_text, wait_processed, wait_role
+    from tests.otlp_messages import CUMULATIVE, counter
+
+    t0 = 1_795_593_600.0
+    rules = [{"source": "app.requests", "metric": "request_rate", "kind": "counter"}]
+    worker_run.env.update(ROLLGUARD_MAX_CLOCK_SKEW_SECONDS="1e10",
+                          ROLLGUARD_INGEST__OTLP__RULES=json.dumps(rules))
+
+    async def total(ts: float, value: int) -> None:
+        msg = request(({"service.name": "cart"}, [
+            counter("app.requests", [number(ts, value, start=t0 - 60)], CUMULATIVE)]))
+        await producer.send_and_wait(worker_run.topic("otlp_metrics"),
+                                     encode(msg, "otlp_proto"))
+
+    worker_run.start()
+    worker_run.wait_healthy()
+    await wait_role(worker_run, "leader")
+    await total(t0, 100)        # primes the series
+    await total(t0 + 10, 200)   # 10/s
+    await wait_processed(worker_run, 1)  # one sample through the core, then a checkpoint
+
+    assert worker_run.stop(signal.SIGKILL) == -signal.SIGKILL
+    since = log_size(worker_run)
+    worker_run.start()
+    worker_run.wait_healthy()
+    await wait_role(worker_run, "leader")
+    await total(t0 + 20, 400)   # 20/s: a rate only from the checkpointed previous value
+    await total(t0 + 30, 700)   # 30/s
+    await wait_processed(worker_run, 2)
+    assert "primes again" not in log_text(worker_run, since)

@@ -99,7 +99,7 @@ async def test_a_time_range_from_kafka_replays_exactly_like_its_export(
     assert (tmp_path / "orig.out").read_bytes() == decided
 
     numbers = orjson.loads(summary.read_bytes())
-    assert numbers["range"]["partitions"] == 8  # 4 input topics x 2 partitions
+    assert numbers["range"]["partitions"] == 10  # 5 input topics (otlp_metrics too) x 2
     assert sum(numbers["range"]["records"].values()) == len(chosen.events) + 2
     assert numbers["replay"]["dead_letters"] == 2
 

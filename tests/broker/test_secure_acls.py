@@ -42,7 +42,7 @@ from tests.broker.secure import SecureBroker
 
 pytestmark = [pytest.mark.broker, pytest.mark.timeout(300)]
 
-ROLES = ("gate", "executor", "approver", "producer", "analyst")
+ROLES = ("gate", "executor", "approver", "producer", "analyst", "notifier", "console")
 PUBLIC = ("deploys", "telemetry.metrics", "telemetry.alerts", "otlp_metrics",
           "rollback.approval-responses",
           "rollback.commands", "rollback.approvals", "release.verdicts", "rollguard.decisions",
@@ -57,6 +57,8 @@ MAY_WRITE = {
     "approver": {"rollback.approval-responses"},
     "producer": {"deploys", "telemetry.metrics", "telemetry.alerts", "otlp_metrics"},
     "analyst": set(),
+    "notifier": {"rollguard.dead-letters"},
+    "console": {"rollback.approval-responses"},
 }
 MAY_READ = {
     "gate": {"deploys", "telemetry.metrics", "telemetry.alerts", "otlp_metrics",
@@ -65,6 +67,8 @@ MAY_READ = {
     "approver": {"rollback.approvals"},
     "producer": set(),
     "analyst": set(PUBLIC),
+    "notifier": {"rollback.approvals", "rollguard.decisions"},
+    "console": {"rollback.approvals", "rollguard.decisions"},
 }
 FORBIDDEN = [(role, topic) for role in ROLES for topic in (*PUBLIC, STATE, LEADER)
              if topic not in MAY_WRITE[role]]
@@ -347,7 +351,7 @@ def test_apply_reports_other_grants_and_prunes_its_own(secured: Secured) -> None
         assert listed.returncode == 0, listed.stderr
         assert f"also allowed (--prune deletes it): User:mallory  ALLOW  WRITE  TOPIC  LITERAL  " \
             f"{commands}" in listed.stderr
-        assert "0 created, 39 already present, 2 other ALLOW ACLs" in listed.stderr
+        assert "0 created, 46 already present, 2 other ALLOW ACLs" in listed.stderr
         pruned = secured.rollguard("admin", "acls", "--apply", "--prune")
         assert pruned.returncode == 0, pruned.stderr
         assert f"deleted: User:mallory  ALLOW  WRITE  TOPIC  LITERAL  {commands}" \

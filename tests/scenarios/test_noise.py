@@ -105,3 +105,40 @@ def test_noise_recipes_are_pure_and_labelled(name: str) -> None:
     a, b = generate(name, 3), generate(name, 3)
     assert a.to_jsonl() == b.to_jsonl()
     assert set(a.labels.values()) <= {"pass", "approval", "rollback"} and len(a.labels) == 1
+
+
+def _seeds_outcomes(name: str, seeds: tuple[int, ...]) -> list[tuple[int, Outcome]]:
+    found = []
+    for seed in seeds:
+        scenario = generate(name, seed)
+        found.extend((seed, o) for o in outcomes(scenario, run(scenario)).values())
+    return found
+
+
+def test_pre_deploy_trend_is_never_automated_later() -> None:
+    # Seeds of the second round's tuning set (1000-1039) that were rolled back: the request
+    # named BASELINE_UNSTABLE, a later window's trend attribution flickered off and a rollback
+    # superseded the request. A pre-deploy finding now stands for the trial.
+    rolled = [
+        _story(s, o)
+        for s, o in _seeds_outcomes("noise-pre-deploy-trend", (1003, 1024, 1032))
+        if o.commands
+    ]
+    assert not rolled, "\n".join(rolled)
+
+
+@pytest.mark.parametrize(
+    ("name", "seed"),
+    [
+        ("noise-scale", 1014),  # 2k-20k req/s: the error rate wandered +29 % for four windows
+        ("noise-traffic-spikes", 1001),  # the error rate +35 % beside a traffic burst
+        ("noise-daily-cycle", 1008),  # the p99 +23 % on the morning ramp
+    ],
+)
+def test_a_small_model_only_departure_does_not_page(name: str, seed: int) -> None:
+    # Scored anomalous by the metric's model for four windows, far from any written limit:
+    # it asked a human. A model-only departure now counts from half-way to the written ratio.
+    asked = [
+        _story(s, o) for s, o in _seeds_outcomes(name, (seed,)) if o.acting("request_approval")
+    ]
+    assert not asked, "\n".join(asked)

@@ -20,7 +20,8 @@ REPO = Path(__file__).resolve().parents[2]
 ROLLGUARD = str(Path(sys.executable).with_name("rollguard"))
 EVERYONE = PrincipalMap(gate=("User:gate",), executor=("User:exec-a", "User:exec-b"),
                         approver=("User:approver",), producer=("User:ci",),
-                        analyst=("User:analyst",))
+                        analyst=("User:analyst",), notifier=("User:notifier",),
+                        console=("User:console",))
 
 
 def _principals(settings: Settings, operation: str, topic: str) -> set[str]:
@@ -35,10 +36,12 @@ def _principals(settings: Settings, operation: str, topic: str) -> set[str]:
         ("rollback.approvals", {"User:gate"}),  # ... and approval requests
         ("release.verdicts", {"User:gate"}),
         ("rollguard.decisions", {"User:gate"}),
-        ("rollguard.dead-letters", {"User:gate"}),
+        # ... dead letters: the gate's, and the notifier's (failed posts, unverifiable requests)
+        ("rollguard.dead-letters", {"User:gate", "User:notifier"}),
         ("rg-test-state-changelog", {"User:gate"}),  # its state
         ("rollback.results", {"User:exec-a", "User:exec-b"}),  # every executor, nobody else
-        ("rollback.approval-responses", {"User:approver"}),
+        # approvers, and the console for the answers approvers sign in their browsers
+        ("rollback.approval-responses", {"User:approver", "User:console"}),
         ("deploys", {"User:ci"}),  # telemetry and deploys: the producers only
         ("telemetry.metrics", {"User:ci"}),
         ("telemetry.alerts", {"User:ci"}),
@@ -54,7 +57,9 @@ def test_each_topic_has_exactly_its_writers(topic: str, writers: set[str]) -> No
     ("topic", "readers"),
     [
         ("rollback.commands", {"User:exec-a", "User:exec-b", "User:analyst"}),
-        ("rollback.approvals", {"User:approver", "User:analyst"}),
+        ("rollback.approvals",
+         {"User:approver", "User:analyst", "User:notifier", "User:console"}),
+        ("rollguard.decisions", {"User:analyst", "User:notifier", "User:console"}),
         ("telemetry.metrics", {"User:gate", "User:analyst"}),
         ("rollback.approval-responses", {"User:gate", "User:analyst"}),
         ("rollback.results", {"User:analyst"}),
@@ -85,6 +90,7 @@ def test_prefix_and_app_id_name_every_resource() -> None:
         ("User:exec-b", "PREFIXED", "rg-stg-executor"),
         ("User:approver", "PREFIXED", "rg-stg-approver"),
         ("User:analyst", "PREFIXED", "rg-stg-analyst"),
+        ("User:notifier", "PREFIXED", "rg-stg-notify"),  # the console reads with no group
     }
 
 

@@ -88,7 +88,8 @@ def test_an_inverted_range_is_refused_and_ms_round_inwards() -> None:
     ("names", "expected"),
     [
         ((), ["p.deploys", "p.telemetry.metrics", "p.telemetry.alerts",
-              "p.rollback.approval-responses"]),  # every input topic, in DESIGN order
+              "p.rollback.approval-responses", "p.otlp_metrics"]),  # every input, DESIGN order
+        (("otlp_metrics",), ["p.otlp_metrics"]),  # the OTLP topic the worker reads too
         (("telemetry.alerts", "deploys"), ["p.deploys", "p.telemetry.alerts"]),  # configured
         (("metrics",), ["p.telemetry.metrics"]),  # the setting's name
         (("p.telemetry.metrics",), ["p.telemetry.metrics"]),  # the full name

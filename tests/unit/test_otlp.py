@@ -18,6 +18,7 @@ from tests.otlp_messages import (
     number,
     request,
 )
+from tests.unit.test_otlp_json import reference
 
 T0 = 1_795_593_600.0
 CONFIG = OtlpConfig(rules=(
@@ -38,6 +39,8 @@ def samples(messages: list[bytes], encoding: str, config: OtlpConfig = CONFIG
     for value in messages:
         found = decode_otlp(value, config, encoding)
         assert found.error is None, found.error
+        if encoding == "otlp_json":  # the struct path maps what json_format.Parse gives
+            assert repr(found) == repr(reference(value, config))
         out.extend((s.service, s.name, s.ts, round(s.value, 9))
                    for s in builder.samples(found.points))
     return out
@@ -234,3 +237,85 @@ def test_bad_otlp_messages_become_dead_letters(value: bytes, headers: list[tuple
                                                reference: float, error: str | None) -> None:
     got = _foreign(value, headers, reference)
     assert (got is None) if error is None else (got is not None and error in got)
+
+
+@pytest.mark.parametrize("encoding", ENCODINGS)
+def test_unmapped_points_are_counted_by_metric_and_logged_once(encoding: str) -> None:
+    from prometheus_client import CollectorRegistry
+
+    from rollguard.streams.ingest.inputs import decode_foreign
+    from rollguard.streams.metrics import WorkerMetrics
+
+    registry = CollectorRegistry()
+    metrics = WorkerMetrics(registry)
+    told: list[list[str]] = []
+    msg = request(({"service.name": "a"}, [
+        gauge("app.error_ratio", [number(T0, 0.1)]),                 # mapped
+        gauge("system.cpu", [number(T0, 1), number(T0 + 1, 2)]),     # two points skipped
+        gauge("system.memory", [number(T0, 3)])]))                   # one skipped
+    only_unmapped = request(({"service.name": "a"}, [gauge("system.cpu", [number(T0, 1)])]))
+    for value in (msg, msg, only_unmapped):
+        decoded = decode_foreign(
+            encode(value, encoding), key=None, topic="otlp_metrics", partition=0,
+            headers=[("content-type", b"application/json")] if encoding == "otlp_json" else [],
+            offset=0, expected="otlp", otlp=CONFIG, reference_time=T0 + 60,
+            max_clock_skew_seconds=300, max_message_bytes=100_000,
+            unmapped=lambda points: told.append(metrics.unmapped(points)))
+        assert decoded.dead_letter is None
+    assert registry.get_sample_value("rollguard_otlp_unmapped_points_total") == 3 + 3 + 1
+    assert told == [["system.cpu", "system.memory"], [], []]  # each name logged once
+
+
+def test_unmapped_names_remembered_are_bounded() -> None:
+    from prometheus_client import CollectorRegistry
+
+    from rollguard.streams.metrics import MAX_UNMAPPED_NAMES, WorkerMetrics
+
+    metrics = WorkerMetrics(CollectorRegistry())
+    new = metrics.unmapped({f"m{i}": 1 for i in range(MAX_UNMAPPED_NAMES + 50)})
+    assert len(new) == MAX_UNMAPPED_NAMES
+    assert metrics.unmapped({"one more": 1}) == []
+
+
+@pytest.mark.parametrize("encoding", ENCODINGS)
+def test_cumulative_values_survive_a_checkpoint(encoding: str) -> None:
+    """A new leader restored from a checkpoint gives the first interval's rate (and
+    percentile) at once, from the values the old one had checkpointed; a leader without
+    them would only prime (no rate), never give a wrong one."""
+    from rollguard.models.state import EngineState
+    from rollguard.streams.checkpoint import StateLog, restore
+
+    def at(ts: float, total: int, counts: list[int]) -> bytes:
+        return encode(request(({"service.name": "s"}, [
+            counter("http.server.request.count",
+                    [number(ts, total, start=T0 - 60, **{"http.response.status_code": 200})],
+                    CUMULATIVE),
+            histogram("http.server.request.duration", ts, T0 - 60, counts, [0.1, 0.5],
+                      CUMULATIVE)])), encoding)
+
+    def run(builder: SampleBuilder, value: bytes) -> list[tuple[str, float, float]]:
+        found = decode_otlp(value, CONFIG, encoding)
+        return [(s.name, s.ts, round(s.value, 6)) for s in builder.samples(found.points)]
+
+    old = SampleBuilder("otlp")
+    assert run(old, at(T0, 100, [10, 0, 0])) == []  # primes
+    entries = StateLog(secret=b"k").entries(EngineState(), [], {}, old.snapshot())
+    restored = restore([(i, k, v) for i, (k, v) in enumerate(entries)], [b"k"])
+    new = SampleBuilder("otlp")
+    new.restore(restored.rates)
+    # 50 requests in 10 s, none 5xx; the interval's 10 durations in (0.1, 0.5]: p99 interpolated
+    expected = [("error_rate", T0 + 10, 0.0), ("latency_p99_ms", T0 + 10, 496.0),
+                ("request_rate", T0 + 10, 5.0)]
+    assert sorted(run(new, at(T0 + 10, 150, [10, 10, 0]))) == sorted(expected)
+    assert run(SampleBuilder("otlp"), at(T0 + 10, 150, [10, 10, 0])) == []  # without: primes
+
+
+@pytest.mark.parametrize("data", [
+    None, [], {"last": []}, {"last": [[["k"], [None, "x", 1.0]]], "groups": []},
+    {"last": [[["k"], [None, 1.0, {"a": 1}]]], "groups": []},
+    {"last": [], "groups": [[["g"], [1.0]]]},
+])
+def test_a_rate_snapshot_that_is_not_one_is_refused(data: object) -> None:
+    builder = SampleBuilder("otlp")
+    with pytest.raises(ValueError, match="OTLP rate state"):
+        builder.restore(data)

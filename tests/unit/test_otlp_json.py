@@ -1,21 +1,23 @@
-"""``parse_json`` gives exactly what ``json_format.Parse(..., ignore_unknown_fields=True)``
-gives — the same message, or the same error — on OTLP/JSON as the Collector writes it and on
-every variant the proto3 JSON mapping allows or refuses."""
+"""The struct path of OTLP/JSON (``streams/ingest/otlp_json.py``) maps exactly what
+``json_format.Parse(..., ignore_unknown_fields=True)`` maps — the same points, or the same
+error — on OTLP/JSON as the Collector writes it and on every variant the proto3 JSON mapping
+allows or refuses."""
 
 from __future__ import annotations
 
 import copy
 import random
 from typing import Any
+from unittest import mock
 
 import orjson
 import pytest
 from google.protobuf import json_format
-from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
-    ExportMetricsServiceRequest,
-)
 
-from rollguard.streams.ingest.otlp_json import parse_json
+from rollguard.streams.ingest import otlp
+from rollguard.streams.ingest.mapping import MetricRule, OtlpConfig
+from rollguard.streams.ingest.otlp import OtlpDecoded, decode_otlp
+from rollguard.streams.ingest.otlp_json import Unsure
 from tests.otlp_messages import (
     CUMULATIVE,
     DELTA,
@@ -29,25 +31,32 @@ from tests.otlp_messages import (
 )
 
 T0 = 1_795_593_600.0
+CONFIG = OtlpConfig(rules=(
+    MetricRule(source="app.latency", metric="latency_p99_ms", where={"env": "prod"}),
+    MetricRule(source="app.requests", metric="request_rate", kind="counter"),
+    MetricRule(source="app.requests", metric="error_rate", kind="counter",
+               errors_where={"status": "5.."}),
+    MetricRule(source="app.total", metric="request_rate", kind="counter"),
+    MetricRule(source="app.duration", metric="latency_p99_ms", kind="histogram",
+               percentile=99),
+))
 
 
-def reference(text: bytes) -> ExportMetricsServiceRequest | str:
-    message = ExportMetricsServiceRequest()
-    try:
-        json_format.Parse(text, message, ignore_unknown_fields=True)
-    except Exception as err:  # noqa: BLE001 - whatever it raises, the fast path raises too
-        return f"{type(err).__name__}: {err}"
-    return message
+def reference(text: bytes, config: OtlpConfig = CONFIG) -> OtlpDecoded:
+    """``decode_otlp`` with the official classes filled by ``json_format.Parse``."""
+    def refuse(*_: Any) -> Any:
+        raise Unsure
+
+    with mock.patch.object(otlp, "decoder", refuse):
+        return decode_otlp(text, config, "otlp_json")
 
 
-def fast(text: bytes) -> ExportMetricsServiceRequest | str:
-    try:
-        return parse_json(text, ExportMetricsServiceRequest)
-    except Exception as err:  # noqa: BLE001 - compared with json_format's
-        return f"{type(err).__name__}: {err}"
+def same(text: bytes, config: OtlpConfig = CONFIG) -> None:
+    expected, got = reference(text, config), decode_otlp(text, config, "otlp_json")
+    assert repr(got) == repr(expected), (text[:300], expected, got)  # repr: NaN is NaN
 
 
-def golden() -> ExportMetricsServiceRequest:
+def golden() -> Any:
     return request(
         ({"service.name": "payments", "service.instance.id": "i-1"}, [
             gauge("app.latency", [number(T0, 12.5, env="prod", shard=3)]),
@@ -57,17 +66,13 @@ def golden() -> ExportMetricsServiceRequest:
         ({"service.name": "search"}, [gauge("app.latency", [number(T0, -0.25)])]))
 
 
-def same(text: bytes) -> None:
-    expected, got = reference(text), fast(text)
-    assert type(got) is type(expected) and got == expected, (text[:300], expected, got)
-
-
 @pytest.mark.parametrize("enums", ["integers", "names"])
 def test_the_collectors_encoding_and_names(enums: str) -> None:
     message = golden()
     same(encode(message, "otlp_json"))
     same(json_format.MessageToJson(message, use_integers_for_enums=enums == "integers",
                                    preserving_proto_field_name=True).encode())
+    assert reference(encode(message, "otlp_json")).points  # the check maps something
 
 
 def _dict() -> dict[str, Any]:
@@ -183,4 +188,10 @@ def test_the_collectors_encoding_takes_the_fast_path(monkeypatch: pytest.MonkeyP
         raise AssertionError("fell back to json_format")
 
     monkeypatch.setattr(json_format, "Parse", refuse)
-    assert parse_json(text, ExportMetricsServiceRequest) == expected
+    assert decode_otlp(text, CONFIG, "otlp_json") == expected
+
+
+def test_the_same_points_as_from_protobuf() -> None:
+    message = golden()
+    assert decode_otlp(encode(message, "otlp_json"), CONFIG, "otlp_json") == \
+        decode_otlp(encode(message, "otlp_proto"), CONFIG, "otlp_proto")
