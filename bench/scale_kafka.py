@@ -6,8 +6,9 @@
     topics, each pass with its own app id: the single leader (``ROLLGUARD_SCALE_OUT_SLOTS=1``,
     the baseline), ``--slots`` slots on one worker, and ``--slots`` slots on ``--workers``
     workers started together. The rate is ``rollguard_events_processed_total`` summed over
-    the pass's workers, between 5 % and 95 % of the events; CPU per event is per worker (its
-    /proc CPU time over the same interval). Reported as ratios to the single leader of the
+    the pass's workers, from 5 % of the events (or, with several workers, from the moment every
+    worker leads a slot, if later) to 95 %; CPU per event is per worker (its /proc CPU time
+    over the same interval). Reported as ratios to the single leader of the
     same run. A slot restarted by a rebalance processes its events since its last checkpoint
     again; they count twice (the workers start together, so this is at most a second's worth).
 (b) Decision latency, live: ``e2e.live_run`` (bench/e2e.py, "Decision latency") against the
@@ -20,7 +21,7 @@ On this 2-core machine the broker, the producer of (b) and every worker share th
 aggregate rate above one worker's is bounded by the cores, not by the protocol.
 
     scripts/kafka.sh start
-    .venv/bin/python bench/scale_kafka.py                        # 2,000 services, 200k events
+    .venv/bin/python bench/scale_kafka.py                        # 2,000 services, 600k events
     .venv/bin/python bench/scale_kafka.py --services 10000 --events 1000000
     .venv/bin/python bench/scale_kafka.py --only latency --live-services 48 --deployments 16
 """
@@ -50,7 +51,6 @@ from e2e import (  # noqa: E402
     live_run,
     percentile,
     produce_fleet,
-    rate_between,
     tree_state,
 )
 
@@ -77,6 +77,13 @@ def processed(workers: list[Worker]) -> float:
     return total
 
 
+def _leads(worker: Worker) -> bool:
+    try:
+        return worker.health().get("role") == "leader"
+    except (OSError, ValueError):
+        return False
+
+
 def run_pass(workers: list[Worker], count: int, app_id: str) -> dict[str, Any]:
     """Start ``workers`` together on ``app_id``; until they have processed ``count`` events."""
     for worker in workers:
@@ -85,6 +92,7 @@ def run_pass(workers: list[Worker], count: int, app_id: str) -> dict[str, Any]:
     started = time.perf_counter()
     samples: list[tuple[float, float]] = []
     cpu: list[list[float]] = []
+    settled: int | None = None  # the first sample at which every worker leads a slot
     try:
         deadline = time.monotonic() + 900
         while time.monotonic() < deadline:
@@ -93,6 +101,8 @@ def run_pass(workers: list[Worker], count: int, app_id: str) -> dict[str, Any]:
             n = processed(workers)
             samples.append((time.perf_counter(), n))
             cpu.append([cpu_seconds(w.process.pid) for w in workers])  # type: ignore[union-attr]
+            if settled is None and (len(workers) == 1 or all(_leads(w) for w in workers)):
+                settled = len(samples) - 1
             if n >= count:
                 break
             time.sleep(0.2)
@@ -101,12 +111,15 @@ def run_pass(workers: list[Worker], count: int, app_id: str) -> dict[str, Any]:
     finally:
         for worker in workers:
             worker.stop()
-    rate, t5, t95 = rate_between(samples, count)
     lo = next(i for i, (_, n) in enumerate(samples) if n >= 0.05 * count)
+    lo = max(lo, settled if settled is not None else len(samples))
     hi = next(i for i, (_, n) in enumerate(samples) if n >= 0.95 * count)
+    if hi <= lo:
+        raise SystemExit(f"{app_id}: the group settled after 95 % of the events; use more")
     span = samples[hi][0] - samples[lo][0]
+    rate = (samples[hi][1] - samples[lo][1]) / span
     cores = [(cpu[hi][i] - cpu[lo][i]) / span for i in range(len(workers))]
-    return {"rate": rate, "seconds": t95 - t5, "cores": cores,
+    return {"rate": rate, "seconds": span, "from": samples[lo][1] / count, "cores": cores,
             "us_per_event": [c / rate * 1e6 for c in cores],
             "startup_s": next((t for t, n in samples if n > 0), started) - started}
 
@@ -139,7 +152,7 @@ def throughput(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
                             (f"{args.slots} slots, {args.workers} workers", slotsn)):
                 per = ", ".join(f"{c:.2f} cores {u:.1f} us/event"
                                 for c, u in zip(r["cores"], r["us_per_event"], strict=True))
-                print(f"{name:<22} {r['rate']:>9,.0f} events/s  ({per}; 5-95 %: "
+                print(f"{name:<22} {r['rate']:>9,.0f} events/s  ({per}; {r['from']:.0%}-95 %: "
                       f"{r['seconds']:.1f} s)", flush=True)
             print(f"ratios                 {args.slots} slots/1 worker {row['one_ratio']:.2f}x, "
                   f"{args.workers} workers {row['workers_ratio']:.2f}x of the single leader; "
@@ -203,7 +216,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--bootstrap-servers",
                         default=os.environ.get("ROLLGUARD_BOOTSTRAP_SERVERS", "127.0.0.1:9092"))
-    parser.add_argument("--events", type=int, default=200_000, help="metric events in (a)")
+    parser.add_argument("--events", type=int, default=600_000, help="metric events in (a)")
     parser.add_argument("--services", type=int, default=2_000, help="services in (a)")
     parser.add_argument("--slots", type=int, default=2)
     parser.add_argument("--workers", type=int, default=2)
