@@ -143,14 +143,15 @@ PUBLIC = (*INPUTS, *GATE_OUTPUTS, "results")
 
 GRANTS: dict[Role, tuple[Grant, ...]] = {
     # The worker: reads the inputs, is the only writer of its outputs and its state; leads
-    # through its consumer group on the leader topic; writes in transactions of its own id.
+    # through its consumer group on the leader topic; writes in transactions of its own ids.
     "gate": (
         ("TOPIC", "LITERAL", "READ", _topics(*INPUTS)),
         ("TOPIC", "LITERAL", "WRITE", _topics(*GATE_OUTPUTS)),
         ("TOPIC", "LITERAL", "READ", lambda s: [s.state_topic, s.leader_topic, s.fleet_topic]),
         ("TOPIC", "LITERAL", "WRITE", lambda s: [s.state_topic, s.fleet_topic]),
         ("GROUP", "LITERAL", "READ", lambda s: [s.app_id]),
-        ("TRANSACTIONAL_ID", "LITERAL", "WRITE", lambda s: [f"{s.app_id}-engine"]),
+        # Prefixed: the single leader's `{app_id}-engine` and every slot's `{app_id}-engine-{s}`.
+        ("TRANSACTIONAL_ID", "PREFIXED", "WRITE", lambda s: [f"{s.app_id}-engine"]),
     ),
     # Read commands (in their own groups: <app id>-executor...), report results.
     "executor": (

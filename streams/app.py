@@ -66,12 +66,12 @@ def create_app(
         # 503 when the engine's task is gone, or it refuses its state: nothing is decided.
         ok = engine.running and engine.role != "refused"
         return web.json({"status": "ok" if ok else "engine stopped", "app_id": settings.app_id,
-                         **engine.health(), "events": engine.pipeline.counts_by_type()},
+                         **engine.health(), "events": engine.counts_by_type()},
                         status=200 if ok else 503)
 
     @app.page("/counts")
     async def counts(web: Any, request: Any) -> Any:
-        return web.json(engine.pipeline.counts_by_service())
+        return web.json(engine.counts_by_service())
 
     return app, engine
 

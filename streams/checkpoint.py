@@ -88,6 +88,8 @@ class Positions:
     """Offsets handled since the last checkpoint (plus those kept by it), per partition."""
     skip: dict[TopicPartition, set[int]] = field(default_factory=dict)
     """Offsets restored from the last checkpoint that must not be handled twice."""
+    fleet: dict[str, Any] | None = None
+    """A slot's fleet barrier at the checkpoint (``streams.fleet_topic.barrier_snapshot``)."""
 
     def read(self, tp: TopicPartition, offset: int) -> None:
         self.next_offset[tp] = offset + 1
@@ -112,11 +114,15 @@ class Positions:
             kept = sorted({o for o in self.handled.get(tp, ()) if o >= resume})
             self.handled[tp] = kept
             out[f"{tp[0]}\x00{tp[1]}"] = [resume, kept]
+        if self.fleet is not None:
+            out["fleet"] = self.fleet
         return out
 
     @classmethod
     def from_snapshot(cls, data: dict[str, Any]) -> Positions:
         positions = cls()
+        data = dict(data)
+        positions.fleet = data.pop("fleet", None)
         for name, (resume, kept) in data.items():
             topic, _, partition = name.rpartition("\x00")
             tp = (topic, int(partition))

@@ -20,13 +20,21 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 import orjson
 
 from rollguard.models.fleet import FleetFact, FleetReport, Phase
 from rollguard.streams.checkpoint import seal, unseal
 
-__all__ = ["PartitionBarrier", "WireReport", "decode_report", "encode_report"]
+__all__ = [
+    "PartitionBarrier",
+    "WireReport",
+    "barrier_snapshot",
+    "decode_report",
+    "encode_report",
+    "restore_barrier",
+]
 
 VERSION = 1
 
@@ -134,3 +142,46 @@ class PartitionBarrier:
 
     def _seen(self, partition: int) -> float:
         return self.through.get(partition, float("-inf"))
+
+
+def _fact(f: FleetFact) -> list[Any]:
+    return [f.t, int(f.phase), f.service, f.start, list(f.rolls_back)]
+
+
+def _unfact(item: list[Any]) -> FleetFact:
+    t, phase, service, start, cases = item
+    rolls = tuple(bool(c) for c in cases)
+    return FleetFact(float(t), Phase(phase), str(service), float(start),
+                     (rolls[0], rolls[1], rolls[2], rolls[3]))
+
+
+def barrier_snapshot(barrier: PartitionBarrier, offset: int) -> dict[str, Any]:
+    """What a checkpoint keeps of ``barrier`` (with the fleet topic's next offset to read), so
+    that a restore neither loses nor double-counts a fact when it reads the topic again.
+    Its ``outgoing`` must be empty (sent) when the checkpoint is taken."""
+    return {
+        "offset": offset,
+        "partitions": barrier.partitions,
+        "through": [[p, t] for p, t in sorted(barrier.through.items())],
+        "inbox": [[r.through, [_fact(f) for f in r.facts]] for r in barrier.inbox],
+    }
+
+
+def restore_barrier(barrier: PartitionBarrier, data: dict[str, Any] | None) -> int | None:
+    """Put a checkpoint's barrier state back; the fleet topic offset to resume at (None: from
+    the beginning)."""
+    if not data:
+        return None
+    made = data.get("partitions", barrier.partitions)
+    if made != barrier.partitions:
+        raise ValueError(
+            f"the input topics have {barrier.partitions} partitions, but this slot's state was "
+            f"made with {made}: services hash to other partitions now, so their state would be "
+            "in another slot. Restore the partition count, or start from a new ROLLGUARD_APP_ID"
+        )
+    barrier.through = {int(p): float(t) for p, t in data["through"]}
+    barrier.inbox = [
+        FleetReport(float(through), tuple(_unfact(f) for f in facts))
+        for through, facts in data["inbox"]
+    ]
+    return int(data["offset"])

@@ -7,6 +7,13 @@ pending outputs. Each batch is decoded (a bad message becomes a dead letter; an 
 kept whole, an approval response takes the broker's arrival time), merged by event time and
 handed to the same ``Pipeline`` replay uses; ``checkpoint`` commits the changed state, the
 positions and every output decided since the last one as one transaction.
+
+In the worker mode (``scale_out_slots > 1``, docs/worker.md "On Kafka: slots") a lead runs one
+slot ``s``: it reads input partition ``p`` only when ``p % N == s``, and its pipeline's fleet
+exchange is a ``PartitionBarrier`` fed by the fleet pump (``SlotLink``): the lead's reports go
+out on an idempotent producer before any checkpoint is taken, the fleet topic's records are
+delivered to the barrier, and a pipeline ``held`` at a window end is resumed when they let it
+go on. No checkpoint is taken while it is held.
 """
 
 from __future__ import annotations
@@ -16,11 +23,13 @@ import contextlib
 import gc
 import logging
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Coroutine
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.partitioner import murmur2
 
 from rollguard.models.events import ApprovalResponse, OutputRecord
 from rollguard.models.state import watermark
@@ -28,6 +37,14 @@ from rollguard.streams.arrival import stamp_arrival
 from rollguard.streams.checkpoint import (
     Positions,
     Restored,
+    StateRefused,
+)
+from rollguard.streams.fleet_topic import (
+    PartitionBarrier,
+    barrier_snapshot,
+    decode_report,
+    encode_report,
+    restore_barrier,
 )
 from rollguard.streams.ingest.inputs import OTLP_TYPE, decode_foreign, is_foreign
 from rollguard.streams.ingest.outputs import cloudevent_headers
@@ -36,9 +53,10 @@ from rollguard.streams.ordering import EventTimeMerger, IdleClock
 from rollguard.streams.serde import decode, encode
 
 if TYPE_CHECKING:
+    from rollguard.streams.pipeline import Pipeline
     from rollguard.streams.worker import DecisionEngine
 
-__all__ = ["Lead"]
+__all__ = ["Lead", "SlotLink", "partition_of"]
 
 log = logging.getLogger("rollguard.worker")
 
@@ -62,16 +80,48 @@ OUTPUT_TOPIC = {
 }
 
 
+HELD_POLL_MS = 10
+"""Input poll while the pipeline waits at the fleet barrier (fleet reports are read between)."""
+
+
+def partition_of(key: bytes, partitions: int) -> int:
+    """The partition Kafka's default partitioner (murmur2) gives a record keyed ``key``."""
+    return int(murmur2(key) & 0x7FFFFFFF) % partitions
+
+
+@dataclass
+class SlotLink:
+    """A slot lead's link to the fleet: which slot, its report producer (idempotent, not
+    transactional: a report must be visible while its batch waits), the fleet topic's reader."""
+
+    slot: int
+    slots: int
+    reports: AIOKafkaProducer
+    fleet: AIOKafkaConsumer
+    topic: str
+    secrets: list[bytes]
+
+
 class Lead:
     """One lead: the clients, the merger and the bookkeeping between two restarts."""
 
     def __init__(self, engine: DecisionEngine, producer: AIOKafkaProducer,
                  consumer: AIOKafkaConsumer, probe: AIOKafkaConsumer,
-                 restored: Restored) -> None:
+                 restored: Restored, *, pipeline: Pipeline | None = None,
+                 link: SlotLink | None = None) -> None:
         self.engine = engine
         self.settings = engine.settings
         self.metrics = engine.metrics
-        self.pipeline = engine.pipeline
+        self.pipeline = pipeline if pipeline is not None else engine.pipeline
+        self.link = link
+        self.barrier: PartitionBarrier | None = None
+        self.fleet_next = 0
+        """The fleet topic's next offset to deliver (slot mode)."""
+        self.sent_through = float("-inf")
+        self.held_since: float | None = None
+        """When the pipeline began to wait at the fleet barrier (for the wait metric)."""
+        self.backlog: deque[tuple[Any, bytes, Any, Any]] = deque()
+        """Released records not yet processed: the pipeline is held at the fleet barrier."""
         self.producer = producer
         self.consumer = consumer
         self.probe = probe
@@ -110,6 +160,8 @@ class Lead:
                 raise RuntimeError(f"input topic {topic} does not exist; "
                                    "run `rollguard topics create`")
             partitions.extend(TopicPartition(topic, p) for p in sorted(found))
+        if self.link is not None:
+            partitions = await self._slot_start(partitions)
         self.partitions = partitions
         consumer.assign(partitions)
         for tp in partitions:
@@ -121,6 +173,108 @@ class Lead:
             else:
                 consumer.seek(tp, resume)
             self.merger.set_lag(key, None, time.monotonic())
+
+    async def _slot_start(self, partitions: list[TopicPartition]) -> list[TopicPartition]:
+        """This slot's input partitions; its barrier, restored with the checkpoint's."""
+        link = self.link
+        assert link is not None
+        counts = Counter(tp.topic for tp in partitions)
+        if len(set(counts.values())) > 1:  # checked at start too (topics.check_slots)
+            raise RuntimeError(f"input topics are not co-partitioned: {dict(counts)}")
+        total = max(counts.values())
+        owned = {p for p in range(total) if p % link.slots == link.slot}
+        barrier = PartitionBarrier(
+            f"slot-{link.slot}", owned, total, lambda s: partition_of(s.encode(), total)
+        )
+        try:
+            resume = restore_barrier(barrier, self.positions.fleet)
+        except ValueError as err:  # partitions were added: the slot's state is not its own
+            raise StateRefused(str(err)) from None
+        self.pipeline.state.exchange = barrier
+        self.barrier = barrier
+        tp = TopicPartition(link.topic, 0)
+        link.fleet.assign([tp])
+        if resume is None:
+            await link.fleet.seek_to_beginning(tp)
+            self.fleet_next = await link.fleet.position(tp)
+        else:
+            link.fleet.seek(tp, resume)
+            self.fleet_next = resume
+        log.info("slot %d leads input partitions %s of %d", link.slot, sorted(owned), total)
+        return [tp for tp in partitions if tp.partition in owned]
+
+    async def _pump(self) -> None:
+        """Deliver the fleet topic's new reports to the barrier; resume a held pipeline."""
+        link, barrier = self.link, self.barrier
+        assert link is not None and barrier is not None
+        batch = await link.fleet.getmany(timeout_ms=0)
+        for messages in batch.values():
+            for message in messages:
+                self.fleet_next = message.offset + 1
+                if message.key is None or message.value is None:
+                    continue
+                try:
+                    wire = decode_report(link.secrets, message.key, message.value)
+                except (ValueError, TypeError, KeyError) as err:
+                    log.error("fleet record at offset %d ignored: %s", message.offset, err)
+                    continue
+                barrier.deliver(wire)
+        pipeline = self.pipeline
+        if pipeline.held:
+            now = time.monotonic()
+            if self.held_since is None:
+                self.held_since = now
+            for output in pipeline.resume():
+                self._emit(output, output.service.encode())
+            if not pipeline.held:
+                self.metrics.fleet_waits.observe(now - self.held_since)
+                self.held_since = None
+                self._drain()
+                if pipeline.held:
+                    self.held_since = now
+        await self._send_reports()
+
+    async def _send_reports(self) -> None:
+        """Send this slot's queued reports and wait until the broker has them."""
+        link, barrier = self.link, self.barrier
+        assert link is not None and barrier is not None
+        if not barrier.outgoing:
+            return
+        outgoing, barrier.outgoing = barrier.outgoing, []
+        sent = []
+        for wire in outgoing:
+            if not wire.report.facts and wire.report.through <= self.sent_through:
+                continue  # says nothing new
+            self.sent_through = max(self.sent_through, wire.report.through)
+            key, value = encode_report(link.secrets[0], wire)
+            sent.append(await link.reports.send(link.topic, value, key=key, partition=0))
+        await asyncio.gather(*sent)
+
+    def _drain(self) -> None:
+        """Process released records until the backlog is empty or the pipeline is held."""
+        pipeline = self.pipeline
+        backlog = self.backlog
+        handled = self.positions.handled
+        emit = self._emit
+        count = 0
+        while backlog and not pipeline.held:
+            record, raw, key, offset = backlog.popleft()
+            if key is not None:
+                handled[key].append(offset)
+                count += 1
+            if record.type == OTLP_TYPE:
+                samples = self.otlp_samples.samples(list(record.points))
+                backlog.extendleft((s, b"", None, None) for s in reversed(samples))
+                continue
+            for output in pipeline.process(record, raw):
+                emit(output, output.service.encode())
+        self.metrics.events_processed.inc(count)
+        self.dirty = True
+
+    @property
+    def waiting(self) -> bool:
+        """Held at the fleet barrier (or records wait behind it): no checkpoint now."""
+        return self.pipeline.held or bool(self.backlog)
 
     async def loop(self, stopping: asyncio.Event, lost: asyncio.Event) -> None:
         consumer = self.consumer
@@ -141,7 +295,7 @@ class Lead:
         gc.set_threshold(GC_THRESHOLD, *thresholds[1:])
         try:
             while not stopping.is_set() and not lost.is_set():
-                wait = POLL_MS
+                wait = HELD_POLL_MS if self.waiting else POLL_MS
                 if unconfirmed:
                     since = time.monotonic() - self.last_probe
                     wait = max(0, min(wait, int((PROBE_MIN_SECONDS - since) * 1000)))
@@ -162,6 +316,8 @@ class Lead:
                     self._take(batch, now)
                 self._release(time.monotonic())
                 self._idle(time.monotonic())
+                if self.link is not None:
+                    await self._pump()
                 self._observe()
                 if commit is not None and (commit.done() or self.pending):
                     # Outputs wait for the transaction in flight, then go in the next one.
@@ -169,7 +325,7 @@ class Lead:
                     # of busy services keep them to CHECKPOINT_SHARE of the time.
                     spacing = max(interval, await commit / CHECKPOINT_SHARE)
                     commit = None
-                if commit is None and (
+                if commit is None and not self.waiting and (
                     self.pending or (self.dirty and now - self.last_commit >= spacing)
                 ):
                     # Taken now; committed while the loop goes on reading and deciding.
@@ -177,7 +333,9 @@ class Lead:
             if commit is not None:
                 await commit
                 commit = None
-            if self.dirty or self.pending:
+            if self.link is not None and not self.waiting:
+                await self._send_reports()
+            if (self.dirty or self.pending) and not self.waiting:
                 await self.checkpoint()  # a clean hand-over: the next leader starts from here
         finally:
             gc.set_threshold(*thresholds)
@@ -317,6 +475,12 @@ class Lead:
     def _release(self, now: float) -> None:
         if not self.primed:
             return  # the merger does not know every partition's position yet
+        if self.link is not None:
+            if not self.waiting:
+                self.backlog.extend(self.merger.release(now, time.time()))
+                if self.backlog:
+                    self._drain()
+            return
         released = self.merger.release(now, time.time())
         if not released:
             return
@@ -339,10 +503,21 @@ class Lead:
         self.dirty = True
 
     def _idle(self, now: float) -> None:
-        """When every input is caught up and quiet, let event time pass (IdleClock)."""
+        """When every input is caught up and quiet, let event time pass (IdleClock).
+
+        A slot's lead also follows the other slots' progress (their reports' ``through``), as
+        one leader's clock follows every partition: its windows close, and its reports let the
+        others' claims pass, even when its own partitions have nothing to say."""
         if len(self.merger) or self.merger.watermark(now) != float("inf"):
             return
+        if self.waiting:
+            return
         target = self.clock.idle_target(now, time.time())
+        barrier = self.barrier
+        if barrier is not None:
+            others = [t for p, t in barrier.through.items() if p not in barrier.owned]
+            if others and (target is None or max(others) > target):
+                target = max(others)
         if target is None or target <= self.pipeline.state.fleet.floor:
             return
         for output in self.pipeline.advance(target):
@@ -383,6 +558,9 @@ class Lead:
         buffered = ((item[2], item[3]) for item in self.merger.items())
         state = self.pipeline.state
         touched, state.touched = state.touched, set()  # what the core changed since the last
+        if self.barrier is not None:
+            assert not self.barrier.outgoing and not self.waiting, "reports are sent first"
+            self.positions.fleet = barrier_snapshot(self.barrier, self.fleet_next)
         entries = self.log.entries(state, touched, self.positions.snapshot(buffered),
                                    self.otlp_samples.snapshot())
         pending, self.pending = self.pending, []
@@ -399,8 +577,10 @@ class Lead:
         try:
             for topic, out_key, value, _, headers in pending:
                 await producer.send(topic, value, key=out_key, headers=headers)
+            partition = 0 if self.link is None else self.link.slot
             for state_key, state_value in entries:
-                await producer.send(state_topic, state_value, key=state_key, partition=0)
+                await producer.send(state_topic, state_value, key=state_key,
+                                    partition=partition)
             await producer.commit_transaction()
         except BaseException:
             with contextlib.suppress(Exception):

@@ -6,6 +6,10 @@ assignor leaves the lease where it is when a standby joins. When the leader leav
 it writes a last checkpoint first) or dies (no heartbeat for ``session_timeout``), the group
 hands the partition to a standby, which restores the last checkpoint and carries on.
 
+With ``scale_out_slots = N > 1`` the leader topic has ``N`` partitions, one per slot, and the
+group hands them out the same way: ``slots`` is the set this worker holds (docs/worker.md,
+"On Kafka: slots"); a member joining or leaving moves whole slots.
+
 A lease cannot stop a leader that has not noticed it was replaced (a long pause, a network
 partition). That is the transactional producer's job: the new leader's producer, which has the
 same ``transactional.id``, fences the old one, whose next commit then fails (streams/worker.py).
@@ -29,7 +33,8 @@ log = logging.getLogger("rollguard.lease")
 
 
 class Lease(ConsumerRebalanceListener):  # type: ignore[misc]
-    """Membership in the leader group; ``held`` is set while this worker is the leader."""
+    """Membership in the leader group; ``held`` is set while this worker is the leader (holds
+    at least one slot; which ones: ``slots``)."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -38,6 +43,8 @@ class Lease(ConsumerRebalanceListener):  # type: ignore[misc]
         self.idle = asyncio.Event()
         """Set by the engine while it is not leading (a revocation waits for it: hand-over)."""
         self.idle.set()
+        self.slots: frozenset[int] = frozenset()
+        """The leader topic's partitions (slots) this worker holds."""
         self._consumer: AIOKafkaConsumer | None = None
         self._task: asyncio.Task[None] | None = None
 
@@ -84,6 +91,7 @@ class Lease(ConsumerRebalanceListener):  # type: ignore[misc]
     async def on_partitions_revoked(self, revoked: Any) -> None:
         leading = self.held.is_set()
         self.held.clear()
+        self.slots = frozenset()
         self.lost.set()
         if leading:
             log.info("leadership revoked: writing a last checkpoint before handing over")
@@ -93,13 +101,19 @@ class Lease(ConsumerRebalanceListener):  # type: ignore[misc]
                 log.warning("engine did not stop in time; the next leader fences it")
 
     async def on_partitions_assigned(self, assigned: Any) -> None:
-        if any(tp.topic == self.topic for tp in assigned):
-            log.info("leadership acquired")
+        slots = frozenset(tp.partition for tp in assigned if tp.topic == self.topic)
+        if slots:
+            if self.settings.scale_out_slots > 1:
+                log.info("slots acquired: %s", ", ".join(map(str, sorted(slots))))
+            else:
+                log.info("leadership acquired")
+            self.slots = slots
             self.lost.clear()
             self.held.set()
 
     async def stop(self) -> None:
         self.held.clear()
+        self.slots = frozenset()
         self.lost.set()
         if self._task is not None:
             self._task.cancel()

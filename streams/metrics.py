@@ -61,6 +61,13 @@ class WorkerMetrics:
             buckets=(0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300, 3600, float("inf")),
             registry=registry,
         )
+        self.fleet_waits = Histogram(
+            "rollguard_fleet_barrier_wait_seconds",
+            "Worker mode: wall time a slot's rulings waited at the fleet barrier for the other "
+            "slots' reports (only rulings with a trigger wait)",
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, float("inf")),
+            registry=registry,
+        )
         self.checkpoints = Counter(
             "rollguard_checkpoints_total", "Checkpoints committed (state + outputs + positions)",
             registry=registry,

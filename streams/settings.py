@@ -27,7 +27,14 @@ from pydantic_settings import (
 from rollguard.models.policy import Policy, PolicyError
 from rollguard.streams.ingest.mapping import IngestConfig
 
-__all__ = ["ConfigError", "Settings", "TopicNames", "load_policy", "load_settings"]
+__all__ = [
+    "ConfigError",
+    "Settings",
+    "TopicNames",
+    "check_slots_policy",
+    "load_policy",
+    "load_settings",
+]
 
 
 class ConfigError(Exception):
@@ -109,6 +116,10 @@ class Settings(BaseSettings):
     outputs are committed at once)."""
     session_timeout_seconds: float = Field(default=10.0, ge=6, le=300)
     """How long a silent leader keeps the lease before a standby takes over (kill -9)."""
+    scale_out_slots: int = Field(default=1, ge=1, le=1024)
+    """Slots of the worker mode (docs/worker.md, "On Kafka: slots"): slot ``s`` decides for
+    input partition ``p`` of every input topic when ``p % scale_out_slots == s``; 1 is the
+    single leader. Choose it once: changing it re-keys the state (a new app id)."""
 
     web_host: str = "127.0.0.1"
     web_port: int = Field(default=6066, ge=0, le=65535)
@@ -190,6 +201,21 @@ def load_settings(**overrides: Any) -> Settings:
             env = "ROLLGUARD_" + "__".join(str(p) for p in item["loc"]).upper()
             problems.append(f"{field}: {item['msg']} (set it in {source} or {env})")
         raise ConfigError("; ".join(problems)) from None
+
+
+def check_slots_policy(settings: Settings, policy: Policy) -> None:
+    """ConfigError if the worker mode cannot decide exactly as replay with this policy: its
+    barrier assumes one allowed lateness for the whole fleet (docs/worker.md, "Scale-out")."""
+    if settings.scale_out_slots == 1:
+        return
+    lateness = {policy.defaults.allowed_lateness_seconds}
+    lateness.update(rules.allowed_lateness_seconds for rules in policy.services.values())
+    if len(lateness) > 1:
+        raise ConfigError(
+            f"scale_out_slots: {settings.scale_out_slots} slots need one "
+            f"allowed_lateness_seconds for every service; the policy sets {sorted(lateness)} "
+            "(use one, or ROLLGUARD_SCALE_OUT_SLOTS=1)"
+        )
 
 
 def load_policy(path: str | os.PathLike[str]) -> Policy:

@@ -13,8 +13,10 @@ from rollguard.streams.settings import Settings
 
 __all__ = [
     "ARRIVAL_ORDERED",
+    "SlotsMismatch",
     "TopicReport",
     "all_topics",
+    "check_slots",
     "create_topics",
     "ensure_topics",
     "internal_topics",
@@ -37,10 +39,12 @@ def all_topics(settings: Settings) -> list[str]:
 def internal_topics(settings: Settings) -> dict[str, tuple[int, dict[str, str]]]:
     """The worker's own topics, named after its app id: name → (partitions, configs).
 
-    The state changelog has one partition (one writer: the leader) and is compacted, with
-    small segments so that compaction keeps up with a checkpoint every second. The fleet
-    topic carries the fleet reports of partition-parallel workers (docs/worker.md).
+    The state changelog has one partition per slot (one writer each: the slot's lead; one
+    slot by default) and is compacted, with small segments so that compaction keeps up with a
+    checkpoint every second. The leader topic has one partition per slot too (the lease group
+    hands them out). The fleet topic carries the fleet reports of the slots (docs/worker.md).
     """
+    slots = settings.scale_out_slots
     state_configs = {
         "cleanup.policy": "compact",
         "segment.bytes": str(64 * 1024 * 1024),
@@ -51,8 +55,8 @@ def internal_topics(settings: Settings) -> dict[str, tuple[int, dict[str, str]]]
     # far longer than any worker may lag behind the barrier.
     fleet_configs = {"retention.ms": str(24 * 3600 * 1000)}
     return {
-        settings.state_topic: (1, state_configs),
-        settings.leader_topic: (1, {}),
+        settings.state_topic: (slots, state_configs),
+        settings.leader_topic: (slots, {}),
         settings.fleet_topic: (1, fleet_configs),
     }
 
@@ -134,3 +138,45 @@ async def _ensure_configs(admin: AIOKafkaAdminClient, topic: str, configs: dict[
     except Exception as err:  # noqa: BLE001 - the worker refuses CreateTime approvals anyway
         log.warning("could not set %s on %s (%s); approval responses on it are dead-lettered "
                     "until it is set", ARRIVAL_ORDERED, topic, err)
+
+
+class SlotsMismatch(RuntimeError):
+    """The topics do not fit ``scale_out_slots`` (the worker refuses to start)."""
+
+
+async def check_slots(settings: Settings) -> dict[str, int]:
+    """Partition counts of the input topics; SlotsMismatch if the leader or state topic does not
+    have ``scale_out_slots`` partitions, or (with more than one slot) the input topics are not
+    co-partitioned (a service's events would reach different slots)."""
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=settings.bootstrap_servers, **settings.kafka_client_options()
+    )
+    await admin.start()
+    try:
+        inputs = [settings.topic_prefix + name for name in settings.topics.inputs()]
+        inputs.append(settings.topic("otlp_metrics"))
+        names = [*inputs, settings.leader_topic, settings.state_topic]
+        counts = {
+            d["topic"]: len(d["partitions"])
+            for d in await admin.describe_topics(names)
+            if d.get("error_code", 0) == 0 and d["partitions"]
+        }
+    finally:
+        await admin.close()
+    slots = settings.scale_out_slots
+    for name in (settings.leader_topic, settings.state_topic):
+        found = counts.get(name)
+        if found is not None and found != slots:
+            raise SlotsMismatch(
+                f"topic {name} has {found} partitions but ROLLGUARD_SCALE_OUT_SLOTS is {slots}: "
+                "the slot count is chosen once per app id (changing it re-keys the state); "
+                "use the slot count it was made with, or a new ROLLGUARD_APP_ID"
+            )
+    found_inputs = {name: counts[name] for name in inputs if name in counts}
+    if slots > 1 and len(set(found_inputs.values())) > 1:
+        listed = ", ".join(f"{name}: {n}" for name, n in sorted(found_inputs.items()))
+        raise SlotsMismatch(
+            "with ROLLGUARD_SCALE_OUT_SLOTS > 1 every input topic must have the same number "
+            f"of partitions (a service's events must reach one slot); found {listed}"
+        )
+    return found_inputs

@@ -20,6 +20,13 @@ the last committed checkpoint. Outputs of an aborted checkpoint are never visibl
 ``read_committed`` consumers, and the core is deterministic, so the re-run emits the same
 records — the same ``command_id``, the same signed bytes.
 
+Worker mode (``scale_out_slots = N > 1``, docs/worker.md "On Kafka: slots"): the lease group
+hands out the ``N`` partitions of the leader topic (slots); this worker runs one lead per slot
+it holds, each with its own pipeline, transactional id ``{app_id}-engine-{s}``, changelog
+partition ``s`` and fleet link (streams/lead.py). A revocation ends every lead of this worker
+(each commits a last checkpoint); the next assignment starts a lead, restored from its
+changelog partition, for each slot held then.
+
 Why not a faust agent and faust tables: faust's per-event agent path costs ~83 µs per event
 (docs/performance.md) and its table changelog writes are not atomic with the outputs and the
 consumed offsets. Here state, outputs and positions commit together, once per batch.
@@ -47,12 +54,12 @@ from rollguard.streams.checkpoint import (
     state_secret,
 )
 from rollguard.streams.keyring import retired_keys
-from rollguard.streams.lead import Lead
+from rollguard.streams.lead import Lead, SlotLink
 from rollguard.streams.lease import Lease
 from rollguard.streams.metrics import WorkerMetrics
 from rollguard.streams.pipeline import Pipeline
 from rollguard.streams.settings import Settings
-from rollguard.streams.topics import create_topics
+from rollguard.streams.topics import SlotsMismatch, check_slots, create_topics
 
 __all__ = ["DecisionEngine"]
 
@@ -86,6 +93,9 @@ class DecisionEngine(Service):
         self.pipeline = Pipeline(policy, approvers=approvers, signing_key=signing_key,
                                  max_clock_skew_seconds=settings.max_clock_skew_seconds)
         self.state_secrets = _state_secrets(settings, signing_key)
+        self.pipelines: dict[int, Pipeline] = {}
+        """Worker mode: the pipeline of each slot led since this process started."""
+        self.leading: set[int] = set()
         self.role = "starting"
         self.last_error: str | None = None
         self.last_checkpoint: float | None = None
@@ -96,6 +106,11 @@ class DecisionEngine(Service):
         created, _ = await create_topics(self.settings)
         if created:
             log.info("created topics %s", ", ".join(created))
+        try:
+            await check_slots(self.settings)
+        except SlotsMismatch as err:
+            log.error("not starting: %s", err)
+            raise
         await self.lease.start()
         self._task = asyncio.create_task(self._run(), name="rollguard-engine")
 
@@ -119,12 +134,40 @@ class DecisionEngine(Service):
         """False once the engine's task has ended (a bug, or shutting down)."""
         return self._task is None or not self._task.done()
 
+    def counts_by_type(self) -> dict[str, int]:
+        """Events by type the pipelines of this process have processed."""
+        if not self.pipelines:
+            by_type: dict[str, int] = self.pipeline.counts_by_type()
+            return by_type
+        total: dict[str, int] = {}
+        for pipeline in self.pipelines.values():
+            for kind, count in pipeline.counts_by_type().items():
+                total[kind] = total.get(kind, 0) + count
+        return dict(sorted(total.items()))
+
+    def counts_by_service(self) -> dict[str, dict[str, int]]:
+        """Events by service and type the pipelines of this process have processed."""
+        if not self.pipelines:
+            by_service: dict[str, dict[str, int]] = self.pipeline.counts_by_service()
+            return by_service
+        merged: dict[str, dict[str, int]] = {}
+        for pipeline in self.pipelines.values():
+            merged.update(pipeline.counts_by_service())  # a service is in one slot
+        return dict(sorted(merged.items()))
+
     def health(self) -> dict[str, Any]:
         age = None if self.last_checkpoint is None else time.monotonic() - self.last_checkpoint
         role = self.role if self.running else "stopped"
-        return {"role": role, "last_error": self.last_error, "seconds_since_checkpoint": age}
+        out: dict[str, Any] = {"role": role, "last_error": self.last_error,
+                               "seconds_since_checkpoint": age}
+        if self.settings.scale_out_slots > 1:
+            out["slots"] = sorted(self.leading)
+        return out
 
     async def _run(self) -> None:
+        if self.settings.scale_out_slots > 1:
+            await self._run_slots()
+            return
         backoff = 1.0
         while not self._stopping.is_set():
             if not self.lease.held.is_set():
@@ -160,15 +203,62 @@ class DecisionEngine(Service):
                     await asyncio.wait_for(self._stopping.wait(), backoff)
                 backoff = min(backoff * 2, 30.0)
 
-    async def _lead(self) -> None:
+    async def _run_slots(self) -> None:
+        """Worker mode: one lead per held slot, until the assignment changes."""
+        while not self._stopping.is_set():
+            if not self.lease.held.is_set():
+                self._set_role("standby")
+                await _first(self.lease.held.wait(), self._stopping.wait())
+                continue
+            slots = sorted(self.lease.slots)
+            self.lease.idle.clear()
+            try:
+                await asyncio.gather(*(self._slot(s) for s in slots))
+            finally:
+                self.leading.clear()
+                self.lease.idle.set()
+
+    async def _slot(self, slot: int) -> None:
+        """Lead ``slot`` while the lease holds it; restart from its checkpoint after an error."""
+        lost = self.lease.lost
+        backoff = 1.0
+        while not self._stopping.is_set() and not lost.is_set():
+            try:
+                await self._lead(slot)
+                backoff = 1.0
+                continue
+            except StateRefused as err:
+                self.last_error = f"slot {slot}: state refused: {err}"
+                self._set_role("refused")
+                wait = min(max(backoff, REFUSED_RETRY_SECONDS[0]), REFUSED_RETRY_SECONDS[1])
+                log.error("slot %d not leading: %s (checking again in %.0f s)", slot, err, wait)
+            except (Exception, asyncio.CancelledError) as err:  # noqa: BLE001 - restart
+                if isinstance(err, asyncio.CancelledError) and _cancelling():
+                    raise
+                self.last_error = f"slot {slot}: {type(err).__name__}: {err}"
+                self._set_role("recovering")
+                self.metrics.restarts.inc()
+                wait = backoff
+                log.warning("slot %d stopped (%s); restarting from its last checkpoint in "
+                            "%.0f s", slot, self.last_error, wait, exc_info=err)
+            finally:
+                self.leading.discard(slot)
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(_first(self._stopping.wait(), lost.wait()), wait)
+            backoff = wait * 2 if self.role == "refused" else min(wait * 2, 30.0)
+
+    async def _lead(self, slot: int | None = None) -> None:
         settings = self.settings
         options = settings.kafka_client_options()
+        engine_id = f"{settings.app_id}-engine"
+        if slot is not None:
+            engine_id = f"{engine_id}-{slot}"
         self.lease.idle.clear()
         try:
             async with AsyncExitStack() as stack:
                 producer = AIOKafkaProducer(
                     bootstrap_servers=settings.bootstrap_servers,
-                    transactional_id=f"{settings.app_id}-engine",
+                    transactional_id=engine_id,
                     enable_idempotence=True,
                     max_request_size=16 * 1024 * 1024,
                     # A checkpoint of 1,000 busy services is ~8 MB of state entries: with the
@@ -179,9 +269,10 @@ class DecisionEngine(Service):
                 await producer.start()  # InitProducerId: fences the previous leader
                 stack.push_async_callback(producer.stop)
                 started = time.monotonic()
-                restored = await self._restore()
-                log.info("restored %d services from the changelog in %.2f s",
-                         len(restored.state.services), time.monotonic() - started)
+                restored = await self._restore(slot)
+                log.info("restored %d services from the changelog%s in %.2f s",
+                         len(restored.state.services),
+                         "" if slot is None else f" (slot {slot})", time.monotonic() - started)
                 consumer = AIOKafkaConsumer(
                     bootstrap_servers=settings.bootstrap_servers,
                     group_id=None,
@@ -202,6 +293,16 @@ class DecisionEngine(Service):
                 )
                 await probe.start()
                 stack.push_async_callback(probe.stop)
+                if slot is not None:
+                    link = await self._link(stack, slot)
+                    run = Lead(self, producer, consumer, probe, restored,
+                               pipeline=self.pipelines[slot], link=link)
+                    await run.start()
+                    self.last_error = None
+                    self.leading.add(slot)
+                    self._set_role("leader")
+                    await run.loop(self._stopping, self.lease.lost)
+                    return
                 run = Lead(self, producer, consumer, probe, restored)
                 await run.start()
                 self.last_error = None
@@ -211,7 +312,24 @@ class DecisionEngine(Service):
                     if self._stopping.is_set() or not await self._regained(probe):
                         return
         finally:
-            self.lease.idle.set()
+            if slot is None:
+                self.lease.idle.set()
+
+    async def _link(self, stack: AsyncExitStack, slot: int) -> SlotLink:
+        """The fleet pump's clients of a slot lead: a report producer, a fleet topic reader."""
+        settings = self.settings
+        options = settings.kafka_client_options()
+        reports = AIOKafkaProducer(bootstrap_servers=settings.bootstrap_servers,
+                                   enable_idempotence=True, linger_ms=0, **options)
+        await reports.start()
+        stack.push_async_callback(reports.stop)
+        fleet = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap_servers, group_id=None,
+                                 enable_auto_commit=False, isolation_level="read_committed",
+                                 fetch_max_wait_ms=50, **options)
+        await fleet.start()
+        stack.push_async_callback(fleet.stop)
+        return SlotLink(slot, settings.scale_out_slots, reports, fleet, settings.fleet_topic,
+                        self.state_secrets)
 
     async def _regained(self, probe: AIOKafkaConsumer) -> bool:
         """After a revocation (its last checkpoint is committed): is the lease back, with the
@@ -240,8 +358,9 @@ class DecisionEngine(Service):
         log.info("leadership regained; the state in memory is current")
         return True
 
-    async def _restore(self) -> Restored:
-        """Read the state changelog to its end (committed entries only) and rebuild."""
+    async def _restore(self, slot: int | None = None) -> Restored:
+        """Read the state changelog (partition ``slot``, or 0) to its end (committed entries
+        only) and rebuild."""
         settings = self.settings
         consumer = AIOKafkaConsumer(
             bootstrap_servers=settings.bootstrap_servers, group_id=None,
@@ -251,7 +370,7 @@ class DecisionEngine(Service):
         )
         await consumer.start()
         try:
-            tp = TopicPartition(settings.state_topic, 0)
+            tp = TopicPartition(settings.state_topic, slot or 0)
             consumer.assign([tp])
             await consumer.seek_to_beginning(tp)
             end = (await consumer.end_offsets([tp]))[tp]
@@ -270,9 +389,13 @@ class DecisionEngine(Service):
             self.metrics.state_refused.labels(reason=refusal.kind).inc()
             log.error("%s; the record was not used and is replaced by the next checkpoint",
                       refusal, extra={"offset": refusal.offset, "error": refusal.reason})
-        self.pipeline = Pipeline(self.policy, approvers=self.approvers,
-                                 signing_key=self.signing_key, state=restored.state,
-                                 max_clock_skew_seconds=settings.max_clock_skew_seconds)
+        pipeline = Pipeline(self.policy, approvers=self.approvers,
+                            signing_key=self.signing_key, state=restored.state,
+                            max_clock_skew_seconds=settings.max_clock_skew_seconds)
+        if slot is None:
+            self.pipeline = pipeline
+        else:
+            self.pipelines[slot] = pipeline
         return restored
 
 

@@ -14,7 +14,7 @@ from rollguard.streams.cli.common import (
     settings_for,
     verifier_keyring,
 )
-from rollguard.streams.settings import ConfigError, load_policy
+from rollguard.streams.settings import ConfigError, check_slots_policy, load_policy
 
 
 @click.command()
@@ -27,6 +27,7 @@ def worker(bootstrap_servers: str | None, policy_path: str) -> None:
     settings = settings_for(bootstrap_servers, policy=policy_path)
     try:
         loaded = load_policy(settings.policy)
+        check_slots_policy(settings, loaded)
     except ConfigError as err:
         fail_config(err)
     run_worker(settings, loaded)

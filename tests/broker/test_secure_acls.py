@@ -135,7 +135,7 @@ async def _read(secured: Secured, user: str, topic: str, count: int,
 
 def test_acls_output_names_this_installations_resources(secured: Secured) -> None:
     printed = secured.acls_stdout
-    assert f"User:gate      ALLOW  WRITE  TRANSACTIONAL_ID  LITERAL   {secured.app_id}-engine" \
+    assert f"User:gate      ALLOW  WRITE  TRANSACTIONAL_ID  PREFIXED  {secured.app_id}-engine" \
         in printed
     names = {line.split()[-1] for line in printed.splitlines()
              if not line.startswith("#") and line.split()[3] == "TOPIC"}

@@ -81,7 +81,7 @@ def test_prefix_and_app_id_name_every_resource() -> None:
     entries = acl_set(settings, EVERYONE)
     topics = {e.name for e in entries if e.resource_type == "TOPIC"}
     assert all(t.startswith("stg.") or t.startswith("rg-stg-") for t in topics), topics
-    assert ("TRANSACTIONAL_ID", "LITERAL", "rg-stg-engine", "User:gate") in {
+    assert ("TRANSACTIONAL_ID", "PREFIXED", "rg-stg-engine", "User:gate") in {
         (e.resource_type, e.pattern, e.name, e.principal) for e in entries}
     groups = {(e.principal, e.pattern, e.name) for e in entries if e.resource_type == "GROUP"}
     assert groups == {

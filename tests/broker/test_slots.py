@@ -1,0 +1,170 @@
+"""The worker mode (issue 14): three slots over six input partitions decide exactly as replay,
+on one worker and when workers join and die mid-run (docs/worker.md, "On Kafka: slots").
+
+The timeline (worker_io.fleet_budget_timeline) spends the fleet rollback budget, trips the
+fleet-wide guard and a service's budget, with its services spread over the three slots: the
+fleet facts cross slots through the fleet topic and its barrier. Per slot, the state, the
+outputs and the positions commit with its own transactional id to its changelog partition.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from aiokafka import AIOKafkaProducer
+
+from rollguard.streams.settings import load_settings
+from rollguard.streams.simulate_io import send_events
+from rollguard.streams.topics import SlotsMismatch, check_slots
+from tests.broker.conftest import WorkerRun, free_port
+from tests.broker.worker_io import (
+    assert_equal_to_replay,
+    assert_one_command_per_deployment,
+    fleet_budget_timeline,
+    health,
+    read_all,
+    replay,
+    role,
+    until,
+    worker_outputs,
+)
+
+pytestmark = [pytest.mark.broker, pytest.mark.timeout(300)]
+
+SEED = 5
+SLOTS = 3
+PARTITIONS = 6
+SESSION_TIMEOUT = 6.0
+
+
+@pytest.fixture
+def crew(kafka_bootstrap: str, run_id: str, tmp_path: Path) -> Iterator[tuple[WorkerRun, ...]]:
+    """Three workers of one app id in the worker mode (3 slots, 6 partitions); not started."""
+    runs = []
+    for name in ("a", "b", "c"):
+        port = free_port()
+        env = dict(os.environ)
+        env.update(
+            ROLLGUARD_BOOTSTRAP_SERVERS=kafka_bootstrap,
+            ROLLGUARD_TOPIC_PREFIX=run_id,
+            ROLLGUARD_APP_ID=f"rollguard-{run_id.rstrip('.')}",
+            ROLLGUARD_PARTITIONS=str(PARTITIONS),
+            ROLLGUARD_SCALE_OUT_SLOTS=str(SLOTS),
+            ROLLGUARD_WEB_PORT=str(port),
+            ROLLGUARD_LOG_LEVEL="INFO",
+            ROLLGUARD_MAX_CLOCK_SKEW_SECONDS="1e10",  # generated scenarios lie in the past
+            ROLLGUARD_SESSION_TIMEOUT_SECONDS=str(SESSION_TIMEOUT),
+        )
+        runs.append(WorkerRun(env=env, prefix=run_id, web_port=port,
+                              log_path=tmp_path / f"worker-{name}.log"))
+    created = runs[0].rollguard("topics", "create")
+    assert created.returncode == 0, created.stderr
+    try:
+        yield tuple(runs)
+    finally:
+        for run in runs:
+            run.stop()
+
+
+def _expected(events: list[dict[str, Any]]) -> list[bytes]:
+    expected = replay(events)
+    details = [r["detail"] for a in map(orjson.loads, expected) if a["type"] == "approval_request"
+               for r in a["reasons"]]
+    assert any("rollbacks fleet-wide in the last hour" in d for d in details), details
+    assert any("services breaching in the same window" in d for d in details), details
+    return expected
+
+
+def _slots(run: WorkerRun) -> list[int] | None:
+    if role(run) != "leader":
+        return None
+    try:
+        return list(health(run).get("slots", []))
+    except (OSError, ValueError):
+        return None
+
+
+def _held(*runs: WorkerRun) -> list[int]:
+    """Every slot the live workers lead, sorted (a slot twice means two leads)."""
+    return sorted(s for run in runs if run.alive() for s in (_slots(run) or []))
+
+
+async def test_three_slots_on_one_worker_decide_as_replay(
+    crew: tuple[WorkerRun, ...], producer: AIOKafkaProducer, kafka_bootstrap: str,
+    tmp_path: Path,
+) -> None:
+    a = crew[0]
+    events = fleet_budget_timeline(SEED)
+    expected = _expected(events)
+    started = time.monotonic()
+    a.start()
+    a.wait_healthy()
+    await until(lambda: _held(a) == [0, 1, 2], 60, "one worker to lead every slot", a)
+    await send_events(producer, events, a.settings())
+    got = await worker_outputs(kafka_bootstrap, expected, a)
+    assert_equal_to_replay(got, expected, a, tmp_path=tmp_path)
+    await assert_one_command_per_deployment(kafka_bootstrap, a)
+    reports = await read_all(kafka_bootstrap, a.env["ROLLGUARD_APP_ID"] + "-fleet")
+    assert len({m.key for m in reports}) == SLOTS  # every slot reported on the fleet topic
+    waits = a.metric("rollguard_fleet_barrier_wait_seconds_count")
+    assert waits > 0  # and a slot's claims waited for the others' reports
+    # Another slot count on the same app id is refused, naming the topic and the fix.
+    other = load_settings(topic_prefix=a.prefix, bootstrap_servers=kafka_bootstrap,
+                          app_id=a.env["ROLLGUARD_APP_ID"], scale_out_slots=2)
+    with pytest.raises(SlotsMismatch, match="has 3 partitions but ROLLGUARD_SCALE_OUT_SLOTS is 2"):
+        await check_slots(other)
+    print(f"{len(events)} events, 3 slots on 1 worker: {len(got)} records as replay, "
+          f"{len(reports)} fleet reports, {waits:.0f} waits at the barrier (mean "
+          f"{a.metric('rollguard_fleet_barrier_wait_seconds_sum') / waits * 1000:.0f} ms), "
+          f"in {time.monotonic() - started:.1f} s")
+
+
+async def test_scale_up_then_kill_one_of_three_loses_and_duplicates_nothing(
+    crew: tuple[WorkerRun, ...], producer: AIOKafkaProducer, kafka_bootstrap: str,
+    tmp_path: Path,
+) -> None:
+    a, b, c = crew
+    events = fleet_budget_timeline(SEED)
+    expected = _expected(events)
+    first, second = len(events) // 3, 2 * len(events) // 3
+    started = time.monotonic()
+    a.start()
+    a.wait_healthy()
+    await until(lambda: _held(a) == [0, 1, 2], 60, "one worker to lead every slot", a)
+    await send_events(producer, events[:first], a.settings())
+    commands = a.topic("rollback.commands")
+    deadline = time.monotonic() + 90
+    while not await read_all(kafka_bootstrap, commands):
+        assert time.monotonic() < deadline, "no command yet:\n" + a.log_tail(30)
+        await asyncio.sleep(0.2)
+
+    # Scale-up 1 -> 3 mid-run: the group moves whole slots, each restored from its partition.
+    b.start()
+    c.start()
+    b.wait_healthy()
+    c.wait_healthy()
+    await until(lambda: all(_slots(r) for r in crew) and _held(*crew) == [0, 1, 2], 90,
+                "three workers to lead one slot each", *crew)
+    await send_events(producer, events[first:second], a.settings())
+    await asyncio.sleep(1.0)
+
+    # kill -9 of one of three mid-run: its slot moves after the session timeout.
+    victim = b
+    assert victim.stop(signal.SIGKILL) == -signal.SIGKILL
+    await send_events(producer, events[second:], a.settings())
+    await until(lambda: _held(a, c) == [0, 1, 2], SESSION_TIMEOUT * 3 + 30,
+                "the two others to lead every slot", a, c)
+
+    got = await worker_outputs(kafka_bootstrap, expected, a, c)
+    assert_equal_to_replay(got, expected, a, b, c, tmp_path=tmp_path)
+    await assert_one_command_per_deployment(kafka_bootstrap, a)
+    print(f"scale-up 1 -> 3 and kill -9 of one: {len(got)} records as replay, "
+          f"in {time.monotonic() - started:.1f} s")
