@@ -127,6 +127,29 @@ async def test_three_slots_on_one_worker_decide_as_replay(
           f"in {time.monotonic() - started:.1f} s")
 
 
+async def test_two_workers_from_the_start_decide_as_replay(
+    crew: tuple[WorkerRun, ...], producer: AIOKafkaProducer, kafka_bootstrap: str,
+    tmp_path: Path,
+) -> None:
+    a, b = crew[0], crew[1]
+    events = fleet_budget_timeline(SEED)
+    expected = _expected(events)
+    started = time.monotonic()
+    a.start()
+    b.start()
+    a.wait_healthy()
+    b.wait_healthy()
+    # Three slots over two workers: one leads two, the other one; every slot exactly once.
+    await until(lambda: bool(_slots(a)) and bool(_slots(b)) and _held(a, b) == [0, 1, 2], 90,
+                "two workers to share the three slots", a, b)
+    await send_events(producer, events, a.settings())
+    got = await worker_outputs(kafka_bootstrap, expected, a, b)
+    assert_equal_to_replay(got, expected, a, b, tmp_path=tmp_path)
+    await assert_one_command_per_deployment(kafka_bootstrap, a)
+    print(f"{len(events)} events, 3 slots on 2 workers ({_slots(a)} / {_slots(b)}): "
+          f"{len(got)} records as replay, in {time.monotonic() - started:.1f} s")
+
+
 async def test_scale_up_then_kill_one_of_three_loses_and_duplicates_nothing(
     crew: tuple[WorkerRun, ...], producer: AIOKafkaProducer, kafka_bootstrap: str,
     tmp_path: Path,
