@@ -110,6 +110,36 @@ class WorkerRun:
         return total
 
 
+
+def worker_group(
+    names: tuple[str, ...], bootstrap: str, run_id: str, log_dir: Path, **settings: str
+) -> Iterator[tuple[WorkerRun, ...]]:
+    """Workers of one app id and prefix (one per name, each with its own web port and log),
+    topics created, not started; every one stopped afterwards. ``settings`` are more
+    ``ROLLGUARD_*`` variables (e.g. ``ROLLGUARD_PARTITIONS="4"``)."""
+    runs = []
+    for name in names:
+        port = free_port()
+        env = dict(os.environ)
+        env.update(
+            ROLLGUARD_BOOTSTRAP_SERVERS=bootstrap,
+            ROLLGUARD_TOPIC_PREFIX=run_id,
+            ROLLGUARD_APP_ID=f"rollguard-{run_id.rstrip('.')}",
+            ROLLGUARD_WEB_PORT=str(port),
+            ROLLGUARD_LOG_LEVEL="INFO",
+            ROLLGUARD_MAX_CLOCK_SKEW_SECONDS="1e10",  # generated scenarios lie in the past
+            **settings,
+        )
+        runs.append(WorkerRun(env=env, prefix=run_id, web_port=port,
+                              log_path=log_dir / f"worker-{name}.log"))
+    created = runs[0].rollguard("topics", "create")
+    assert created.returncode == 0, created.stderr
+    try:
+        yield tuple(runs)
+    finally:
+        for run in runs:
+            run.stop()
+
 @pytest.fixture
 def worker_run(kafka_bootstrap: str, run_id: str, tmp_path: Path) -> Iterator[WorkerRun]:
     env = dict(os.environ)

@@ -10,7 +10,6 @@ outputs and the positions commit with its own transactional id to its changelog 
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import time
 from collections.abc import Iterator
@@ -24,7 +23,7 @@ from aiokafka import AIOKafkaProducer
 from rollguard.streams.settings import load_settings
 from rollguard.streams.simulate_io import send_events
 from rollguard.streams.topics import SlotsMismatch, check_slots
-from tests.broker.conftest import WorkerRun, free_port
+from tests.broker.conftest import WorkerRun, worker_group
 from tests.broker.worker_io import (
     assert_equal_to_replay,
     assert_one_command_per_deployment,
@@ -48,30 +47,10 @@ SESSION_TIMEOUT = 6.0
 @pytest.fixture
 def crew(kafka_bootstrap: str, run_id: str, tmp_path: Path) -> Iterator[tuple[WorkerRun, ...]]:
     """Three workers of one app id in the worker mode (3 slots, 6 partitions); not started."""
-    runs = []
-    for name in ("a", "b", "c"):
-        port = free_port()
-        env = dict(os.environ)
-        env.update(
-            ROLLGUARD_BOOTSTRAP_SERVERS=kafka_bootstrap,
-            ROLLGUARD_TOPIC_PREFIX=run_id,
-            ROLLGUARD_APP_ID=f"rollguard-{run_id.rstrip('.')}",
-            ROLLGUARD_PARTITIONS=str(PARTITIONS),
-            ROLLGUARD_SCALE_OUT_SLOTS=str(SLOTS),
-            ROLLGUARD_WEB_PORT=str(port),
-            ROLLGUARD_LOG_LEVEL="INFO",
-            ROLLGUARD_MAX_CLOCK_SKEW_SECONDS="1e10",  # generated scenarios lie in the past
-            ROLLGUARD_SESSION_TIMEOUT_SECONDS=str(SESSION_TIMEOUT),
-        )
-        runs.append(WorkerRun(env=env, prefix=run_id, web_port=port,
-                              log_path=tmp_path / f"worker-{name}.log"))
-    created = runs[0].rollguard("topics", "create")
-    assert created.returncode == 0, created.stderr
-    try:
-        yield tuple(runs)
-    finally:
-        for run in runs:
-            run.stop()
+    yield from worker_group(("a", "b", "c"), kafka_bootstrap, run_id, tmp_path,
+                            ROLLGUARD_PARTITIONS=str(PARTITIONS),
+                            ROLLGUARD_SCALE_OUT_SLOTS=str(SLOTS),
+                            ROLLGUARD_SESSION_TIMEOUT_SECONDS=str(SESSION_TIMEOUT))
 
 
 def _expected(events: list[dict[str, Any]]) -> list[bytes]:

@@ -15,7 +15,6 @@ and still decide as replay.
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import time
 from collections.abc import Iterator
@@ -27,7 +26,7 @@ from aiokafka import AIOKafkaProducer
 
 from rollguard.streams.simulate import generate
 from rollguard.streams.simulate_io import send_events
-from tests.broker.conftest import WorkerRun, free_port
+from tests.broker.conftest import WorkerRun, worker_group
 from tests.broker.worker_io import (
     assert_equal_to_replay,
     assert_one_command_per_deployment,
@@ -55,29 +54,9 @@ SESSION_TIMEOUT = 6.0
 @pytest.fixture
 def pair(kafka_bootstrap: str, run_id: str, tmp_path: Path) -> Iterator[tuple[WorkerRun, ...]]:
     """Two workers of one app id and prefix, four partitions per topic; not started."""
-    runs = []
-    for name in ("a", "b"):
-        port = free_port()
-        env = dict(os.environ)
-        env.update(
-            ROLLGUARD_BOOTSTRAP_SERVERS=kafka_bootstrap,
-            ROLLGUARD_TOPIC_PREFIX=run_id,
-            ROLLGUARD_APP_ID=f"rollguard-{run_id.rstrip('.')}",
-            ROLLGUARD_PARTITIONS="4",
-            ROLLGUARD_WEB_PORT=str(port),
-            ROLLGUARD_LOG_LEVEL="INFO",
-            ROLLGUARD_MAX_CLOCK_SKEW_SECONDS="1e10",  # generated scenarios lie in the past
-            ROLLGUARD_SESSION_TIMEOUT_SECONDS=str(SESSION_TIMEOUT),
-        )
-        runs.append(WorkerRun(env=env, prefix=run_id, web_port=port,
-                              log_path=tmp_path / f"worker-{name}.log"))
-    created = runs[0].rollguard("topics", "create")
-    assert created.returncode == 0, created.stderr
-    try:
-        yield tuple(runs)
-    finally:
-        for run in runs:
-            run.stop()
+    yield from worker_group(("a", "b"), kafka_bootstrap, run_id, tmp_path,
+                            ROLLGUARD_PARTITIONS="4",
+                            ROLLGUARD_SESSION_TIMEOUT_SECONDS=str(SESSION_TIMEOUT))
 
 
 def _bad_deploy_ids() -> list[str]:
