@@ -69,7 +69,6 @@ from rollguard.models.state import (
     watermark,
 )
 from rollguard.models.thresholds import (
-    ThresholdCheck,
     ThresholdRule,
     check_thresholds,
     exceeds,
@@ -393,13 +392,19 @@ def _close_window(
     rules = batch.rules.get(id(sp))
     if rules is None:
         rules = batch.rules[id(sp)] = threshold_rules(sp)
-    checks, breaching, values = _thresholds(svc, sp, rules, metrics)
     on_trial = start < svc.trial_until and end > svc.trial_from
     pending = dep is not None and dep.stage in (Stage.PENDING, Stage.INCONCLUSIVE)
-    learnable = bool(metrics) and not breaching and not on_trial and not pending
-    summary = WindowSummary(k, start, end, metrics, alerts, tuple(breaching), learnable)
-    svc.ring.append(summary)
-    _roll(svc, sp, values, start, learn=not on_trial and not pending)
+    learn = not on_trial and not pending
+    if dep is not None and metrics:
+        # Under trial: judged against the frozen baseline, with the details kept for evidence.
+        checks = check_thresholds(metrics, rules, dep.baseline_values(sp))
+        breaching = [name for name, check in checks.items() if check.breach]
+        for name, check in checks.items():
+            _roll(svc, sp, name, check.value, start, learn)
+    else:
+        checks, breaching = {}, _idle_thresholds(svc, sp, rules, metrics, start, learn)
+    learnable = bool(metrics) and not breaching and learn
+    svc.ring.append(WindowSummary(k, start, end, metrics, alerts, tuple(breaching), learnable))
     last_seen = svc.last_seen
     for name, stats in metrics.items():
         for source, ts in stats.last_seen.items():
@@ -412,21 +417,62 @@ def _close_window(
 
 
 def _roll(
-    svc: ServiceState, sp: ServicePolicy, values: Mapping[str, float], ts: float, *, learn: bool
+    svc: ServiceState, sp: ServicePolicy, name: str, value: float, ts: float, learn: bool
 ) -> None:
-    """Append each threshold metric's window value to its rolling baseline; with ``learn``,
+    """Append a threshold metric's window value to its rolling baseline; with ``learn``,
     first teach its long memory the level held over the last ``consecutive_breach_windows``
     windows (their minimum), breaching or not (issue 11)."""
+    past = svc.rolling.get(name)
+    if past is None:
+        past = svc.rolling[name] = deque(maxlen=sp.baseline_windows)
+    if learn:
+        _learn(svc, sp, name, past, value, ts)
+    past.append(value)
+
+
+def _learn(
+    svc: ServiceState, sp: ServicePolicy, name: str, past: deque[float], value: float, ts: float
+) -> None:
+    low = value
     back = sp.consecutive_breach_windows - 1
+    for i in range(1, min(back, len(past)) + 1):
+        if past[-i] < low:
+            low = past[-i]
+    mem = svc.memory.get(name)
+    if mem is None:
+        mem = svc.memory[name] = LongMemory()
+    mem.learn(low, ts)
+
+
+def _idle_thresholds(
+    svc: ServiceState,
+    sp: ServicePolicy,
+    rules: tuple[ThresholdRule, ...],
+    metrics: Mapping[str, MetricStats],
+    ts: float,
+    learn: bool,
+) -> list[str]:
+    """The breaching metrics of an idle window, each against its rolling baseline, and each
+    value rolled in as ``_roll`` and ``_learn`` do (written out: this runs at every idle
+    window close of every threshold metric)."""
+    breaching = []
     rolling, memory = svc.rolling, svc.memory
-    for name, value in values.items():
+    back = sp.consecutive_breach_windows - 1
+    for rule in rules:
+        name = rule.metric
+        stats = metrics.get(name)
+        if stats is None:
+            continue
+        value = stat_of(stats, rule.stat)
         past = rolling.get(name)
         if past is None:
             past = rolling[name] = deque(maxlen=sp.baseline_windows)
+        base = sum(past) / len(past) if past else None
+        if exceeds(value, rule.max, rule.max_ratio_to_baseline, base):
+            breaching.append(name)
         if learn:
             low = value
-            n = len(past)
-            for i in range(1, (back if back < n else n) + 1):
+            for i in range(1, min(back, len(past)) + 1):
                 if past[-i] < low:
                     low = past[-i]
             mem = memory.get(name)
@@ -434,36 +480,7 @@ def _roll(
                 mem = memory[name] = LongMemory()
             mem.learn(low, ts)
         past.append(value)
-
-
-def _thresholds(
-    svc: ServiceState,
-    sp: ServicePolicy,
-    rules: tuple[ThresholdRule, ...],
-    metrics: Mapping[str, MetricStats],
-) -> tuple[dict[str, ThresholdCheck], list[str], dict[str, float]]:
-    """The threshold checks of a closing window (under trial only), its breaching metrics,
-    and each threshold metric's policy stat (for the rolling baseline)."""
-    dep = svc.deployment
-    if dep is not None and metrics:
-        # Under trial: judged against the frozen baseline, with the details kept for evidence.
-        checks = check_thresholds(metrics, rules, dep.baseline_values(sp))
-        breaching = [name for name, check in checks.items() if check.breach]
-        return checks, breaching, {name: check.value for name, check in checks.items()}
-    # Idle: against the rolling baseline, with no more work than the comparison.
-    values: dict[str, float] = {}
-    breaching = []
-    for rule in rules:
-        name = rule.metric
-        stats = metrics.get(name)
-        if stats is None:
-            continue
-        value = values[name] = stat_of(stats, rule.stat)
-        past = svc.rolling.get(name)
-        base = sum(past) / len(past) if past else None
-        if exceeds(value, rule.max, rule.max_ratio_to_baseline, base):
-            breaching.append(name)
-    return {}, breaching, values
+    return breaching
 
 
 # ----------------------------------------------------------------------------------------------

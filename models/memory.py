@@ -169,6 +169,10 @@ class LongMemory:
     """
 
     _kind: ClassVar[str] = "LongMemory"
+    __slots__ = (
+        "generation", "top", "direction", "min_windows", "hour_span", "alpha",
+        "routine_windows", "_down", "_level", "_seen", "_cur", "_prev",
+    )  # fmt: skip
 
     def __init__(
         self,
@@ -189,6 +193,7 @@ class LongMemory:
         self.hour_span = hour_span
         self.alpha = alpha
         self.routine_windows = routine_windows
+        self._down = direction == "down"
         self._level = [0.0] * (_HOURS + 1)  # per hour of day, then the whole day
         self._seen = [0] * (_HOURS + 1)
         self._cur = _TailSample(0, [])
@@ -225,10 +230,9 @@ class LongMemory:
         h = int((ts % _DAY) // 3600.0) % _HOURS
         level, seen = self._level, self._seen
         lh, ld = level[h], level[_HOURS]
-        v = value
-        if seen[h] >= self.min_windows and lh > 0.0 and ld > 0.0:
-            v = value * ld / lh
-        if self.direction != "up":
+        nh = seen[h]
+        v = value * ld / lh if nh >= self.min_windows and lh > 0.0 and ld > 0.0 else value
+        if self._down:
             v = -v
         cur = self._cur
         if cur.n >= self.generation:
@@ -242,11 +246,11 @@ class LongMemory:
             del top[0]
             bisect.insort(top, v)
         span = self.hour_span
-        n = seen[h] = seen[h] + 1
-        level[h] += (value - level[h]) / (n if n < span else span)
-        n = seen[_HOURS] = seen[_HOURS] + 1
-        span *= 24
-        level[_HOURS] += (value - level[_HOURS]) / (n if n < span else span)
+        seen[h] = nh = nh + 1
+        level[h] = lh + (value - lh) / (nh if nh < span else span)
+        span *= _HOURS
+        seen[_HOURS] = nd = seen[_HOURS] + 1
+        level[_HOURS] = ld + (value - ld) / (nd if nd < span else span)
 
     def tail(self, value: float, ts: float) -> Tail:
         """How rare ``value`` is for this service at the time of day of ``ts``."""
