@@ -25,7 +25,10 @@ import orjson
 
 from rollguard.models.events import DeadLetter
 
-__all__ = ["CREATE_TIME_ERROR", "LOG_APPEND_TIME", "arrival_of", "stamp_arrival", "with_arrival"]
+__all__ = [
+    "CREATE_TIME_ERROR", "LOG_APPEND_TIME", "arrival_of", "dead_letter_for", "stamp_arrival",
+    "with_arrival",
+]
 
 LOG_APPEND_TIME = 1
 """Kafka's timestamp type of a record stamped by the broker (0 is the producer's CreateTime)."""
@@ -44,6 +47,15 @@ def arrival_of(timestamp_ms: int, timestamp_type: int) -> float | None:
     return timestamp_ms / 1000.0
 
 
+def dead_letter_for(message: Any, error: str, reference: float) -> DeadLetter:
+    """A consumed Kafka message refused after decoding, with its original bytes."""
+    return DeadLetter(
+        topic=message.topic, partition=message.partition, offset=message.offset,
+        key_b64=None if message.key is None else base64.b64encode(message.key).decode(),
+        value_b64=base64.b64encode(message.value).decode(), error=error, ts=reference,
+    )
+
+
 def with_arrival(value: bytes, received_at: float) -> bytes:
     """The message as one replay line with ``received_at`` set (any value it had replaced)."""
     data = orjson.loads(value)
@@ -58,11 +70,5 @@ def stamp_arrival(record: Any, message: Any, reference: float) -> tuple[Any, Dea
     replaced."""
     received_at = arrival_of(message.timestamp, message.timestamp_type)
     if received_at is None:
-        letter = DeadLetter(
-            topic=message.topic, partition=message.partition, offset=message.offset,
-            key_b64=None if message.key is None else base64.b64encode(message.key).decode(),
-            value_b64=base64.b64encode(message.value).decode(), error=CREATE_TIME_ERROR,
-            ts=reference,
-        )
-        return None, letter
+        return None, dead_letter_for(message, CREATE_TIME_ERROR, reference)
     return record.model_copy(update={"received_at": received_at}), None

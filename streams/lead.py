@@ -33,7 +33,7 @@ from aiokafka.partitioner import murmur2
 
 from rollguard.models.events import ApprovalResponse, OutputRecord
 from rollguard.models.state import watermark
-from rollguard.streams.arrival import stamp_arrival
+from rollguard.streams.arrival import dead_letter_for, stamp_arrival
 from rollguard.streams.checkpoint import (
     Positions,
     Restored,
@@ -87,6 +87,27 @@ HELD_POLL_MS = 10
 def partition_of(key: bytes, partitions: int) -> int:
     """The partition Kafka's default partitioner (murmur2) gives a record keyed ``key``."""
     return int(murmur2(key) & 0x7FFFFFFF) % partitions
+
+
+def misrouted(service: str | None, partition: int, partitions: int) -> str | None:
+    """Why a record read from ``partition`` may not be decided by the slot that reads it
+    (worker mode), or None. A slot owns its services' state and answers for them to the
+    fleet by partition, so a service's every record must be on ``partition_of(service)``:
+    Kafka's default partitioner with the service name as key (DESIGN §2).
+
+    >>> misrouted("checkout", partition_of(b"checkout", 6), 6) is None
+    True
+    >>> misrouted(None, 0, 6).startswith("no service")
+    True
+    """
+    if service is None:
+        return ("no service: in the worker mode every record must name its service, which "
+                "routes it to the slot that owns it (`rollguard approve --service` does)")
+    owner = partition_of(service.encode(), partitions)
+    if owner == partition:
+        return None
+    return (f"service {service!r} belongs to partition {owner} of {partitions}, not "
+            f"{partition}: produce with Kafka's default partitioner, key = the service name")
 
 
 @dataclass
@@ -144,6 +165,7 @@ class Lead:
             self.clock.seen(restored.state.fleet.clock)
         self.clock.arrived(time.monotonic())
         self.partitions: list[TopicPartition] = []
+        self.routed_by: int | None = None  # worker mode: the input partition count (misrouted)
         self.pending: list[tuple[str, bytes | None, bytes, OutputRecord, Any]] = []
         self.dirty = False
         self.last_commit = time.monotonic()
@@ -200,6 +222,7 @@ class Lead:
         else:
             link.fleet.seek(tp, resume)
             self.fleet_next = resume
+        self.routed_by = total
         log.info("slot %d leads input partitions %s of %d", link.slot, sorted(owned), total)
         return [tp for tp in partitions if tp.partition in owned]
 
@@ -402,6 +425,10 @@ class Lead:
                     letter = decoded.dead_letter
                     if stamp and record is not None:
                         record, letter = stamp_arrival(record, message, reference)
+                    if record is not None and self.routed_by is not None:
+                        error = misrouted(record.service, partition, self.routed_by)
+                        if error is not None:
+                            record, letter = None, dead_letter_for(message, error, reference)
                     if record is None:
                         if letter is None:  # nothing rollguard maps (unmapped OTLP metrics)
                             positions.done(key, offset)

@@ -20,10 +20,11 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaProducer
 
+from rollguard.streams.lead import partition_of
 from rollguard.streams.settings import load_settings
 from rollguard.streams.simulate_io import send_events
 from rollguard.streams.topics import SlotsMismatch, check_slots
-from tests.broker.conftest import WorkerRun, worker_group
+from tests.broker.conftest import WorkerRun, consume, worker_group
 from tests.broker.worker_io import (
     assert_equal_to_replay,
     assert_one_command_per_deployment,
@@ -60,6 +61,21 @@ def _expected(events: list[dict[str, Any]]) -> list[bytes]:
     assert any("rollbacks fleet-wide in the last hour" in d for d in details), details
     assert any("services breaching in the same window" in d for d in details), details
     return expected
+
+
+async def _misroute(run: WorkerRun, producer: AIOKafkaProducer,
+                    events: list[dict[str, Any]]) -> None:
+    """A metric keyed by its service but sent to another partition, and an approval response
+    without a service."""
+    metric = next(e for e in reversed(events) if e["type"] == "metric")
+    service = metric["service"]
+    wrong = (partition_of(service.encode(), PARTITIONS) + 1) % PARTITIONS
+    await producer.send_and_wait(run.topic("telemetry.metrics"), orjson.dumps(metric),
+                                 key=service.encode(), partition=wrong)
+    answer = {"type": "approval_response", "request_id": "req-unknown", "approver": "alice",
+              "decision": "approve", "ts": time.time()}
+    await producer.send_and_wait(run.topic("rollback.approval-responses"),
+                                 orjson.dumps(answer), key=b"req-unknown")
 
 
 def _slots(run: WorkerRun) -> list[int] | None:
@@ -100,6 +116,14 @@ async def test_three_slots_on_one_worker_decide_as_replay(
                           app_id=a.env["ROLLGUARD_APP_ID"], scale_out_slots=2)
     with pytest.raises(SlotsMismatch, match="has 3 partitions but ROLLGUARD_SCALE_OUT_SLOTS is 2"):
         await check_slots(other)
+    # A record off its service's partition would split the service's state over two slots:
+    # a dead letter with its original bytes and the fix, like an approval response that names
+    # no service (no slot could know it owns the request).
+    await _misroute(a, producer, events)
+    letters = await consume(kafka_bootstrap, a.topic("rollguard.dead-letters"), 2)
+    errors = sorted(orjson.loads(m.value)["error"] for m in letters)
+    assert errors[0].startswith("no service: in the worker mode"), errors
+    assert "produce with Kafka's default partitioner" in errors[1], errors
     print(f"{len(events)} events, 3 slots on 1 worker: {len(got)} records as replay, "
           f"{len(reports)} fleet reports, {waits:.0f} waits at the barrier (mean "
           f"{a.metric('rollguard_fleet_barrier_wait_seconds_sum') / waits * 1000:.0f} ms), "
