@@ -11,15 +11,26 @@ per tree the median and spread, and the ratio of ratios B/A.
 
     git worktree add /tmp/before c19fd01 && (cd /tmp/before && make install)
     .venv/bin/python bench/compare_trees.py /tmp/before . --pairs 6
+
+``--instructions`` counts instead of timing: each tree's parse-only and parse+core loops run
+under valgrind's callgrind (machine instructions executed, the same from run to run whatever
+else the machine does) at ``--events`` and at a quarter of it, and the ratio is taken over the
+difference (start-up and the first windows cancel out). Slow (~50x): 150,000 events take a
+few minutes per tree.
+
+    .venv/bin/python bench/compare_trees.py /tmp/before . --instructions --events 150000
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import re
 import statistics
 import subprocess
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -53,6 +64,72 @@ with tempfile.TemporaryDirectory() as tmp:
 out["events"] = n
 print(json.dumps(out))
 """
+
+
+# Run by each tree's interpreter: argv = tree, events, services, seed, path. Writes the fleet.
+_WRITE = r"""
+import importlib.util, sys
+from pathlib import Path
+tree, events, services, seed, path = Path(sys.argv[1]), *map(int, sys.argv[2:5]), sys.argv[5]
+spec = importlib.util.spec_from_file_location("replay_throughput",
+                                              tree / "bench" / "replay_throughput.py")
+bench = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(bench)
+with open(path, "wb") as fh:
+    for line in bench.fleet_lines(events, services, seed):
+        fh.write(line + b"\n")
+"""
+
+# Run under callgrind: argv = tree, mode (parse | core), events, path.
+_COUNTED = r"""
+import importlib.util, sys, yaml
+from pathlib import Path
+tree, mode, events, path = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3]), sys.argv[4]
+spec = importlib.util.spec_from_file_location("replay_throughput",
+                                              tree / "bench" / "replay_throughput.py")
+bench = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(bench)
+policy = bench.Policy.from_mapping(
+    yaml.safe_load((tree / "config" / "policy.yaml").read_text()), version="bench")
+state = bench.new_state()
+with open(path, "rb") as fh:
+    for n, line in enumerate(fh):
+        if n >= events:
+            break
+        record = bench.decode_line(line).record
+        if mode == "core" and record is not None:
+            bench.step(state, record, policy)
+"""
+
+
+def instructions(tree: Path, mode: str, events: int, path: Path) -> int:
+    """Machine instructions one counted run executes (callgrind's ``Collected``)."""
+    done = subprocess.run(
+        ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null",
+         str(tree / ".venv" / "bin" / "python"), "-c", _COUNTED, str(tree), mode, str(events),
+         str(path)],
+        cwd=tree, capture_output=True, text=True, check=True, env={**os.environ,
+                                                                   "PYTHONHASHSEED": "0"},
+    )
+    return int(re.findall(r"Collected : (\d+)", done.stderr)[-1])
+
+
+def count_trees(trees: dict[str, Path], events: int, services: int, seed: int) -> None:
+    """Print each tree's parse+core ratio from instruction counts, and B over A."""
+    ratios: dict[str, float] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for side, tree in trees.items():
+            path = Path(tmp) / f"{side}.jsonl"
+            subprocess.run([str(tree / ".venv" / "bin" / "python"), "-c", _WRITE, str(tree),
+                            str(events), str(services), str(seed), str(path)],
+                           cwd=tree, check=True)
+            delta = {mode: instructions(tree, mode, events, path)
+                     - instructions(tree, mode, events // 4, path) for mode in ("parse", "core")}
+            ratios[side] = delta["parse"] / delta["core"]
+            print(f"{side} {tree}: parse {delta['parse'] / 1e9:.3f} G, parse+core "
+                  f"{delta['core'] / 1e9:.3f} G instructions for {events - events // 4:,} "
+                  f"events; ratio {ratios[side]:.1%}", flush=True)
+    print(f"B/A of the ratios, instructions: {ratios['B'] / ratios['A']:.3f}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,8 +197,13 @@ def main() -> int:
     parser.add_argument("--events", type=int, default=1_000_000)
     parser.add_argument("--services", type=int, default=1_000)
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--instructions", action="store_true",
+                        help="count instructions under callgrind instead of timing")
     args = parser.parse_args()
     trees = {"A": args.tree_a.resolve(), "B": args.tree_b.resolve()}
+    if args.instructions:
+        count_trees(trees, args.events, args.services, args.seed)
+        return 0
     runs: dict[str, list[Run]] = {"A": [], "B": []}
     for pair in range(args.pairs):
         order = ("A", "B") if pair % 2 == 0 else ("B", "A")

@@ -4,9 +4,12 @@ The administrator creates the topics and applies `rollguard acls --apply` for th
 principal mapping. Then every role does its job in the demo flow, each as its own SCRAM user:
 the producer publishes a deploy that needs a human, the gate (the worker) asks for approval,
 the approver answers with `rollguard approve`, the gate signs the command, the executor runs it
-and reports, the analyst exports. And every write a role has no business doing is refused by
-the broker with its authorization error, with nothing appended to the topic; so is every read
-outside the role, the gate's transactional id and its leader group.
+and reports, the analyst exports. The gate runs in the worker mode (two slots over the two input
+partitions: its slot transactional ids and the fleet topic under the same ACLs; the single
+leader's `{app_id}-engine` is refused to the other roles as well). And every write a role has
+no business doing is refused by the broker with its authorization error, with nothing appended
+to the topic; so is every read outside the role, the gate's transactional id and its leader
+group.
 """
 
 from __future__ import annotations
@@ -94,7 +97,8 @@ class Secured:
     def env(self, user: str) -> dict[str, str]:
         env = self.broker.env(user)
         env.update(ROLLGUARD_TOPIC_PREFIX=self.prefix, ROLLGUARD_APP_ID=self.app_id,
-                   ROLLGUARD_PARTITIONS="2", ROLLGUARD_PRINCIPALS=str(
+                   ROLLGUARD_PARTITIONS="2", ROLLGUARD_SCALE_OUT_SLOTS="2",
+                   ROLLGUARD_PRINCIPALS=str(
                        REPO / "config" / "principals.yaml"))
         return env
 
@@ -203,6 +207,8 @@ async def test_every_role_does_its_job(secured: Secured, tmp_path: Path) -> None
         assert exported.returncode == 0, exported.stderr
         assert len((tmp_path / "x.jsonl").read_bytes().splitlines()) == len(events) + 1
         assert "engine stopped" not in worker.log_tail(1000), worker.log_tail()
+        for slot in (0, 1):  # the worker mode, each slot under the gate's ACLs
+            assert f"slot {slot} leads input partitions" in worker.log_tail(1000)
     finally:
         worker.stop()
         executor.terminate()
@@ -307,10 +313,12 @@ async def test_unauthenticated_clients_are_refused(secured: Secured, port_offset
         await admin.close()
 
 
+@pytest.mark.parametrize("suffix", ["", "-1"])
 @pytest.mark.parametrize("role", [r for r in ROLES if r != "gate"])
-async def test_only_the_gate_uses_its_transactional_id(secured: Secured, role: str) -> None:
-    # InitProducerId with the gate's id would fence the running gate: refused.
-    producer = AIOKafkaProducer(transactional_id=f"{secured.app_id}-engine",
+async def test_only_the_gate_uses_its_transactional_id(secured: Secured, role: str,
+                                                       suffix: str) -> None:
+    # InitProducerId with the gate's id (the leader's, a slot's) would fence the gate: refused.
+    producer = AIOKafkaProducer(transactional_id=f"{secured.app_id}-engine{suffix}",
                                 **secured.broker.client_options(role))
     try:
         with pytest.raises(TransactionalIdAuthorizationFailed):
