@@ -300,9 +300,12 @@ def _drain(state: EngineState, policy: Policy, batch: Batch) -> list[CoreOutput]
         due = heapq.heappop(heap)
         if due.service:
             touched.add(due.service)
+        if due.phase == Phase.CLOSE:  # nearly every entry: no pattern matching
+            _close_window(state, policy, services[due.service], due.k, batch)
+            if not heap:
+                _queue_control(state, batch)
+            continue
         match due:
-            case Due(phase=Phase.CLOSE):
-                _close_window(state, policy, services[due.service], due.k, batch)
             case Due(phase=Phase.JUDGE):
                 trials = _observe_all(state, policy, due, batch)
                 _claim(state, due.t, trials)
@@ -472,9 +475,13 @@ def _idle_thresholds(
             breaching.append(name)
         if learn:
             low = value
-            for i in range(1, min(back, len(past)) + 1):
-                if past[-i] < low:
-                    low = past[-i]
+            if back == 1:  # the default (two consecutive windows): no loop
+                if past and past[-1] < low:
+                    low = past[-1]
+            else:
+                for i in range(1, min(back, len(past)) + 1):
+                    if past[-i] < low:
+                        low = past[-i]
             mem = memory.get(name)
             if mem is None:
                 mem = memory[name] = LongMemory()
