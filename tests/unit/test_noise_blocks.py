@@ -258,3 +258,45 @@ def test_joint_detector_is_one_sided_for_bad_up_metrics(
         assert one_sided.score_one(window) < 0.1
     back = JointDetector.from_state(json.loads(json.dumps(one_sided.to_state())))
     assert back.score_one(window) == one_sided.score_one(window)
+
+
+def _late_bakes(seeds: range, factor: float, noise: float, late: int) -> list[bool]:
+    """Bakes of 20 windows whose first ``late`` windows are healthy; the test as the engine
+    builds it (4 starts, a horizon of 20)."""
+    out = []
+    for seed in seeds:
+        rng = random.Random(seed)
+
+        def draw(rng: random.Random = rng) -> float:
+            return 200.0 * math.exp(rng.gauss(0.0, noise))
+
+        test = SequentialTest.from_baseline(
+            [draw() for _ in range(20)], margin=0.2, clip=2.0, starts=4, horizon=20
+        )
+        values = [draw() * (1.0 if i < late else factor) for i in range(20)]
+        out.append(any(test.update(v).alarming for v in values))
+    return out
+
+
+@pytest.mark.parametrize(
+    ("factor", "noise", "late", "low", "high"),
+    [
+        (1.0, 0.15, 0, 0.0, 0.02),  # healthy: the starts and the horizon test keep alpha
+        (1.1, 0.15, 0, 0.0, 0.03),  # healthy, within the margin
+        (1.45, 0.15, 3, 0.9, 1.0),  # a moderate regression from the fourth window on
+    ],
+)
+def test_late_starts_and_horizon_keep_alpha(
+    factor: float, noise: float, late: int, low: float, high: float
+) -> None:
+    alarms = _late_bakes(range(400), factor, noise, late)
+    rate = sum(alarms) / len(alarms)
+    assert low <= rate <= high, rate
+
+
+def test_sequential_state_round_trip_with_starts_and_horizon() -> None:
+    test = SequentialTest.from_baseline([200.0, 205.0, 195.0, 210.0], starts=3, horizon=5)
+    for v in (190.0, 260.0, 250.0, 255.0):
+        test.update(v)
+    back = SequentialTest.from_state(json.loads(json.dumps(test.to_state())))
+    assert back.update(270.0) == test.update(270.0)

@@ -254,3 +254,27 @@ def test_a_model_only_departure_must_go_part_way_to_the_limit(
     scores = {metric: Score(0.99, 40, "s")}
     streaks = dep.streak({}, scores, SP, False)
     assert streaks.anomaly[metric] == (1 if counts else 0)
+
+
+# noise-moderate-regression seed 113 (a miss before): p99 x1.5 from ~50 s after the deploy on a
+# noisy 3-4.5 req/s service; the windows as the engine kept them (baseline, then the bake).
+MISS_113_BASE = [147.6, 144.6, 207.0, 163.8, 184.4, 170.7, 184.9, 166.3, 186.5, 145.8,
+                 197.1, 196.3, 203.7, 167.7, 137.9, 166.2, 150.3, 165.1, 176.0, 146.1]  # fmt: skip
+MISS_113_BAKE = [158.5, 153.1, 234.8, 238.1, 227.3, 189.3, 222.3, 262.0, 244.7, 197.5,
+                 192.0, 169.9, 208.7, 242.1, 251.0, 272.7, 303.2, 256.6, 221.6, 252.4]  # fmt: skip
+
+
+def test_a_moderate_regression_with_a_late_onset_asks_by_the_end_of_the_bake() -> None:
+    # The two windows before the onset pulled the sum from the first window down, and the
+    # open-ended boundary needed more than 20 windows: it ended `pass`. Starting at the
+    # onset, with the bake's length known, the last window of the bake alarms.
+    dep = Deployment.open(FACTS, SP)
+    dep.base_values[LAT] = list(MISS_113_BASE)
+    for n in range(1, len(MISS_113_BAKE) + 1):
+        dep.obs_values[LAT] = MISS_113_BAKE[:n]
+        verdict = dep.sequential(SP)[LAT]
+        assert verdict.alarming is (n == len(MISS_113_BAKE)), n
+    assert verdict.start > 0  # the start that carries the evidence skips the windows before
+    j = _j(sequential={LAT: verdict})
+    found = anomaly(j)
+    assert found is not None and "sequential test" in found.detail
