@@ -65,7 +65,13 @@ part of the way to its written ratio limit (half: x1.5 of a 2x limit, x2 of a 3x
 
 SEQUENTIAL_MARGIN = 0.2
 """Relative worsening of a metric's mean over the bake that the sequential test tolerates as
-healthy (a daily cycle's slope, a release's warm-up); it asks a human beyond it."""
+healthy (a daily cycle's slope, a release's warm-up) when no ratio limit is written; it asks a
+human beyond it."""
+
+SEQUENTIAL_SHARE = 0.2
+"""With a written ratio limit, the sequential test's margin is this part of the way to it
+(x1.2 of a 2x latency limit, as ``SEQUENTIAL_MARGIN``; x1.4 of a 3x error-rate limit: an error
+rate wanders more, and the policy calls only a 3x one a breach)."""
 
 SEQUENTIAL_CLIP = 2.0
 """Noise units one window may add to the sequential test: a burst of a few windows is not a
@@ -532,7 +538,9 @@ class Deployment:
         It may start at any of the first ``anomaly_only_windows`` windows (a release reaches
         its pods over a minute or two: the windows before its effect do not count against
         it), and it knows the bake's length: the windows from the first observation window
-        to ``bake_until`` (``models.sequential``, "a known horizon")."""
+        to ``bake_until`` (``models.sequential``, "a known horizon"). Its margin is
+        ``SEQUENTIAL_SHARE`` of the way to the written ratio limit (``SEQUENTIAL_MARGIN``
+        without one)."""
         horizon = max(1, math.ceil(self.bake_until / self.width) - self.first_k)
         robust = SequentialTest.from_baseline(base)
         # Quantised values (histogram buckets): one step is noise, not a regression.
@@ -542,8 +550,10 @@ class Deployment:
             # windows says nothing), and its noise unit at least the binomial spread.
             reference = max(reference, math.fsum(base) / len(base))
             scale = max(scale, self.binomial_sd(reference, policy))
+        ratio = policy.metrics[name].max_ratio_to_baseline
+        margin = SEQUENTIAL_SHARE * (ratio - 1.0) if ratio is not None else SEQUENTIAL_MARGIN
         return SequentialTest(
-            reference, scale, margin=SEQUENTIAL_MARGIN, clip=SEQUENTIAL_CLIP,
+            reference, scale, margin=margin, clip=SEQUENTIAL_CLIP,
             starts=policy.anomaly_only_windows, horizon=horizon,
         )  # fmt: skip
 
