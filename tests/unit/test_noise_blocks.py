@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import random
+import statistics
 
 import pytest
 
@@ -13,7 +14,7 @@ from rollguard.models.anomaly import JointDetector
 from rollguard.models.counts import binomial_sf, error_count_test
 from rollguard.models.memory import LongMemory
 from rollguard.models.onset import attribute_onset
-from rollguard.models.sequential import SequentialTest
+from rollguard.models.sequential import SequentialTest, max_start_quantile
 
 W = 30.0  # window seconds
 DAY = 2880  # windows per day
@@ -300,3 +301,22 @@ def test_sequential_state_round_trip_with_starts_and_horizon() -> None:
         test.update(v)
     back = SequentialTest.from_state(json.loads(json.dumps(test.to_state())))
     assert back.update(270.0) == test.update(270.0)
+
+
+@pytest.mark.parametrize(("n", "starts", "alpha"), [(20, 4, 0.005), (12, 3, 0.02)])
+def test_max_start_quantile_matches_simulation(n: int, starts: int, alpha: float) -> None:
+    # The largest standardised sum of the tests starting at each of the first ``starts``
+    # windows exceeds the quantile with probability alpha (20,000 simulated N(0, 1) bakes).
+    q = max_start_quantile(n, starts, alpha)
+    rng = random.Random(11)
+    hits = 0
+    for _ in range(20_000):
+        steps = [rng.gauss(0.0, 1.0) for _ in range(n)]
+        total = sum(steps)
+        best, dropped = -math.inf, 0.0
+        for k in range(starts):
+            best = max(best, (total - dropped) / math.sqrt(n - k))
+            dropped += steps[k]
+        hits += best >= q
+    assert hits / 20_000 == pytest.approx(alpha, rel=0.3)
+    assert q < statistics.NormalDist().inv_cdf(1.0 - alpha / starts)  # sharper than Bonferroni
