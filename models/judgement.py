@@ -134,7 +134,7 @@ class Judgement:
         return [
             m
             for m, v in sorted(self.sequential.items())
-            if v.windows >= need and v.mean_excess > 0.0 and v.log_lr >= v.threshold
+            if v.windows >= need and v.alarming
         ]
 
     def model_warm(self, metric: str) -> bool:

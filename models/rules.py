@@ -26,6 +26,7 @@ from rollguard.models.quality import (
     cold_models,
     low_traffic,
 )
+from rollguard.models.sequential import SequentialVerdict
 from rollguard.models.thresholds import breach_text
 
 __all__ = [
@@ -105,13 +106,22 @@ def anomaly(j: Judgement) -> Finding | None:
                 f"{j.streaks.anomaly[k]} windows"
                 for k in anomalies
             ]
-            + [
-                f"{m} sequential test over {j.sequential[m].windows} windows: log LR "
-                f"{j.sequential[m].log_lr:.3g} >= {j.sequential[m].threshold:.3g} "
-                f"(mean excess {j.sequential[m].mean_excess:.3g} noise units)"
-                for m in alarms
-            ]
+            + [_sequential_detail(m, j.sequential[m]) for m in alarms]
         ),
+    )
+
+
+def _sequential_detail(metric: str, v: SequentialVerdict) -> str:
+    """What proved a sequential alarm: the mSPRT's log LR, or the horizon test's z."""
+    proof = (
+        f"log LR {v.log_lr:.3g} >= {v.threshold:.3g}"
+        if v.log_lr >= v.threshold
+        else f"z {v.z:.3g} >= {v.z_threshold:.3g} at the bake's last window"
+    )
+    late = f", from window {v.start + 1}" if v.start else ""
+    return (
+        f"{metric} sequential test over {v.windows} windows{late}: {proof} "
+        f"(mean excess {v.mean_excess:.3g} noise units)"
     )
 
 

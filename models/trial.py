@@ -65,7 +65,13 @@ part of the way to its written ratio limit (half: x1.5 of a 2x limit, x2 of a 3x
 
 SEQUENTIAL_MARGIN = 0.2
 """Relative worsening of a metric's mean over the bake that the sequential test tolerates as
-healthy (a daily cycle's slope, a release's warm-up); it asks a human beyond it."""
+healthy (a daily cycle's slope, a release's warm-up) when no ratio limit is written; it asks a
+human beyond it."""
+
+SEQUENTIAL_SHARE = 0.2
+"""With a written ratio limit, the sequential test's margin is this part of the way to it
+(x1.2 of a 2x latency limit, as ``SEQUENTIAL_MARGIN``; x1.4 of a 3x error-rate limit: an error
+rate wanders more, and the policy calls only a 3x one a breach)."""
 
 SEQUENTIAL_CLIP = 2.0
 """Noise units one window may add to the sequential test: a burst of a few windows is not a
@@ -323,12 +329,23 @@ class Deployment:
             span=self.span,
         )
         sequential = self.sequential(sp) if self.request_id is None else {}
-        alarms = [m for m, v in sequential.items() if v.log_lr >= v.threshold]
+        alarms = [m for m, v in sequential.items() if v.alarming]
+        lasting = self.lasting(streaks, sp)
         return Judgement(
             self.facts, policy, sp, fleet, summary, self.baseline, checks, scores, streaks,
             critical, signals, memory=tails, routine=routine, counts=counts,
-            onsets=self.onsets(breaching or alarms), sequential=sequential,
+            onsets=self.onsets(breaching or alarms or lasting), sequential=sequential,
         )  # fmt: skip
+
+    @staticmethod
+    def lasting(streaks: Streaks, policy: ServicePolicy) -> list[str]:
+        """Threshold metrics whose model departure has lasted ``anomaly_only_windows``: a
+        trigger on its own, so its onset is attributed too (an ANOMALY that a trend begun
+        before the deploy explains must not wait for the breach or the sequential alarm that
+        would find it: noise-pre-deploy-trend seed 1032)."""
+        need = policy.anomaly_only_windows
+        rules = policy.threshold_metrics()
+        return [m for m, n in sorted(streaks.anomaly.items()) if m in rules and n >= need]
 
     def record_values(self, checks: Mapping[str, ThresholdCheck], policy: ServicePolicy) -> None:
         """Append each threshold metric's stat in this observation window (NaN: absent)."""
@@ -461,7 +478,8 @@ class Deployment:
 
     def onsets(self, metrics: Iterable[str]) -> dict[str, Onset]:
         """Metrics whose departure began before the deploy (``models.onset``): the breaching
-        ones, or, when none breaches, those whose sequential test alarms.
+        ones, or, when none breaches, those whose sequential test alarms (or, failing that,
+        whose model departure has lasted ``anomaly_only_windows``).
 
         A finding that accounts for the departure of the latest window (its departure is at
         least ``ONSET_SHARE`` of that window's value above the baseline's median) stands
@@ -505,26 +523,39 @@ class Deployment:
             base = _finite(self.base_values.get(name, []))
             if len(base) < MIN_ONSET_BASELINE:
                 continue
-            test = SequentialTest.from_baseline(
-                base, margin=SEQUENTIAL_MARGIN, clip=SEQUENTIAL_CLIP
-            )
-            quantum = _quantum(base)
-            if quantum > test.scale:
-                # Quantised values (histogram buckets): one step is noise, not a regression.
-                test = SequentialTest(
-                    test.reference, quantum, margin=SEQUENTIAL_MARGIN, clip=SEQUENTIAL_CLIP
-                )
-            if is_error_rate(name):
-                # Errors are counts: the baseline rate is their mean (a median of mostly-zero
-                # windows says nothing), and its noise unit at least the binomial spread.
-                rate = max(test.reference, math.fsum(base) / len(base))
-                scale = max(test.scale, self.binomial_sd(rate, policy))
-                test = SequentialTest(rate, scale, margin=SEQUENTIAL_MARGIN, clip=SEQUENTIAL_CLIP)
+            test = self.sequential_test(name, base, policy)
             verdict = test.verdict()
             for value in self.obs_values.get(name, []):
                 verdict = test.update(value)
             out[name] = verdict
         return out
+
+    def sequential_test(
+        self, name: str, base: list[float], policy: ServicePolicy
+    ) -> SequentialTest:
+        """The sequential test of threshold metric ``name`` against its baseline values.
+
+        It may start at any of the first ``anomaly_only_windows`` windows (a release reaches
+        its pods over a minute or two: the windows before its effect do not count against
+        it), and it knows the bake's length: the windows from the first observation window
+        to ``bake_until`` (``models.sequential``, "a known horizon"). Its margin is
+        ``SEQUENTIAL_SHARE`` of the way to the written ratio limit (``SEQUENTIAL_MARGIN``
+        without one)."""
+        horizon = max(1, math.ceil(self.bake_until / self.width) - self.first_k)
+        robust = SequentialTest.from_baseline(base)
+        # Quantised values (histogram buckets): one step is noise, not a regression.
+        reference, scale = robust.reference, max(robust.scale, _quantum(base))
+        if is_error_rate(name):
+            # Errors are counts: the baseline rate is their mean (a median of mostly-zero
+            # windows says nothing), and its noise unit at least the binomial spread.
+            reference = max(reference, math.fsum(base) / len(base))
+            scale = max(scale, self.binomial_sd(reference, policy))
+        ratio = policy.metrics[name].max_ratio_to_baseline
+        margin = SEQUENTIAL_SHARE * (ratio - 1.0) if ratio is not None else SEQUENTIAL_MARGIN
+        return SequentialTest(
+            reference, scale, margin=margin, clip=SEQUENTIAL_CLIP,
+            starts=policy.anomaly_only_windows, horizon=horizon,
+        )  # fmt: skip
 
     def conclude(self, j: Judgement) -> Findings:
         """Run the rule tables over a judgement of this deployment; count what they found."""

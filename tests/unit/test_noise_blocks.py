@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import random
+import statistics
 
 import pytest
 
@@ -13,7 +14,7 @@ from rollguard.models.anomaly import JointDetector
 from rollguard.models.counts import binomial_sf, error_count_test
 from rollguard.models.memory import LongMemory
 from rollguard.models.onset import attribute_onset
-from rollguard.models.sequential import SequentialTest
+from rollguard.models.sequential import SequentialTest, max_start_quantile
 
 W = 30.0  # window seconds
 DAY = 2880  # windows per day
@@ -258,3 +259,64 @@ def test_joint_detector_is_one_sided_for_bad_up_metrics(
         assert one_sided.score_one(window) < 0.1
     back = JointDetector.from_state(json.loads(json.dumps(one_sided.to_state())))
     assert back.score_one(window) == one_sided.score_one(window)
+
+
+def _late_bakes(seeds: range, factor: float, noise: float, late: int) -> list[bool]:
+    """Bakes of 20 windows whose first ``late`` windows are healthy; the test as the engine
+    builds it (4 starts, a horizon of 20)."""
+    out = []
+    for seed in seeds:
+        rng = random.Random(seed)
+
+        def draw(rng: random.Random = rng) -> float:
+            return 200.0 * math.exp(rng.gauss(0.0, noise))
+
+        test = SequentialTest.from_baseline(
+            [draw() for _ in range(20)], margin=0.2, clip=2.0, starts=4, horizon=20
+        )
+        values = [draw() * (1.0 if i < late else factor) for i in range(20)]
+        out.append(any(test.update(v).alarming for v in values))
+    return out
+
+
+@pytest.mark.parametrize(
+    ("factor", "noise", "late", "low", "high"),
+    [
+        (1.0, 0.15, 0, 0.0, 0.02),  # healthy: the starts and the horizon test keep alpha
+        (1.1, 0.15, 0, 0.0, 0.03),  # healthy, within the margin
+        (1.45, 0.15, 3, 0.9, 1.0),  # a moderate regression from the fourth window on
+    ],
+)
+def test_late_starts_and_horizon_keep_alpha(
+    factor: float, noise: float, late: int, low: float, high: float
+) -> None:
+    alarms = _late_bakes(range(400), factor, noise, late)
+    rate = sum(alarms) / len(alarms)
+    assert low <= rate <= high, rate
+
+
+def test_sequential_state_round_trip_with_starts_and_horizon() -> None:
+    test = SequentialTest.from_baseline([200.0, 205.0, 195.0, 210.0], starts=3, horizon=5)
+    for v in (190.0, 260.0, 250.0, 255.0):
+        test.update(v)
+    back = SequentialTest.from_state(json.loads(json.dumps(test.to_state())))
+    assert back.update(270.0) == test.update(270.0)
+
+
+@pytest.mark.parametrize(("n", "starts", "alpha"), [(20, 4, 0.005), (12, 3, 0.02)])
+def test_max_start_quantile_matches_simulation(n: int, starts: int, alpha: float) -> None:
+    # The largest standardised sum of the tests starting at each of the first ``starts``
+    # windows exceeds the quantile with probability alpha (20,000 simulated N(0, 1) bakes).
+    q = max_start_quantile(n, starts, alpha)
+    rng = random.Random(11)
+    hits = 0
+    for _ in range(20_000):
+        steps = [rng.gauss(0.0, 1.0) for _ in range(n)]
+        total = sum(steps)
+        best, dropped = -math.inf, 0.0
+        for k in range(starts):
+            best = max(best, (total - dropped) / math.sqrt(n - k))
+            dropped += steps[k]
+        hits += best >= q
+    assert hits / 20_000 == pytest.approx(alpha, rel=0.3)
+    assert q < statistics.NormalDist().inv_cdf(1.0 - alpha / starts)  # sharper than Bonferroni
