@@ -35,7 +35,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.replay_throughput import fleet_lines  # noqa: E402
-from rollguard.models.engine import EngineState  # noqa: E402
+from rollguard.models.engine import EngineState, take_touched  # noqa: E402
 from rollguard.streams.checkpoint import StateLog, restore, state_secret  # noqa: E402
 from rollguard.streams.pipeline import Pipeline  # noqa: E402
 from rollguard.streams.serde import decode_line  # noqa: E402
@@ -122,7 +122,7 @@ def main() -> int:
         t0 = time.perf_counter()
         old = before.entries(state, before.names(state, shell_touched))
         t1 = time.perf_counter()
-        touched, state.touched = state.touched, set()
+        touched = take_touched(state)
         new = after.entries(state, touched, positions)
         t2 = time.perf_counter()
         shell_touched = set()

@@ -99,6 +99,7 @@ __all__ = [
     "new_state",
     "resume",
     "step",
+    "take_touched",
 ]
 
 _HOUR = 3600.0
@@ -129,11 +130,13 @@ def step(
         svc = state.services.get(event.service)
         if svc is None:
             svc = _new_service(state, policy, event.service)
-        state.touched.add(svc.name)
-        k = window_index(ts, svc.width)
-        acc = svc.open.get(k)
-        if acc is None:
-            acc = _open_window(state, svc, k)
+        if svc.cur_lo <= ts < svc.cur_hi:
+            # The window of the service's last sample, since the last take_touched: the
+            # service is in state.touched already.
+            acc = svc.cur_acc
+        else:
+            state.touched.add(svc.name)
+            acc = _window_of(state, svc, ts)
         if acc is not None:
             # WindowAccumulator.add_sample, written out: it runs once per event.
             key = (event.name, event.source, event.instance)
@@ -252,6 +255,33 @@ def _config_due(fleet: FleetState, config: WindowConfig) -> float:
     """Clock value at which the next window end of this configuration becomes due."""
     width, lateness = config.width, config.lateness
     return window_end(window_index(watermark(fleet, lateness), width), width) + lateness
+
+
+def take_touched(state: EngineState) -> set[str]:
+    """The services whose state changed since the last call (a checkpoint writes them), and
+    from now on none. Their current windows are forgotten: a sample goes to the remembered
+    window only while its service is in ``state.touched``, which is how ``step`` leaves the
+    set alone for most samples."""
+    touched, state.touched = state.touched, set()
+    services = state.services
+    for name in touched:
+        svc = services.get(name)
+        if svc is not None:
+            svc.forget_window()
+    return touched
+
+
+def _window_of(state: EngineState, svc: ServiceState, ts: float) -> WindowAccumulator | None:
+    """The open window of ``svc`` that holds ``ts`` (opened if need be, then remembered as
+    the service's current window), or None if that window already closed."""
+    k = window_index(ts, svc.width)
+    acc = svc.open.get(k)
+    if acc is None:
+        acc = _open_window(state, svc, k)
+    if acc is not None:
+        svc.cur_lo, svc.cur_hi = window_bounds(k, svc.width)
+        svc.cur_acc = acc
+    return acc
 
 
 def _open_window(state: EngineState, svc: ServiceState, k: int) -> WindowAccumulator | None:
@@ -377,6 +407,8 @@ def _close_window(
     width = svc.width
     start, end = window_bounds(k, width)
     acc = svc.open.pop(k, None)
+    if acc is not None and acc is svc.cur_acc:  # closed: no sample goes there any more
+        svc.forget_window()
     if svc.next_k is None or k + 1 > svc.next_k:
         svc.next_k = k + 1
     metrics = fold_metrics(acc)

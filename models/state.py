@@ -81,6 +81,11 @@ class ApprovalCheck:
     limit). Plain data: the check waits on the timeline, so it is part of the state."""
 
 
+TRANSIENT = {"transient": True}
+"""Field metadata of a cache the state codec does not store (decoded as the default)."""
+_NOWHERE = float("inf")
+
+
 @dataclass(slots=True)
 class ServiceState:
     """Everything rollguard remembers about one service (one changelog entry per service)."""
@@ -108,6 +113,16 @@ class ServiceState:
     late_events: int = 0
     """Late events since this service's last decision."""
     late_total: int = 0
+    # The open window the service's last sample went to, and its bounds: the next sample of
+    # the same window (most of them) skips the window arithmetic and the lookup. A cache, not
+    # state: never stored (``TRANSIENT``), equal services compare equal without it.
+    cur_lo: float = field(default=_NOWHERE, compare=False, metadata=TRANSIENT)
+    cur_hi: float = field(default=-_NOWHERE, compare=False, metadata=TRANSIENT)
+    cur_acc: WindowAccumulator | None = field(default=None, compare=False, metadata=TRANSIENT)
+
+    def forget_window(self) -> None:
+        """The current window closed: the next sample finds its window again."""
+        self.cur_lo, self.cur_hi, self.cur_acc = _NOWHERE, -_NOWHERE, None
 
 
 @dataclass(frozen=True, slots=True)

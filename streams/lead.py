@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.partitioner import murmur2
 
+from rollguard.models.engine import take_touched
 from rollguard.models.events import ApprovalResponse, OutputRecord
 from rollguard.models.state import watermark
 from rollguard.streams.arrival import dead_letter_for, stamp_arrival
@@ -584,7 +585,7 @@ class Lead:
         started = time.monotonic()
         buffered = ((item[2], item[3]) for item in self.merger.items())
         state = self.pipeline.state
-        touched, state.touched = state.touched, set()  # what the core changed since the last
+        touched = take_touched(state)  # what the core changed since the last
         if self.barrier is not None:
             assert not self.barrier.outgoing and not self.waiting, "reports are sent first"
             self.positions.fleet = barrier_snapshot(self.barrier, self.fleet_next)

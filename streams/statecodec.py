@@ -94,6 +94,12 @@ def _plain_kind(tp: Any) -> type | None:
     return tp if tp in _SCALARS else None
 
 
+def _stored_fields(tp: type) -> tuple[dataclasses.Field[Any], ...]:
+    """A dataclass's fields but its caches (metadata ``transient``: never stored, decoded as
+    their default, which must be immutable)."""
+    return tuple(f for f in dataclasses.fields(tp) if not f.metadata.get("transient"))
+
+
 def _named_tuple_fields(tp: type) -> tuple[Any, ...] | None:
     """A NamedTuple's field types, in order: it is encoded as the plain tuple of them (None
     for any other type)."""
@@ -219,7 +225,7 @@ class StateCodec:
             native = True  # through _dump_model, as _model encodes it
         elif isinstance(tp, type) and dataclasses.is_dataclass(tp):
             hints = get_type_hints(tp)
-            native = all(self._native(hints[f.name]) for f in dataclasses.fields(tp))
+            native = all(self._native(hints[f.name]) for f in _stored_fields(tp))
         else:
             native = False
         self._natives[tp] = native
@@ -472,7 +478,9 @@ class StateCodec:
     def _dataclass(self, tp: type) -> tuple[Fn, Fn]:
         hints = get_type_hints(tp)
         fields = []
-        for f in dataclasses.fields(tp):
+        caches = [(f.name, f.default) for f in dataclasses.fields(tp) if f not in
+                  _stored_fields(tp)]
+        for f in _stored_fields(tp):
             enc, dec = self._compile(hints[f.name])
             if f.default is not dataclasses.MISSING:
                 default: Callable[[], Any] | None = functools.partial(_identity, f.default)
@@ -523,6 +531,8 @@ class StateCodec:
                     value = default()
                 else:
                     raise StateDecodeError(f"{tp.__name__}: field {name} is missing")
+                setattr_(obj, name, value)
+            for name, value in caches:
                 setattr_(obj, name, value)
             return obj
 
@@ -692,7 +702,7 @@ class _SchemaWriter:
 
     def _dataclass(self, tp: type) -> dict[str, Any]:
         hints = get_type_hints(tp)
-        fields = dataclasses.fields(tp)
+        fields = _stored_fields(tp)
         return {
             "type": "object",
             "description": (tp.__doc__ or "").strip().split("\n")[0],

@@ -3,6 +3,7 @@ and a changelog record that is not the gate's own is refused, never executed."""
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
 import pickle
@@ -15,6 +16,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from rollguard.models.engine import take_touched
 from rollguard.models.events import ApprovalResponse
 from rollguard.models.state import ApprovalControl, ExpiryControl, ServiceState
 from rollguard.streams.checkpoint import (
@@ -116,7 +118,7 @@ class _Worker:
 
     def checkpoint(self) -> list[tuple[bytes, bytes | None]]:
         state = self.pipeline.state
-        touched, state.touched = state.touched, set()
+        touched = take_touched(state)
         entries = self.log.entries(state, touched, {})
         offset = len(self.changelog)
         self.changelog.extend((offset + i, k, v) for i, (k, v) in enumerate(entries))
@@ -202,6 +204,36 @@ def test_a_checkpoint_writes_only_the_services_the_core_touched() -> None:
     _process(worker.pipeline, orjson.dumps(sample))
     assert [k for k, _ in worker.checkpoint()] == [b"svc:" + name.encode(), b"fleet",
                                                     b"positions"]
+
+
+def test_a_sample_into_the_remembered_window_after_a_checkpoint_is_written() -> None:
+    # step skips state.touched for a sample of the window its service's last sample went to;
+    # take_touched (every checkpoint) forgets those windows, so the next sample is seen.
+    lines, _ = _scenario("fleet-wide")
+    worker = _Worker([])
+    for line in lines[: len(lines) // 2]:
+        _process(worker.pipeline, line)
+    state = worker.pipeline.state
+    name = sorted(state.services)[1]
+    svc = state.services[name]
+    worker.checkpoint()
+    ts = state.fleet.clock
+    for value in (0.01, 0.02):  # the first opens or finds the window, the second hits it
+        sample = {"type": "metric", "service": name, "name": "error_rate", "value": value,
+                  "ts": ts, "source": "prometheus"}
+        _process(worker.pipeline, orjson.dumps(sample))
+        assert svc.cur_lo <= ts < svc.cur_hi and svc.cur_acc is not None
+        written = [k for k, _ in worker.checkpoint()]
+        assert written == [b"svc:" + name.encode(), b"fleet", b"positions"], written
+        assert svc.cur_acc is None  # forgotten by the checkpoint
+    # The cache is not state: a restored service has none and equals the original.
+    _process(worker.pipeline, orjson.dumps(sample))  # remembered again
+    encoded = CODEC.encode(ServiceState, svc)
+    restored = CODEC.decode(ServiceState, orjson.loads(orjson.dumps(encoded)))
+    assert svc.cur_acc is not None and "cur_acc" not in encoded
+    assert restored.cur_acc is None
+    assert orjson.dumps(CODEC.encode(ServiceState, restored)) == orjson.dumps(encoded)
+    assert dataclasses.replace(svc, memory={}) == dataclasses.replace(restored, memory={})
 
 
 # ------------------------------------------------------------------------------ refusals
