@@ -668,9 +668,10 @@ async def live_run(args: argparse.Namespace, worker: Worker) -> dict[str, Any]:
         idle_first += latency < 0
         latencies.append(latency)
         by_close.setdefault(w, []).append(latency)
-    # The live part (event time from the start of the run on): how fast it was sent (wall
-    # clock) and how far behind its event time each event went out.
-    live = [(at - ts, at) for ts, at in zip(sent_ts, sent_at, strict=True) if ts >= now]
+    # The live part (event time from 30 s before the first deploy on, or from the start of the
+    # run if sooner): how fast it was sent (wall clock) and how far behind its event time.
+    since = max(now, first - 30.0)
+    live = [(at - ts, at) for ts, at in zip(sent_ts, sent_at, strict=True) if ts >= since]
     behind = sorted(b for b, _ in live)
     return {"latencies": latencies, "closes": len(by_close), "missing": missing,
             "live_events": len(live),
