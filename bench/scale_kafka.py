@@ -31,7 +31,8 @@
     the same app id; reported: the time from the kill to every slot led again (the session
     timeout of the killed member is in it), and each restore as the workers log it (services,
     seconds: the changelog read, checked and decoded), the survivors' slots included (the
-    rebalance restarts them too).
+    rebalance restarts them too). Once every worker has stopped cleanly (SIGTERM: a last
+    checkpoint each), the changelog is read again: the state at the end of the input.
 
 On this 2-core machine the broker, the producer of (b) and every worker share the cores: an
 aggregate rate above one worker's is bounded by the cores, not by the protocol.
@@ -200,6 +201,16 @@ def fail_over(args: argparse.Namespace, workers: list[Worker], fresh: Worker, sl
             "kill_to_led_s": done - killed - read, "restores": logged}
 
 
+def print_final(name: str, parts: list[dict[str, Any]]) -> None:
+    """The changelog after every worker stopped cleanly (each committed a last checkpoint)."""
+    for part in parts:
+        per = part["state_bytes"] / max(1, part["services"])
+        print(f"{name:<22} after a clean stop, changelog partition {part['partition']}: "
+              f"{part['records']:,} records, {part['bytes'] / 2**20:,.1f} MiB; state "
+              f"{part['services']:,} services, {part['state_bytes'] / 2**20:,.1f} MiB "
+              f"({per / 1024:,.1f} KiB per service)", flush=True)
+
+
 def print_state(result: dict[str, Any]) -> None:
     for part in result["changelog"]:
         print(f"{'':<22} changelog partition {part['partition']}: {part['records']:,} records, "
@@ -311,6 +322,9 @@ def throughput(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             finally:
                 for worker in (*single, fresh):
                     worker.stop()
+            lead["final_state"] = asyncio.run(changelog(
+                args.bootstrap_servers, f"{fresh.app_id}-state-changelog", 1))
+            print_final("single leader", lead["final_state"])
             slots1 = run_pass(one, total, f"{base}-one-{i}")
             slotsn = run_pass(many, total, f"{base}-many-{i}", keep=True)
             fresh = crew(args, prefix, workdir / f"many-restored-{i}", 1,
@@ -320,6 +334,9 @@ def throughput(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             finally:
                 for worker in (*many, fresh):
                     worker.stop()
+            slotsn["final_state"] = asyncio.run(changelog(
+                args.bootstrap_servers, f"{fresh.app_id}-state-changelog", args.slots))
+            print_final(f"{args.workers} workers", slotsn["final_state"])
             row = {"single": lead, "one_worker": slots1, "workers": slotsn,
                    "one_ratio": slots1["rate"] / lead["rate"],
                    "workers_ratio": slotsn["rate"] / lead["rate"],
