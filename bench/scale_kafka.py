@@ -148,10 +148,12 @@ async def changelog(bootstrap: str, topic: str, partitions: int) -> list[dict[st
                     length = len(m.key or b"") + len(m.value or b"")
                     size += length
                     latest[m.key or b""] = length if m.value is not None else 0
+            services = {k: v for k, v in latest.items() if k.startswith(b"svc:") and v}
             out.append({"partition": partition, "records": records, "bytes": size,
                         "keys": len(latest), "state_bytes": sum(latest.values()),
-                        "services": sum(1 for k, v in latest.items()
-                                        if k.startswith(b"svc:") and v)})
+                        "services": len(services), "service_bytes": sum(services.values()),
+                        "other": {k.decode(errors="replace"): v for k, v in latest.items()
+                                  if not k.startswith(b"svc:")}})
     finally:
         await consumer.stop()
     return out
@@ -204,19 +206,21 @@ def fail_over(args: argparse.Namespace, workers: list[Worker], fresh: Worker, sl
 def print_final(name: str, parts: list[dict[str, Any]]) -> None:
     """The changelog after every worker stopped cleanly (each committed a last checkpoint)."""
     for part in parts:
-        per = part["state_bytes"] / max(1, part["services"])
+        per = part["service_bytes"] / max(1, part["services"])
+        other = ", ".join(f"{k} {v / 1024:,.0f} KiB" for k, v in part["other"].items())
         print(f"{name:<22} after a clean stop, changelog partition {part['partition']}: "
               f"{part['records']:,} records, {part['bytes'] / 2**20:,.1f} MiB; state "
-              f"{part['services']:,} services, {part['state_bytes'] / 2**20:,.1f} MiB "
-              f"({per / 1024:,.1f} KiB per service)", flush=True)
+              f"{part['state_bytes'] / 2**20:,.1f} MiB: {part['services']:,} services "
+              f"{part['service_bytes'] / 2**20:,.1f} MiB ({per / 1024:,.1f} KiB each), {other}",
+              flush=True)
 
 
 def print_state(result: dict[str, Any]) -> None:
     for part in result["changelog"]:
         print(f"{'':<22} changelog partition {part['partition']}: {part['records']:,} records, "
               f"{part['bytes'] / 2**20:,.1f} MiB; latest per key: {part['keys']:,} keys "
-              f"({part['services']:,} services), {part['state_bytes'] / 2**20:,.1f} MiB",
-              flush=True)
+              f"{part['state_bytes'] / 2**20:,.1f} MiB, of which {part['services']:,} services "
+              f"{part['service_bytes'] / 2**20:,.1f} MiB", flush=True)
     logged = "; ".join(
         f"{'slot ' + str(r['slot']) if r['slot'] is not None else 'leader'}"
         f"{' (survivor)' if r.get('survivor') else ''}: {r['services']:,} services "
