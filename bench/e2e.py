@@ -166,6 +166,15 @@ class Worker:
         with urllib.request.urlopen(url, timeout=5) as response:  # noqa: S310 - loopback
             return str(response.read().decode())
 
+    def values(self, *names: str) -> dict[str, float]:
+        """The unlabelled series ``names`` on /metrics (e.g. ``x_total``, ``h_sum``), one read."""
+        out = dict.fromkeys(names, 0.0)
+        for line in self._metrics_text().splitlines():
+            head, _, value = line.rpartition(" ")
+            if head in out:
+                out[head] = float(value)
+        return out
+
     def histogram(self, name: str) -> dict[str, float]:
         """A Prometheus histogram's cumulative bucket counts by ``le``, plus sum and count."""
         out: dict[str, float] = {}
@@ -659,7 +668,16 @@ async def live_run(args: argparse.Namespace, worker: Worker) -> dict[str, Any]:
         idle_first += latency < 0
         latencies.append(latency)
         by_close.setdefault(w, []).append(latency)
+    # The live part (event time from 30 s before the first deploy on, or from the start of the
+    # run if sooner): how fast it was sent (wall clock) and how far behind its event time.
+    since = max(now, first - 30.0)
+    live = [(at - ts, at) for ts, at in zip(sent_ts, sent_at, strict=True) if ts >= since]
+    behind = sorted(b for b, _ in live)
     return {"latencies": latencies, "closes": len(by_close), "missing": missing,
+            "live_events": len(live),
+            "live_rate": len(live) / max(1e-9, live[-1][1] - live[0][1]) if live else 0.0,
+            "send_behind_p50": percentile(behind, 50) if behind else 0.0,
+            "send_behind_p99": percentile(behind, 99) if behind else 0.0,
             "per_close": [(w, min(v), max(v), len(v)) for w, v in sorted(by_close.items())],
             "idle_first": idle_first, "late_deploys": late_deploys,
             "events_sent": len(sent_ts), "actions": Counter(

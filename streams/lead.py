@@ -594,6 +594,7 @@ class Lead:
         pending, self.pending = self.pending, []
         self.dirty = False
         self.last_commit = started
+        self.metrics.checkpoint_encode_seconds.observe(time.monotonic() - started)
         return self._commit(entries, pending, started)
 
     async def _commit(self, entries: list[tuple[bytes, bytes | None]],
@@ -619,4 +620,5 @@ class Lead:
         done = time.monotonic()
         self.engine.last_checkpoint = done
         self.metrics.checkpoints.inc()
+        self.metrics.checkpoint_seconds.observe(done - started)
         return done - started

@@ -68,6 +68,21 @@ class WorkerMetrics:
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, float("inf")),
             registry=registry,
         )
+        self.checkpoint_seconds = Histogram(
+            "rollguard_checkpoint_seconds",
+            "Checkpoints: wall time from taking the state to the committed transaction (the "
+            "loop reads and decides on while the transaction is sent)",
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, float("inf")),
+            registry=registry,
+        )
+        self.checkpoint_encode_seconds = Histogram(
+            "rollguard_checkpoint_encode_seconds",
+            "Checkpoints: time taking the state (encoding the changed services), during which "
+            "the loop waits",
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5,
+                     float("inf")),
+            registry=registry,
+        )
         self.checkpoints = Counter(
             "rollguard_checkpoints_total", "Checkpoints committed (state + outputs + positions)",
             registry=registry,

@@ -168,40 +168,7 @@ class DecisionEngine(Service):
         if self.settings.scale_out_slots > 1:
             await self._run_slots()
             return
-        backoff = 1.0
-        while not self._stopping.is_set():
-            if not self.lease.held.is_set():
-                self._set_role("standby")
-                await _first(self.lease.held.wait(), self._stopping.wait())
-                continue
-            try:
-                await self._lead()
-                backoff = 1.0
-            except StateRefused as err:
-                # Not a crash to retry at once: the changelog needs a person (or a new
-                # checkpoint by a worker that can read it). No decision is made meanwhile.
-                self.last_error = f"state refused: {err}"
-                self._set_role("refused")
-                wait = min(max(backoff, REFUSED_RETRY_SECONDS[0]), REFUSED_RETRY_SECONDS[1])
-                log.error("not leading: %s (checking again in %.0f s)", err, wait)
-                with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(self._stopping.wait(), wait)
-                backoff = wait * 2
-            except (Exception, asyncio.CancelledError) as err:  # noqa: BLE001 - restart
-                # A CancelledError that is not this task's own cancellation comes from a client:
-                # aiokafka's Fetcher.close() re-raises the cancellation of a fetch that was in
-                # its retry back-off (the broker was down), so consumer.stop() raises it.
-                # Letting it through ended this task for good: a live worker that never leads.
-                if isinstance(err, asyncio.CancelledError) and _cancelling():
-                    raise
-                self.last_error = f"{type(err).__name__}: {err}"
-                self._set_role("recovering")
-                self.metrics.restarts.inc()
-                log.warning("engine stopped (%s); restarting from the last checkpoint in %.0f s",
-                            self.last_error, backoff, exc_info=err)
-                with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(self._stopping.wait(), backoff)
-                backoff = min(backoff * 2, 30.0)
+        await self._keep_leading()
 
     async def _run_slots(self) -> None:
         """Worker mode: one lead per held slot, until the assignment changes."""
@@ -213,39 +180,68 @@ class DecisionEngine(Service):
             slots = sorted(self.lease.slots)
             self.lease.idle.clear()
             try:
-                await asyncio.gather(*(self._slot(s) for s in slots))
+                await asyncio.gather(*(self._keep_leading(s) for s in slots))
             finally:
                 self.leading.clear()
                 self.lease.idle.set()
 
-    async def _slot(self, slot: int) -> None:
-        """Lead ``slot`` while the lease holds it; restart from its checkpoint after an error."""
+    async def _keep_leading(self, slot: int | None = None) -> None:
+        """Lead ``slot`` (the worker mode) or the whole fleet; start over after any error.
+
+        The single leader waits as a standby whenever the lease is not held and goes on until
+        the worker stops; a slot's lead ends when the lease loses its assignment (the next one
+        starts a lead per slot held then). After an error the lead restarts from its last
+        checkpoint with back-off (1 s doubling to 30 s); a refused state is checked again after
+        60 s, then less often (up to 10 min): no restart loop, no decision meanwhile.
+        """
         lost = self.lease.lost
+        where = "" if slot is None else f"slot {slot}: "
         backoff = 1.0
-        while not self._stopping.is_set() and not lost.is_set():
+        while not self._stopping.is_set():
+            if slot is not None and lost.is_set():
+                return
+            if slot is None and not self.lease.held.is_set():
+                self._set_role("standby")
+                await _first(self.lease.held.wait(), self._stopping.wait())
+                continue
             try:
                 await self._lead(slot)
                 backoff = 1.0
                 continue
             except StateRefused as err:
-                self.last_error = f"slot {slot}: state refused: {err}"
+                # Not a crash to retry at once: the changelog needs a person (or a new
+                # checkpoint by a worker that can read it). No decision is made meanwhile.
+                self.last_error = f"{where}state refused: {err}"
                 self._set_role("refused")
                 wait = min(max(backoff, REFUSED_RETRY_SECONDS[0]), REFUSED_RETRY_SECONDS[1])
-                log.error("slot %d not leading: %s (checking again in %.0f s)", slot, err, wait)
+                log.error("%snot leading: %s (checking again in %.0f s)",
+                          "" if slot is None else f"slot {slot} ", err, wait)
+                backoff = wait * 2
             except (Exception, asyncio.CancelledError) as err:  # noqa: BLE001 - restart
+                # A CancelledError that is not this task's own cancellation comes from a client:
+                # aiokafka's Fetcher.close() re-raises the cancellation of a fetch that was in
+                # its retry back-off (the broker was down), so consumer.stop() raises it.
+                # Letting it through ended this task for good: a live worker that never leads.
                 if isinstance(err, asyncio.CancelledError) and _cancelling():
                     raise
-                self.last_error = f"slot {slot}: {type(err).__name__}: {err}"
+                self.last_error = f"{where}{type(err).__name__}: {err}"
                 self._set_role("recovering")
                 self.metrics.restarts.inc()
                 wait = backoff
-                log.warning("slot %d stopped (%s); restarting from its last checkpoint in "
-                            "%.0f s", slot, self.last_error, wait, exc_info=err)
+                if slot is None:
+                    log.warning("engine stopped (%s); restarting from the last checkpoint in "
+                                "%.0f s", self.last_error, wait, exc_info=err)
+                else:
+                    log.warning("slot %d stopped (%s); restarting from its last checkpoint in "
+                                "%.0f s", slot, self.last_error, wait, exc_info=err)
+                backoff = min(wait * 2, 30.0)
             finally:
-                self.leading.discard(slot)
+                if slot is not None:
+                    self.leading.discard(slot)
+            interrupted = (self._stopping.wait() if slot is None
+                           else _first(self._stopping.wait(), lost.wait()))
             with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(_first(self._stopping.wait(), lost.wait()), wait)
-            backoff = wait * 2 if self.role == "refused" else min(wait * 2, 30.0)
+                await asyncio.wait_for(interrupted, wait)
 
     async def _lead(self, slot: int | None = None) -> None:
         settings = self.settings
@@ -381,7 +377,10 @@ class DecisionEngine(Service):
         finally:
             await consumer.stop()
         try:
-            restored = restore(entries, self.state_secrets)
+            # Seconds for thousands of services: in a thread, so that the event loop goes on
+            # (the lease's heartbeats: a member silent for the session timeout is dropped, and
+            # the rebalance that follows restarts every slot's lead, restore included).
+            restored = await asyncio.to_thread(restore, entries, self.state_secrets)
         except StateRefused:
             self.metrics.state_refused.labels(reason="inconsistent").inc()
             raise
