@@ -54,7 +54,8 @@ class Tail:
 
     ``p_value`` is (windows at least as bad + 0.5) / (windows + 1) (a lower bound when the
     value is below the kept tail), or, when fewer than ``routine_windows`` were as bad, the
-    smaller peaks-over-threshold estimate (a Pareto or exponential fit of the kept tail);
+    smaller peaks-over-threshold estimate (a Pareto or exponential fit of the kept tail, its
+    index at the upper 95 % confidence bound);
     ``windows`` how many windows it rests on; ``rescaled`` the value after the time-of-day
     rescaling; ``as_bad`` how many learned windows were at least as bad (at least, when the
     value is below the kept tail).
