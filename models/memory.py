@@ -54,7 +54,8 @@ class Tail:
 
     ``p_value`` is (windows at least as bad + 0.5) / (windows + 1) (a lower bound when the
     value is below the kept tail), or, when fewer than ``routine_windows`` were as bad, the
-    smaller peaks-over-threshold estimate (a Pareto or exponential fit of the kept tail);
+    smaller peaks-over-threshold estimate (a Pareto or exponential fit of the kept tail, its
+    index at the upper 95 % confidence bound);
     ``windows`` how many windows it rests on; ``rescaled`` the value after the time-of-day
     rescaling; ``as_bad`` how many learned windows were at least as bad (at least, when the
     value is below the kept tail).
@@ -96,26 +97,43 @@ class _TailSample:
         return count, (count < len(top) or len(top) == self.n)
 
 
+#: One-sided normal quantile of the confidence bound on the tail index (95 %).
+_TAIL_Z = 1.645
+
+
+def _heaviest(m: int) -> float:
+    """Factor from a tail-index (or scale) estimate on ``m`` excesses to its upper confidence
+    bound: for a Pareto (exponential) tail, ``m * estimate / index`` is Gamma(m, 1), so the
+    bound divides by its lower ``_TAIL_Z`` quantile over ``m`` (Wilson-Hilferty), ~1.38 at
+    m = 31: the estimate's relative standard error is 1/sqrt(m)."""
+    c = 1.0 / (9.0 * m)
+    low = 1.0 - c - _TAIL_Z * math.sqrt(c)
+    return 1.0 / (low * low * low) if low > 0.0 else math.inf
+
+
 def _exceedance(v: float, kept: list[float], n: int) -> float:
     """Peaks over threshold: P(X >= v) from a fit of the kept tail above its smallest value
     ``u`` (the tail count alone cannot go below ~1/n: beyond the largest value seen, how far
     beyond matters). Positive values: a Pareto tail (Hill's estimator: heavy-tailed bursts
-    are the rule for latencies); otherwise an exponential fit of the excesses."""
+    are the rule for latencies); otherwise an exponential fit of the excesses. Conservative
+    for its own uncertainty: the tail index (scale) is its upper confidence bound, so a value
+    is called rare only if it is rare for the heaviest tail the kept values allow."""
     if len(kept) < 4 or n <= 0:
         return 1.0
     u = min(kept)
     if v <= u:
         return 1.0
+    heaviest = _heaviest(len(kept) - 1)
     if u > 0.0:
         # Positive values (latencies, rates): a Pareto tail, Hill's estimator of its index.
         spread = math.fsum(math.log(x / u) for x in kept) / len(kept)
         if spread <= 0.0:
             return 0.0
-        return len(kept) / n * math.pow(v / u, -1.0 / spread)
+        return len(kept) / n * math.pow(v / u, -1.0 / (spread * heaviest))
     scale = math.fsum(x - u for x in kept) / len(kept)
     if scale <= 0.0:
         return 0.0
-    return len(kept) / n * math.exp(-(v - u) / scale)
+    return len(kept) / n * math.exp(-(v - u) / (scale * heaviest))
 
 
 class Memory(Protocol):

@@ -12,7 +12,7 @@ import pytest
 
 from rollguard.models.anomaly import JointDetector
 from rollguard.models.counts import binomial_sf, error_count_test
-from rollguard.models.memory import LongMemory
+from rollguard.models.memory import LongMemory, _exceedance, _heaviest
 from rollguard.models.onset import attribute_onset
 from rollguard.models.sequential import SequentialTest, max_start_quantile
 
@@ -54,6 +54,62 @@ def test_long_memory_knows_the_services_routine_bursts(
     for hour in range(0, 24, 5):  # at any time of day
         tail = mem.tail(value, ts + 3600.0 * hour)
         assert (tail.routine, tail.rare) == (routine, rare), tail
+
+
+def _young_memory(seed: int) -> tuple[LongMemory, float]:
+    """250 windows (~2 h) of a ~250 ms p99 with 8 % noise: a young memory, no bursts."""
+    rng = random.Random(seed)
+    mem = LongMemory()
+    for i in range(250):
+        mem.learn(250.0 * math.exp(rng.gauss(0.0, 0.08)), W * i)
+    return mem, W * 250
+
+
+@pytest.mark.parametrize(
+    ("beyond", "rare", "point_rare"),
+    [
+        (1.04, False, False),  # just above the largest of 250 windows: p = 0.5 / 251
+        (1.1, False, True),  # the point estimate of the tail index called this rare (p 7e-4)
+        (1.2, True, True),  # 1.45x the baseline, 20 % above anything seen: rare (p 6e-4)
+        (1.65, True, True),  # a clear regression (2x the baseline): p 1.8e-6
+    ],
+)
+def test_a_young_memory_extrapolates_with_the_heaviest_tail_its_data_allow(
+    beyond: float, rare: bool, point_rare: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Beyond the largest value seen only the Pareto extrapolation can say p < 1/n; its tail
+    # index rests on 31 excesses (relative error ~1/sqrt(31)), so it is taken at its upper
+    # 95 % confidence bound.
+    mem, ts = _young_memory(seed=3)
+    value = beyond * max(mem.to_state()["state"]["cur"][1])
+    assert mem.tail(value, ts).rare is rare
+    monkeypatch.setattr("rollguard.models.memory._heaviest", lambda m: 1.0)
+    assert mem.tail(value, ts).rare is point_rare
+
+
+@pytest.mark.parametrize(("m", "factor"), [(3, 3.669), (31, 1.3812), (1000, 1.0542)])
+def test_tail_index_upper_bound_factor(m: int, factor: float) -> None:
+    # 2m / (chi2(2m) lower 5 % quantile), from scipy: 6 / 1.635, 62 / 44.89, 2000 / 1897.
+    # Wilson-Hilferty is within 1 % at m = 3 (the fewest excesses it is used with).
+    assert _heaviest(m) == pytest.approx(factor, rel=1e-2 if m < 10 else 1e-4)
+
+
+@pytest.mark.parametrize(("gamma", "n"), [(0.2, 250), (0.5, 2880), (0.0, 250)])
+def test_extrapolated_tail_rarely_understates_the_true_tail(gamma: float, n: int) -> None:
+    # Exact Pareto samples (index gamma; 0: an exponential below zero, the fit for values
+    # that are not positive), the top 32 kept: how often the extrapolated p falls below the
+    # true P(X >= v) = 1e-4 (the point estimate: ~57 %; the bound: ~6-7.5 %, nominal 5 %).
+    rng = random.Random(11)
+    v = 1e-4**-gamma if gamma else math.log(1e4) - 100.0
+    trials = 300
+    under = 0
+    for _ in range(trials):
+        if gamma:
+            sample = [rng.paretovariate(1.0 / gamma) for _ in range(n)]
+        else:
+            sample = [rng.expovariate(1.0) - 100.0 for _ in range(n)]
+        under += _exceedance(v, sorted(sample)[-32:], n) < 1e-4
+    assert under / trials < 0.12
 
 
 def test_a_cold_long_memory_finds_nothing_routine_or_rare() -> None:
