@@ -34,18 +34,22 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+# The child scripts' prelude: the tree's own bench module and policy (``tree`` set before).
+_LOAD = r"""spec = importlib.util.spec_from_file_location("replay_throughput",
+                                              tree / "bench" / "replay_throughput.py")
+bench = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(bench)
+policy = bench.Policy.from_mapping(
+    yaml.safe_load((tree / "config" / "policy.yaml").read_text()), version="bench")
+"""
+
 # Run by each tree's interpreter: argv = tree, events, services, seed, reps. Prints one JSON
 # object: wall and CPU seconds of each timed pass, and the event count.
 _CHILD = r"""
 import importlib.util, json, sys, tempfile, time, yaml
 from pathlib import Path
 tree, events, services, seed, reps = Path(sys.argv[1]), *map(int, sys.argv[2:])
-spec = importlib.util.spec_from_file_location("replay_throughput",
-                                              tree / "bench" / "replay_throughput.py")
-bench = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(bench)
-policy = bench.Policy.from_mapping(
-    yaml.safe_load((tree / "config" / "policy.yaml").read_text()), version="bench")
+""" + _LOAD + r"""
 out = {"parse_wall": [], "parse_cpu": [], "core_wall": [], "core_cpu": []}
 with tempfile.TemporaryDirectory() as tmp:
     path = Path(tmp) / "fleet.jsonl"
@@ -85,12 +89,7 @@ _COUNTED = r"""
 import importlib.util, sys, yaml
 from pathlib import Path
 tree, mode, events, path = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3]), sys.argv[4]
-spec = importlib.util.spec_from_file_location("replay_throughput",
-                                              tree / "bench" / "replay_throughput.py")
-bench = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(bench)
-policy = bench.Policy.from_mapping(
-    yaml.safe_load((tree / "config" / "policy.yaml").read_text()), version="bench")
+""" + _LOAD + r"""
 state = bench.new_state()
 with open(path, "rb") as fh:
     for n, line in enumerate(fh):
