@@ -21,6 +21,13 @@ annotations say what may be built; no pickle), and carries the number of the che
 wrote it: the ``positions`` record lists, per service, the checkpoint that last wrote it, so
 that a replayed older record, a deleted one or a mix of two checkpoints is noticed too.
 
+- ``emitted`` — the outputs published since the last checkpoint without one (an *output
+  transaction*: a decision need not wait for the state of every service that changed),
+  each as the number of the last checkpoint taken before it and a digest of its bytes. A
+  leader that restores checkpoint ``n`` re-derives the ones numbered ``n`` or later from the
+  inputs and drops each of them instead of publishing it a second time (docs/worker.md,
+  "Outputs before the state").
+
 ``restore`` takes, per key, the latest record that authenticates; a refused record (bad MAC,
 unknown or retired format, undecodable) is reported, never executed, and repaired by the next
 checkpoint (its key is written again, or tombstoned if it was never ours). If what is left is
@@ -30,6 +37,7 @@ not one consistent checkpoint, ``StateRefused`` says why and the worker does not
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
@@ -56,6 +64,7 @@ __all__ = [
     "StateLog",
     "StateRefused",
     "restore",
+    "output_digest",
     "state_schema",
     "state_secret",
 ]
@@ -66,6 +75,10 @@ MAC_BYTES = 32
 SERVICE_PREFIX = b"svc:"
 FLEET_KEY = b"fleet"
 POSITIONS_KEY = b"positions"
+EMITTED_KEY = b"emitted"
+
+Emitted = list[tuple[int, str]]
+"""Outputs published outside a checkpoint: (the last checkpoint taken before it, its digest)."""
 
 TopicPartition = tuple[str, int]
 
@@ -217,6 +230,19 @@ class StateRefused(RuntimeError):
     """The changelog does not hold one consistent, authentic checkpoint: do not lead on it."""
 
 
+def output_digest(topic: str, key: bytes | None, value: bytes) -> str:
+    """What identifies an output record: its topic, key and bytes (the core is deterministic,
+    so re-deriving it after a restore gives the same bytes, signatures included).
+
+    >>> output_digest("t", b"k", b"v") == output_digest("t", b"k", b"v") != output_digest(
+    ...     "t", None, b"v")
+    True
+    """
+    marked = b"\x00" if key is None else b"\x01" + key
+    return hashlib.blake2b(b"%s\x00%s\x00%s" % (topic.encode(), marked, value),
+                           digest_size=12).hexdigest()
+
+
 @dataclass
 class StateLog:
     """Writes checkpoints: seals each entry, numbers the checkpoints, repairs refused keys."""
@@ -264,6 +290,12 @@ class StateLog:
         entries.append((POSITIONS_KEY, seal(secret, POSITIONS_KEY, where)))
         return entries
 
+    def emitted_entry(self, committed: int, emitted: Emitted) -> tuple[bytes, bytes]:
+        """The ``emitted`` record of an output transaction, made while checkpoint
+        ``committed`` is the last committed one."""
+        payload = orjson.dumps({"seq": committed, "data": emitted})
+        return EMITTED_KEY, seal(self.secret, EMITTED_KEY, payload)
+
 
 @dataclass
 class Restored:
@@ -273,10 +305,12 @@ class Restored:
     positions: Positions
     log: StateLog
     refused: list[Refusal] = field(default_factory=list)
+    """Records that were not used (each already repaired by ``log``'s next checkpoint)."""
     rates: Any = None
     """The OTLP decoder's cumulative-series values at ``positions`` (``SampleBuilder.snapshot``
     after a JSON round trip), if the checkpoint has them."""
-    """Records that were not used (each already repaired by ``log``'s next checkpoint)."""
+    emitted: Emitted = field(default_factory=list)
+    """Outputs already published that the inputs after ``positions`` derive again."""
 
 
 def _payload(raw: bytes, what: str) -> dict[str, Any]:
@@ -318,12 +352,14 @@ def restore(
         latest[key] = (offset, payload, index)
         refused_last.pop(key, None)
     log = StateLog(secret=secrets[0])
-    if not latest:
-        if refused:
-            raise StateRefused(_nothing_authentic(refused))
-        return Restored(state=EngineState(), positions=Positions(), log=log)
     try:
-        state, positions, rates = _rebuild(latest, log)
+        if latest.keys() <= {EMITTED_KEY}:  # no checkpoint yet: a fresh start
+            if refused and not latest:
+                raise StateRefused(_nothing_authentic(refused))
+            emitted = _emitted(latest[EMITTED_KEY][1] if latest else None, 0)
+            return Restored(state=EngineState(), positions=Positions(), log=log,
+                            emitted=emitted)
+        state, positions, rates, emitted = _rebuild(latest, log)
     except StateDecodeError as err:
         raise StateRefused(
             f"the state changelog is not one consistent checkpoint: {err}. Nothing was "
@@ -336,12 +372,13 @@ def restore(
     for key, (_, _, index) in latest.items():
         if index and key.startswith(SERVICE_PREFIX):
             log.rewrite.add(key[len(SERVICE_PREFIX):].decode())
-    return Restored(state=state, positions=positions, log=log, refused=refused, rates=rates)
+    return Restored(state=state, positions=positions, log=log, refused=refused, rates=rates,
+                    emitted=emitted)
 
 
 def _rebuild(
     latest: dict[bytes, tuple[int, bytes, int]], log: StateLog
-) -> tuple[EngineState, Positions, Any]:
+) -> tuple[EngineState, Positions, Any, Emitted]:
     if POSITIONS_KEY not in latest or FLEET_KEY not in latest:
         raise StateDecodeError("no authentic fleet or positions record")
     records = {key: _payload(raw, repr(key)[1:]) for key, (_, raw, _) in latest.items()}
@@ -379,7 +416,23 @@ def _rebuild(
     log.tombstones.update(stray)
     log.seq = seq
     log.written = dict(written)
-    return state, Positions.from_snapshot(where["data"]), where.get("rates")
+    emitted = _emitted(latest[EMITTED_KEY][1] if EMITTED_KEY in latest else None, seq)
+    return state, Positions.from_snapshot(where["data"]), where.get("rates"), emitted
+
+
+def _emitted(raw: bytes | None, seq: int) -> Emitted:
+    """The published outputs that a leader restored at checkpoint ``seq`` (0: none) derives
+    again: those published after it was taken (numbered ``seq`` or later). The others are in
+    its state."""
+    if raw is None:
+        return []
+    data = _payload(raw, "emitted")["data"]
+    if type(data) is not list or not all(
+        type(item) is list and len(item) == 2 and type(item[0]) is int and type(item[1]) is str
+        for item in data
+    ):
+        raise StateDecodeError("emitted: not a list of [checkpoint, digest] pairs")
+    return [(taken, digest) for taken, digest in data if taken >= seq]
 
 
 def _nothing_authentic(refused: list[Refusal]) -> str:

@@ -8,6 +8,12 @@ kept whole, an approval response takes the broker's arrival time), merged by eve
 handed to the same ``Pipeline`` replay uses; ``checkpoint`` commits the changed state, the
 positions and every output decided since the last one as one transaction.
 
+Outputs do not wait for a checkpoint (docs/worker.md, "Outputs before the state"): between
+two checkpoints they go out at once in an *output transaction* of a second transactional
+producer, with the ``emitted`` record that lets a leader restored from the last checkpoint
+drop them when it derives them again. A checkpoint is thus taken only on its own schedule,
+however many services changed since the last.
+
 In the worker mode (``scale_out_slots > 1``, docs/worker.md "On Kafka: slots") a lead runs one
 slot ``s``: it reads input partition ``p`` only when ``p % N == s``, and its pipeline's fleet
 exchange is a ``PartitionBarrier`` fed by the fleet pump (``SlotLink``): the lead's reports go
@@ -40,6 +46,7 @@ from rollguard.streams.checkpoint import (
     Positions,
     Restored,
     StateRefused,
+    output_digest,
 )
 from rollguard.streams.fleet_topic import (
     PartitionBarrier,
@@ -72,7 +79,10 @@ TAKE_CHUNK = 250
 GC_THRESHOLD = 200_000
 """The collector's first-generation threshold while leading (Python's default is 700)."""
 CHECKPOINT_SHARE = 0.05
-"""Checkpoints without outputs take at most this share of the time (their interval grows)."""
+"""Checkpoints take at most this share of the time (their interval grows)."""
+MAX_EMITTED = 1000
+"""Outputs published outside a checkpoint before the next checkpoint is taken at once (the
+``emitted`` record lists each of them, in every output transaction)."""
 OUTPUT_TOPIC = {
     "dead_letter": "dead_letters",
     "decision": "decisions",
@@ -131,9 +141,9 @@ class Lead:
     """One lead: the clients, the merger and the bookkeeping between two restarts."""
 
     def __init__(self, engine: DecisionEngine, producer: AIOKafkaProducer,
-                 consumer: AIOKafkaConsumer, probe: AIOKafkaConsumer,
-                 restored: Restored, *, pipeline: Pipeline | None = None,
-                 link: SlotLink | None = None) -> None:
+                 outputs: AIOKafkaProducer, consumer: AIOKafkaConsumer,
+                 probe: AIOKafkaConsumer, restored: Restored, *,
+                 pipeline: Pipeline | None = None, link: SlotLink | None = None) -> None:
         self.engine = engine
         self.settings = engine.settings
         self.metrics = engine.metrics
@@ -148,10 +158,20 @@ class Lead:
         self.backlog: deque[tuple[Any, bytes, Any, Any]] = deque()
         """Released records not yet processed: the pipeline is held at the fleet barrier."""
         self.producer = producer
+        self.outputs = outputs
+        """The output transactions' producer (its own transactional id: ``…-outputs``)."""
         self.consumer = consumer
         self.probe = probe
         self.positions: Positions = restored.positions
         self.log = restored.log
+        self.committed = restored.log.seq
+        """The last checkpoint committed (or restored)."""
+        self.emitted = list(restored.emitted)
+        """Outputs published outside a checkpoint that a restore of ``committed`` derives again."""
+        self.suppress = Counter(digest for _, digest in restored.emitted)
+        """Of those, the ones this lead has not derived again yet: dropped when it does."""
+        self.sending: asyncio.Future[float] | None = None
+        """The output transaction in flight."""
         self.topic_types = {self.settings.topic_prefix + name: kind
                             for name, kind in self.settings.topics.inputs().items()}
         self.topic_types[self.settings.topic("otlp_metrics")] = OTLP_TYPE
@@ -346,30 +366,44 @@ class Lead:
                 if self.link is not None:
                     await self._pump()
                 self._observe()
-                if commit is not None and (commit.done() or self.pending):
-                    # Outputs wait for the transaction in flight, then go in the next one.
-                    # A checkpoint encodes every changed service (~0.1-0.3 ms each); with thousands
+                if commit is not None and commit.done():
+                    # A checkpoint encodes every changed service (~0.1 ms each); with thousands
                     # of busy services keep them to CHECKPOINT_SHARE of the time.
                     spacing = max(interval, await commit / CHECKPOINT_SHARE)
                     commit = None
-                if commit is None and not self.waiting and (
-                    self.pending or (self.dirty and now - self.last_commit >= spacing)
+                if self.sending is not None and self.sending.done():
+                    await self.sending  # a failed output transaction ends the lead
+                    self.sending = None
+                due = self.dirty and now - self.last_commit >= spacing
+                crowded = len(self.emitted) + len(self.pending) > MAX_EMITTED
+                if commit is None and self.sending is None and not self.waiting and (
+                    due or (self.pending and crowded)
                 ):
-                    # Taken now; committed while the loop goes on reading and deciding.
+                    # Taken now; committed while the loop goes on reading and deciding. Never
+                    # beside an output transaction: if that one failed after this committed,
+                    # its outputs would be neither visible nor derived again.
                     commit = asyncio.ensure_future(self.checkpoint())
+                elif self.pending and self.sending is None:
+                    self.sending = asyncio.ensure_future(self._publish())
             if commit is not None:
                 await commit
                 commit = None
+            if self.sending is not None:
+                await self.sending
+                self.sending = None
             if self.link is not None and not self.waiting:
                 await self._send_reports()
             if (self.dirty or self.pending) and not self.waiting:
                 await self.checkpoint()  # a clean hand-over: the next leader starts from here
+            elif self.pending:
+                await self._publish()  # held at the barrier: the next leader drops them
         finally:
             gc.set_threshold(*thresholds)
-            if commit is not None and not commit.done():
-                commit.cancel()
-                with contextlib.suppress(BaseException):
-                    await commit
+            for running in (commit, self.sending):
+                if running is not None and not running.done():
+                    running.cancel()
+                    with contextlib.suppress(BaseException):
+                        await running
 
     def _take(self, batch: dict[TopicPartition, list[Any]], now: float) -> None:
         """Decode a fetched batch: dead letters to publish, valid records into the merger.
@@ -572,6 +606,17 @@ class Lead:
         """Queue an output; a dead letter keeps the original message's ``headers``."""
         topic = self.settings.topic(OUTPUT_TOPIC[record.type])
         value = encode(record)
+        if self.suppress:
+            digest = output_digest(topic, key, value)
+            left = self.suppress.get(digest, 0)
+            if left:
+                # Published before the restore, in an output transaction: derived again now.
+                if left == 1:
+                    del self.suppress[digest]
+                else:
+                    self.suppress[digest] = left - 1
+                self.metrics.outputs_rederived.inc()
+                return
         if record.type == "dead_letter" and headers:
             out = [(str(name), bytes(v or b"")) for name, v in headers]
         else:
@@ -598,11 +643,38 @@ class Lead:
         self.dirty = False
         self.last_commit = started
         self.metrics.checkpoint_encode_seconds.observe(time.monotonic() - started)
-        return self._commit(entries, pending, started)
+        return self._commit(entries, pending, started, self.log.seq)
+
+    async def _publish(self) -> float:
+        """Publish the outputs decided so far in an output transaction, with the ``emitted``
+        record that a leader restored from the last committed checkpoint drops them by."""
+        started = time.monotonic()
+        pending, self.pending = self.pending, []
+        taken = self.log.seq  # the last checkpoint taken: these were derived after it
+        self.emitted.extend((taken, output_digest(topic, key, value))
+                            for topic, key, value, _, _ in pending)
+        emitted_key, emitted = self.log.emitted_entry(self.committed, self.emitted)
+        producer = self.outputs
+        await producer.begin_transaction()
+        try:
+            for topic, out_key, value, _, headers in pending:
+                await producer.send(topic, value, key=out_key, headers=headers)
+            await producer.send(self.settings.state_topic, emitted, key=emitted_key,
+                                partition=0 if self.link is None else self.link.slot)
+            await producer.commit_transaction()
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await producer.abort_transaction()
+            raise
+        for _, _, _, record, _ in pending:
+            self.metrics.published(record)
+        spent = time.monotonic() - started
+        self.metrics.output_commit_seconds.observe(spent)
+        return spent
 
     async def _commit(self, entries: list[tuple[bytes, bytes | None]],
                       pending: list[tuple[str, bytes | None, bytes, OutputRecord, Any]],
-                      started: float) -> float:
+                      started: float, seq: int) -> float:
         producer = self.producer
         state_topic = self.settings.state_topic
         await producer.begin_transaction()
@@ -621,6 +693,9 @@ class Lead:
         for _, _, _, record, _ in pending:
             self.metrics.published(record)
         done = time.monotonic()
+        self.committed = seq
+        # What this checkpoint's state holds is not derived again after a restore of it.
+        self.emitted = [item for item in self.emitted if item[0] >= seq]
         self.engine.last_checkpoint = done
         self.metrics.checkpoints.inc()
         self.metrics.checkpoint_seconds.observe(done - started)

@@ -87,6 +87,19 @@ class WorkerMetrics:
             "rollguard_checkpoints_total", "Checkpoints committed (state + outputs + positions)",
             registry=registry,
         )
+        self.output_commit_seconds = Histogram(
+            "rollguard_output_commit_seconds",
+            "Output transactions (outputs published between two checkpoints): wall time from "
+            "taking the outputs to the committed transaction",
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, float("inf")),
+            registry=registry,
+        )
+        self.outputs_rederived = Counter(
+            "rollguard_outputs_rederived_total",
+            "Outputs derived again after a restore that an output transaction had already "
+            "published: dropped, not published twice",
+            registry=registry,
+        )
         self.restarts = Counter(
             "rollguard_engine_restarts_total",
             "Times the engine restarted from its last checkpoint after an error",

@@ -112,8 +112,8 @@ class Settings(BaseSettings):
     """Quiet time after which event time follows the wall clock (0 disables); see app.py."""
 
     commit_interval_seconds: float = Field(default=1.0, gt=0)
-    """Time between two checkpoints without outputs (stretched when checkpoints are costly;
-    outputs are committed at once)."""
+    """Time between two checkpoints (stretched when checkpoints are costly). Outputs do not
+    wait for one: they are published at once in output transactions."""
     session_timeout_seconds: float = Field(default=10.0, ge=6, le=300)
     """How long a silent leader keeps the lease before a standby takes over (kill -9)."""
     scale_out_slots: int = Field(default=1, ge=1, le=1024)

@@ -24,9 +24,18 @@ import collections
 import dataclasses
 import enum
 import functools
+import math
 import operator
 import types
-from collections.abc import Callable, Iterable, Mapping, MutableMapping, MutableSequence, Sequence
+from collections.abc import (
+    Callable,
+    Collection,
+    Iterable,
+    Mapping,
+    MutableMapping,
+    MutableSequence,
+    Sequence,
+)
 from collections.abc import Set as AbstractSet
 from typing import Any, Literal, Protocol, Union, get_args, get_origin, get_type_hints
 
@@ -39,6 +48,7 @@ Fn = Callable[[Any], Any]
 TAG = "$"
 _NONFINITE = {"inf": float("inf"), "-inf": float("-inf"), "nan": float("nan")}
 _SCALARS = (str, int, bool)
+_NUMBERS = frozenset((float, int))
 
 
 class StateDecodeError(ValueError):
@@ -70,8 +80,14 @@ def _dump_model(v: Any) -> Any:
     raise TypeError(f"{type(v).__name__} is not allowed in the state")
 
 
-def _finite_floats(items: Iterable[Any]) -> bool:
-    return all(type(x) is float and x - x == 0 or type(x) is int for x in items)
+def _finite_floats(items: Collection[Any]) -> bool:
+    """Only ints and finite floats (their sum is finite), checked in C."""
+    if not _NUMBERS.issuperset(map(type, items)):
+        return False
+    try:
+        return math.isfinite(sum(items))
+    except OverflowError:  # an int too large for a float
+        return False
 
 
 def _scalar_dec(kind: type) -> Fn:
@@ -563,6 +579,8 @@ class StateCodec:
         if t is float:
             return v if v - v == 0 else {TAG: "float", "v": repr(v)}
         if t is list:
+            if _finite_floats(v):
+                return v[:]  # the common case (a detector's levels and counts), in C
             return [self._dyn_enc(x) for x in v]
         if t is dict:
             if TAG not in v and all(type(k) is str for k in v):

@@ -9,10 +9,13 @@ this worker holds the lease (streams/lease.py) it (the lead itself: ``Lead``, st
    the restored positions, in batches (``getmany``);
 3. decodes each message — a bad one becomes a dead letter — and feeds the valid ones through
    the event-time merger (streams/ordering.py) to the same ``Pipeline`` replay uses;
-4. commits a checkpoint — the changed service states, the fleet state, the input positions and
-   every output record decided since the last one — as one Kafka transaction: at once when
-   there are outputs; otherwise every ``commit_interval_seconds``, or less often when
-   checkpoints get expensive (they are kept to ``CHECKPOINT_SHARE`` of the time).
+4. publishes each output at once in an output transaction (a second transactional producer,
+   ``{app_id}-engine-outputs``), and commits a checkpoint — the changed service states, the
+   fleet state, the input positions and the outputs not yet published — as one Kafka
+   transaction every ``commit_interval_seconds``, or less often when checkpoints get
+   expensive (they are kept to ``CHECKPOINT_SHARE`` of the time). A leader restored from a
+   checkpoint drops the outputs it derives again that were already published (the
+   ``emitted`` record, streams/checkpoint.py).
 
 Any Kafka error (the broker went away, a commit failed, this producer was fenced) ends the
 lead: the in-memory state is dropped and, once the lease is held again, the loop restarts from
@@ -264,6 +267,18 @@ class DecisionEngine(Service):
                 )
                 await producer.start()  # InitProducerId: fences the previous leader
                 stack.push_async_callback(producer.stop)
+                # Outputs between two checkpoints (streams/lead.py): fenced the same way,
+                # before the restore reads what the previous leader's committed.
+                outputs = AIOKafkaProducer(
+                    bootstrap_servers=settings.bootstrap_servers,
+                    transactional_id=f"{engine_id}-outputs",
+                    enable_idempotence=True,
+                    linger_ms=0,
+                    max_request_size=16 * 1024 * 1024,
+                    **options,
+                )
+                await outputs.start()
+                stack.push_async_callback(outputs.stop)
                 started = time.monotonic()
                 restored = await self._restore(slot)
                 log.info("restored %d services from the changelog%s in %.2f s",
@@ -291,7 +306,7 @@ class DecisionEngine(Service):
                 stack.push_async_callback(probe.stop)
                 if slot is not None:
                     link = await self._link(stack, slot)
-                    run = Lead(self, producer, consumer, probe, restored,
+                    run = Lead(self, producer, outputs, consumer, probe, restored,
                                pipeline=self.pipelines[slot], link=link)
                     await run.start()
                     self.last_error = None
@@ -299,7 +314,7 @@ class DecisionEngine(Service):
                     self._set_role("leader")
                     await run.loop(self._stopping, self.lease.lost)
                     return
-                run = Lead(self, producer, consumer, probe, restored)
+                run = Lead(self, producer, outputs, consumer, probe, restored)
                 await run.start()
                 self.last_error = None
                 while True:

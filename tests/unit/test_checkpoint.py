@@ -307,6 +307,28 @@ def test_poisoned_tampered_and_garbage_records_are_refused_and_repaired(tmp_path
     assert _same(again.state.services["search"], restored.state.services["search"])
 
 
+def test_outputs_published_between_checkpoints_are_dropped_from_the_restored_one_on() -> None:
+    changelog, worker = _checkpointed()
+    committed = worker.log.seq
+    # Output transactions after it: one published before the next checkpoint was taken, one
+    # after (its checkpoint never committed), and one from before it (its state holds it).
+    taken = [(committed - 1, "older"), (committed, "after"), (committed + 1, "later")]
+    _append(changelog, *worker.log.emitted_entry(committed, taken))
+    assert restore(changelog, [SECRET]).emitted == [(committed, "after"), (committed + 1, "later")]
+
+    forged = bytearray(changelog[-1][2] or b"")
+    forged[-3] ^= 1  # e.g. to make a new leader drop a decision it should publish
+    _append(changelog, b"emitted", bytes(forged))
+    restored = restore(changelog, [SECRET])
+    assert [r.kind for r in restored.refused] == ["authentication"]
+    assert restored.emitted == [(committed, "after"), (committed + 1, "later")]  # the genuine
+
+    # Before the first checkpoint: a fresh start, which derives every one of them again.
+    fresh: Changelog = []
+    _append(fresh, *StateLog(secret=SECRET).emitted_entry(0, [(0, "first")]))
+    assert restore(fresh, [SECRET]).emitted == [(0, "first")]
+
+
 @pytest.mark.parametrize(
     ("attack", "message"),
     [
