@@ -376,15 +376,16 @@ class Lead:
                     self.sending = None
                 due = self.dirty and now - self.last_commit >= spacing
                 crowded = len(self.emitted) + len(self.pending) > MAX_EMITTED
-                if commit is None and self.sending is None and not self.waiting and (
-                    due or (self.pending and crowded)
-                ):
+                can_take = commit is None and self.sending is None and not self.waiting
+                if self.pending and self.sending is None and not (crowded and can_take):
+                    # Outputs first: a checkpoint due now (a window close changed every
+                    # service) is taken once they are out.
+                    self.sending = asyncio.ensure_future(self._publish())
+                elif can_take and (due or self.pending):
                     # Taken now; committed while the loop goes on reading and deciding. Never
                     # beside an output transaction: if that one failed after this committed,
                     # its outputs would be neither visible nor derived again.
                     commit = asyncio.ensure_future(self.checkpoint())
-                elif self.pending and self.sending is None:
-                    self.sending = asyncio.ensure_future(self._publish())
             if commit is not None:
                 await commit
                 commit = None
