@@ -71,7 +71,6 @@ from rollguard.models.state import (
 from rollguard.models.thresholds import (
     ThresholdRule,
     check_thresholds,
-    exceeds,
     threshold_rules,
 )
 from rollguard.models.trial import Deployment
@@ -82,7 +81,6 @@ from rollguard.models.windows import (
     build_baseline,
     fold_metrics,
     ordered_alerts,
-    stat_of,
     window_bounds,
     window_end,
     window_index,
@@ -403,16 +401,16 @@ def _queue_control(state: EngineState, batch: Batch) -> None:
 def _close_window(
     state: EngineState, policy: Policy, svc: ServiceState, k: int, batch: Batch
 ) -> None:
-    sp = policy.for_service(svc.name)
+    sp = policy.services.get(svc.name, policy.defaults)  # policy.for_service, inlined
     width = svc.width
-    start, end = window_bounds(k, width)
+    start, end = float(k * width), float((k + 1) * width)  # window_bounds, inlined
     acc = svc.open.pop(k, None)
     if acc is not None and acc is svc.cur_acc:  # closed: no sample goes there any more
         svc.forget_window()
     if svc.next_k is None or k + 1 > svc.next_k:
         svc.next_k = k + 1
     metrics = fold_metrics(acc)
-    alerts = ordered_alerts(acc)
+    alerts = ordered_alerts(acc) if acc is not None and acc.alerts else ()
     book = svc.alerts
     if alerts:
         book.record(alerts, keep_after=end - sp.flap_window_seconds)
@@ -498,12 +496,15 @@ def _idle_thresholds(
         stats = metrics.get(name)
         if stats is None:
             continue
-        value = stat_of(stats, rule.stat)
+        stat = rule.stat  # stat_of and exceeds, inlined
+        value = stats.mean if stat == "mean" else stats.p95 if stat == "p95" else stats.max
         past = rolling.get(name)
         if past is None:
             past = rolling[name] = deque(maxlen=sp.baseline_windows)
-        base = sum(past) / len(past) if past else None
-        if exceeds(value, rule.max, rule.max_ratio_to_baseline, base):
+        top, ratio = rule.max, rule.max_ratio_to_baseline
+        if (top is not None and value > top) or (
+            ratio is not None and past and value > ratio * (sum(past) / len(past))
+        ):
             breaching.append(name)
         if learn:
             low = value
