@@ -322,6 +322,8 @@ def test_a_release_rolled_back_is_not_learned_until_the_rollback_lands() -> None
     assert "auto_rollback" in [action for action, _ in actions(out)]
     svc = state.services["search"]
     assert svc.suspect and svc.memory["error_rate"].n_learned <= 40  # the healthy windows only
+    back = CODEC.decode(ServiceState, orjson.loads(orjson.dumps(CODEC.encode(ServiceState, svc))))
+    assert back.suspect  # a restarted worker does not learn them either
     # The rollback lands: the windows after it are the service's own again.
     later = end + 600.0
     run(
