@@ -132,6 +132,7 @@ def _roll_back(act: _Act) -> None:
     # The budget already counts it: every engine resolved its claim (models.ledger).
     _settle(act.state, act.dep, RequestStatus.SUPERSEDED)
     close_deployment(act.svc, act.dep)
+    act.svc.suspect = True
 
 
 def _request_approval(act: _Act) -> None:
@@ -177,9 +178,13 @@ def _apply_deploy(state: EngineState, policy: Policy, event: DeployEvent, batch:
             # The deployment is over; nothing more is decided about it (DESIGN: no decisions).
             _settle(state, dep, RequestStatus.CLOSED)
             close_deployment(svc, dep)
+            svc.suspect = False
         return
     if ending or ident in svc.closed_deployments:
+        # A rollback (or abort) landing: the release judged bad no longer runs.
+        svc.suspect = svc.suspect and not (ending and ident in svc.closed_deployments)
         return
+    svc.suspect = False
     if dep is not None:
         reasons: tuple[ReasonCode, ...] = ()
         if dep.request_id is not None:
@@ -334,6 +339,7 @@ def _apply_approval(
     out.append(verdict(facts, "rolled_back", ts, reasons))
     record_rollback(state, ts, service)
     close_deployment(svc, dep)
+    svc.suspect = True
 
 
 def _apply_expiry(state: EngineState, policy: Policy, rid: str, batch: Batch) -> None:
@@ -352,4 +358,6 @@ def _apply_expiry(state: EngineState, policy: Policy, rid: str, batch: Batch) ->
     )
     batch.out.append(decision(dep.facts, svc.name, "none", reasons, ts, evidence, policy.version))
     batch.out.append(verdict(dep.facts, "inconclusive", ts, reasons))
+    # Nobody answered whether the release that raised the triggers is bad: not learned.
+    svc.suspect = dep.stage is Stage.PENDING
     close_deployment(svc, dep)

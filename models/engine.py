@@ -427,7 +427,7 @@ def _close_window(
         rules = batch.rules[id(sp)] = threshold_rules(sp)
     on_trial = start < svc.trial_until and end > svc.trial_from
     pending = dep is not None and dep.stage in (Stage.PENDING, Stage.INCONCLUSIVE)
-    learn = not on_trial and not pending
+    learn = not on_trial and not pending and not svc.suspect
     if dep is not None and metrics:
         # Under trial: judged against the frozen baseline, with the details kept for evidence.
         checks = check_thresholds(metrics, rules, dep.baseline_values(sp))

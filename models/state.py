@@ -110,6 +110,10 @@ class ServiceState:
     )
     trial_from: float = -1.0
     trial_until: float = -1.0
+    suspect: bool = False
+    """The running release was rolled back (automatically or on approval) or its request
+    expired unanswered: its windows are not learned as the service's own until the next
+    deploy event (a new release, or the rollback landing)."""
     late_events: int = 0
     """Late events since this service's last decision."""
     late_total: int = 0

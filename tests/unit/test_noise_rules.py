@@ -13,6 +13,7 @@ import orjson
 import pytest
 
 from rollguard.models.counts import error_count_test
+from rollguard.models.engine import new_state
 from rollguard.models.events import ReasonCode
 from rollguard.models.facts import DeploymentFacts
 from rollguard.models.judgement import Judgement, Streaks
@@ -26,7 +27,18 @@ from rollguard.models.thresholds import ThresholdCheck
 from rollguard.models.trial import Deployment, is_error_rate
 from rollguard.models.windows import MetricStats, WindowSummary
 from rollguard.streams.checkpoint import CODEC
-from tests.unit.core_factories import T0, load_policy
+from tests.unit.core_factories import (
+    HEALTHY,
+    KIT,
+    T0,
+    actions,
+    after,
+    deploy,
+    in_time_order,
+    load_policy,
+    run,
+    telemetry,
+)
 from tests.unit.test_rules import judgement
 
 R = ReasonCode
@@ -290,3 +302,37 @@ def test_a_moderate_regression_with_a_late_onset_asks_by_the_end_of_the_bake(see
     assert verdict.start > 0  # the start that carries the evidence skips the windows before
     found = anomaly(_j(sequential={LAT: verdict}))
     assert found is not None and "sequential test" in found.detail
+
+
+def test_a_release_rolled_back_is_not_learned_until_the_rollback_lands() -> None:
+    # The fleet timeline (tests/scenarios/test_partitioned.py): after slow-burn's rollback its
+    # release kept running, notifications' long memory learned its 10 % error windows, and a
+    # later bad release there (14 %) was not rare: it asked instead of rolling back.
+    policy = load_policy()
+    deployed, end = T0 + 1200.0, T0 + 3000.0  # 40 healthy windows, the bake, 30 more
+    errors = {**HEALTHY, "error_rate": after(deployed + 30.0, 0.15, 0.01)}
+    state = new_state(KIT)
+    out = run(
+        in_time_order(
+            [deploy(deployed)], telemetry("search", T0, end, errors), telemetry("other", T0, end)
+        ),
+        policy,
+        state=state,
+    )
+    assert "auto_rollback" in [action for action, _ in actions(out)]
+    svc = state.services["search"]
+    assert svc.suspect and svc.memory["error_rate"].n_learned <= 40  # the healthy windows only
+    back = CODEC.decode(ServiceState, orjson.loads(orjson.dumps(CODEC.encode(ServiceState, svc))))
+    assert back.suspect  # a restarted worker does not learn them either
+    # The rollback lands: the windows after it are the service's own again.
+    later = end + 600.0
+    run(
+        in_time_order(
+            [deploy(end, status="rolled_back")],
+            telemetry("search", end, later, seed=1),
+            telemetry("other", end, later, seed=1),
+        ),
+        policy,
+        state=state,
+    )
+    assert not svc.suspect and svc.memory["error_rate"].n_learned >= 55
