@@ -92,6 +92,9 @@ OUTPUT_TOPIC = {
 }
 
 
+Output = tuple[str, bytes | None, bytes, OutputRecord, Any]
+"""An output to publish: topic, key, value, the record, headers."""
+
 HELD_POLL_MS = 10
 """Input poll while the pipeline waits at the fleet barrier (fleet reports are read between)."""
 
@@ -190,7 +193,7 @@ class Lead:
         self.clock.arrived(time.monotonic())
         self.partitions: list[TopicPartition] = []
         self.routed_by: int | None = None  # worker mode: the input partition count (misrouted)
-        self.pending: list[tuple[str, bytes | None, bytes, OutputRecord, Any]] = []
+        self.pending: list[Output] = []
         self.dirty = False
         self.last_commit = time.monotonic()
         self.last_probe = float("-inf")
@@ -654,35 +657,36 @@ class Lead:
         taken = self.log.seq  # the last checkpoint taken: these were derived after it
         self.emitted.extend((taken, output_digest(topic, key, value))
                             for topic, key, value, _, _ in pending)
-        emitted_key, emitted = self.log.emitted_entry(self.committed, self.emitted)
-        producer = self.outputs
-        await producer.begin_transaction()
-        try:
-            for topic, out_key, value, _, headers in pending:
-                await producer.send(topic, value, key=out_key, headers=headers)
-            await producer.send(self.settings.state_topic, emitted, key=emitted_key,
-                                partition=0 if self.link is None else self.link.slot)
-            await producer.commit_transaction()
-        except BaseException:
-            with contextlib.suppress(Exception):
-                await producer.abort_transaction()
-            raise
-        for _, _, _, record, _ in pending:
-            self.metrics.published(record)
+        await self._transaction(self.outputs, pending,
+                                [self.log.emitted_entry(self.committed, self.emitted)])
         spent = time.monotonic() - started
         self.metrics.output_commit_seconds.observe(spent)
         return spent
 
     async def _commit(self, entries: list[tuple[bytes, bytes | None]],
-                      pending: list[tuple[str, bytes | None, bytes, OutputRecord, Any]],
+                      pending: list[Output],
                       started: float, seq: int) -> float:
-        producer = self.producer
+        await self._transaction(self.producer, pending, entries)
+        done = time.monotonic()
+        self.committed = seq
+        # What this checkpoint's state holds is not derived again after a restore of it.
+        self.emitted = [item for item in self.emitted if item[0] >= seq]
+        self.engine.last_checkpoint = done
+        self.metrics.checkpoints.inc()
+        self.metrics.checkpoint_seconds.observe(done - started)
+        return done - started
+
+    async def _transaction(self, producer: AIOKafkaProducer,
+                           pending: list[Output],
+                           entries: list[tuple[bytes, bytes | None]]) -> None:
+        """One Kafka transaction: the outputs, then the changelog entries (this lead's
+        partition of the state topic)."""
         state_topic = self.settings.state_topic
+        partition = 0 if self.link is None else self.link.slot
         await producer.begin_transaction()
         try:
             for topic, out_key, value, _, headers in pending:
                 await producer.send(topic, value, key=out_key, headers=headers)
-            partition = 0 if self.link is None else self.link.slot
             for state_key, state_value in entries:
                 await producer.send(state_topic, state_value, key=state_key,
                                     partition=partition)
@@ -693,11 +697,3 @@ class Lead:
             raise
         for _, _, _, record, _ in pending:
             self.metrics.published(record)
-        done = time.monotonic()
-        self.committed = seq
-        # What this checkpoint's state holds is not derived again after a restore of it.
-        self.emitted = [item for item in self.emitted if item[0] >= seq]
-        self.engine.last_checkpoint = done
-        self.metrics.checkpoints.inc()
-        self.metrics.checkpoint_seconds.observe(done - started)
-        return done - started

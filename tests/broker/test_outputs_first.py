@@ -9,7 +9,6 @@ restores nothing, re-reads every input from the start.
 
 from __future__ import annotations
 
-import signal
 from pathlib import Path
 
 import orjson
@@ -18,7 +17,7 @@ from aiokafka import AIOKafkaProducer
 
 from rollguard.streams.simulate_io import send_events
 from tests.broker.conftest import WorkerRun
-from tests.broker.test_crash import _signed, _timeline
+from tests.broker.test_crash import _restart_after_kill, _signed, _timeline
 from tests.broker.worker_io import (
     OUTPUT_TYPES,
     assert_equal_to_replay,
@@ -58,9 +57,7 @@ async def test_outputs_published_between_checkpoints_are_not_published_again_aft
     assert [d["action"] for d in decisions if d["deployment_id"] == deployment] == ["watch"]
     assert metric(worker_run, "rollguard_checkpoints_total") == 0  # all went out without one
 
-    assert worker_run.stop(signal.SIGKILL) == -signal.SIGKILL
-    worker_run.start()
-    worker_run.wait_healthy()
+    await _restart_after_kill(worker_run)
     await wait_role(worker_run, "leader")
     await send_events(producer, events[cut:], worker_run.settings())
 
