@@ -80,6 +80,9 @@ GC_THRESHOLD = 200_000
 """The collector's first-generation threshold while leading (Python's default is 700)."""
 CHECKPOINT_SHARE = 0.05
 """Checkpoints take at most this share of the time (their interval grows)."""
+CLOSE_MARGIN_SECONDS = 0.25
+"""A checkpoint is not started this close (plus 1.5 times the last one's taking) to the next
+window close (``Lead._close_soon``)."""
 MAX_EMITTED = 1000
 """Outputs published outside a checkpoint before the next checkpoint is taken at once (the
 ``emitted`` record lists each of them, in every output transaction)."""
@@ -196,6 +199,8 @@ class Lead:
         self.pending: list[Output] = []
         self.dirty = False
         self.last_commit = time.monotonic()
+        self.taking = 0.0
+        """How long the last checkpoint took to take (the loop waited)."""
         self.last_probe = float("-inf")
         self.primed = False
         self.closed_until: dict[tuple[int, float], float] = {}
@@ -377,7 +382,8 @@ class Lead:
                 if self.sending is not None and self.sending.done():
                     await self.sending  # a failed output transaction ends the lead
                     self.sending = None
-                due = self.dirty and now - self.last_commit >= spacing
+                due = self.dirty and now - self.last_commit >= spacing and (
+                    not self._close_soon() or now - self.last_commit >= 2 * spacing)
                 crowded = len(self.emitted) + len(self.pending) > MAX_EMITTED
                 can_take = commit is None and self.sending is None and not self.waiting
                 if self.pending and self.sending is None and not (crowded and can_take):
@@ -408,6 +414,15 @@ class Lead:
                     running.cancel()
                     with contextlib.suppress(BaseException):
                         await running
+
+    def _close_soon(self) -> bool:
+        """Would a checkpoint taken now still be encoding when the next window closes? In a
+        live fleet every service reports every few seconds, so each checkpoint encodes most
+        of them (seconds at 10,000): taken just before a close, it would hold back that
+        close's decisions; taken after it, it has a whole window. A checkpoint is put off
+        for this at most once its spacing again."""
+        fleet = self.pipeline.state.fleet
+        return fleet.next_due - fleet.clock < 1.5 * self.taking + CLOSE_MARGIN_SECONDS
 
     def _take(self, batch: dict[TopicPartition, list[Any]], now: float) -> None:
         """Decode a fetched batch: dead letters to publish, valid records into the merger.
@@ -646,7 +661,8 @@ class Lead:
         pending, self.pending = self.pending, []
         self.dirty = False
         self.last_commit = started
-        self.metrics.checkpoint_encode_seconds.observe(time.monotonic() - started)
+        self.taking = time.monotonic() - started
+        self.metrics.checkpoint_encode_seconds.observe(self.taking)
         return self._commit(entries, pending, started, self.log.seq)
 
     async def _publish(self) -> float:
