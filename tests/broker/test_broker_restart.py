@@ -3,8 +3,9 @@
 The shared broker on 9092 is never touched: this module starts its own (``scripts/kafka.sh``
 with ``KAFKA_PORT``, its own data dir ``.cache/kafka/run-PORT``) for its two cases, each of
 which stops and starts it in the middle of a bad deploy — after the first breaching window,
-before the rollback — and removes it at the end. The worker must come back on its own (the engine restarts from its last checkpoint on
-Kafka errors), then decide the rest exactly as replay of the whole timeline does.
+before the rollback — and removes it at the end. The worker must come back on its own (the
+engine restarts from its last checkpoint on Kafka errors), then decide the rest exactly as
+replay of the whole timeline does.
 """
 
 from __future__ import annotations
