@@ -43,6 +43,23 @@ def broker_unreachable_reason(bootstrap: str = BOOTSTRAP, timeout: float = 10.0)
     return None
 
 
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Put every test in an xdist group, for `make test`'s ``-n 2 --dist loadgroup``.
+
+    A module's tests stay on one pytest-xdist worker, in their order (a module fixture is built
+    once and never raced by its own module, e.g. the wheel's build in the checkout), and every
+    test of the secured broker goes to one worker: the broker that ``secure_broker`` starts and
+    stops is one per machine. Without xdist the marks do nothing.
+    """
+    for item in items:
+        if item.get_closest_marker("xdist_group") is not None:
+            continue
+        group = ("secure-broker" if "secure_broker" in getattr(item, "fixturenames", ())
+                 else item.nodeid.split("::", 1)[0])
+        item.add_marker(pytest.mark.xdist_group(group))
+
+
 @pytest.fixture(scope="session")
 def kafka_bootstrap() -> str:
     """The bootstrap address of the real broker; fail (CI) or skip (laptop) without one."""

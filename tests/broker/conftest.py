@@ -87,7 +87,7 @@ class WorkerRun:
                 self.get("/health")
                 return
             except OSError:
-                time.sleep(0.5)
+                time.sleep(0.1)
         raise AssertionError("worker did not become healthy:\n" + self.log_tail())
 
     def log_tail(self, lines: int = 60) -> str:

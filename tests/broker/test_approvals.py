@@ -9,6 +9,7 @@ APPROVAL_REJECTED decision naming the cause for every response that does not cou
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import subprocess
 import time
@@ -32,6 +33,7 @@ from rollguard.streams.signing import (
 from rollguard.streams.simulate import generate
 from rollguard.streams.simulate_io import send_events, shifted_to_now
 from tests.broker.conftest import REPO, ROLLGUARD, WorkerRun, consume
+from tests.broker.worker_io import read_all, settled
 
 pytestmark = [pytest.mark.broker, pytest.mark.timeout(300)]
 
@@ -142,7 +144,17 @@ async def test_approval_round_trips(worker_run: WorkerRun, producer: AIOKafkaPro
     await producer.send_and_wait(topic, alice_a.value, key=alice_a.key)
 
     await consume(kafka_bootstrap, worker_run.topic("rollback.commands"), 1, 60)
-    commands = await consume(kafka_bootstrap, worker_run.topic("rollback.commands"), 2, 5)
+    # Until every answer above is ruled on (each rejection and outcome below is decided), and
+    # then until the worker has nothing more to publish: a second command would be there.
+    decisions_topic = worker_run.topic("rollguard.decisions")
+    deadline = time.monotonic() + 60
+    while not _all_ruled([orjson.loads(m.value)
+                          for m in await read_all(kafka_bootstrap, decisions_topic)]):
+        if time.monotonic() > deadline:
+            break  # the assertions below say which is missing
+        await asyncio.sleep(0.5)
+    await settled(worker_run)
+    commands = await read_all(kafka_bootstrap, worker_run.topic("rollback.commands"))
     assert len(commands) == 1, commands
     command = orjson.loads(commands[0].value)
     assert command["authority"] == "approved:user:alice"
@@ -151,18 +163,37 @@ async def test_approval_round_trips(worker_run: WorkerRun, producer: AIOKafkaPro
     assert base64.b64decode(command["signature"])
 
     # 8 rejections (5 forged, replayed A, approve after deny, late C) and the outcomes.
-    decisions = [orjson.loads(m.value) for m in await consume(
-        kafka_bootstrap, worker_run.topic("rollguard.decisions"), 10_000, 8)]
+    decisions = [orjson.loads(m.value) for m in await read_all(kafka_bootstrap, decisions_topic)]
     rejected = [d for d in decisions if "APPROVAL_REJECTED" in d["reasons"]]
     causes = {(d["evidence"]["approver"], d["evidence"]["cause"]) for d in rejected}
     text = "\n".join(f"{who}: {cause}" for who, cause in sorted(causes))
-    assert any(w == "user:mallory" and "unknown approver" in c for w, c in causes), text
-    assert any(w == "user:bob" and "lacks role" in c for w, c in causes), text
-    assert any(w == "user:alice" and "signature" in c for w, c in causes), text
-    assert any(w == "svc:ci-deployer" and "self-approval" in c for w, c in causes), text
-    assert any(w == "user:alice" and "already approved" in c for w, c in causes), text  # replay
-    assert any(w == "user:alice" and "already denied" in c for w, c in causes), text
-    assert any(w == "user:alice" and "expired" in c for w, c in causes), text  # late, for C
+    for wanted, (who, cause) in zip(_ruled(decisions), RULINGS, strict=True):
+        assert wanted, f"no rejection of {who} for {cause!r}:\n{text}"
     assert any("APPROVAL_EXPIRED" in d["reasons"] for d in decisions)
     assert any("DENIED" in d["reasons"] for d in decisions)
     assert any("APPROVED" in d["reasons"] for d in decisions)
+
+
+# The rejections (the forged ones, the replayed A, approve after deny, late C): who, why.
+RULINGS = [
+    ("user:mallory", "unknown approver"),
+    ("user:bob", "lacks role"),
+    ("user:alice", "signature"),
+    ("svc:ci-deployer", "self-approval"),
+    ("user:alice", "already approved"),  # the replayed response
+    ("user:alice", "already denied"),
+    ("user:alice", "expired"),  # late, for C
+]
+
+
+def _ruled(decisions: list[dict[str, Any]]) -> list[bool]:
+    """For each of RULINGS, whether a decision rejects that approver for that cause."""
+    causes = {(d["evidence"]["approver"], d["evidence"]["cause"]) for d in decisions
+              if "APPROVAL_REJECTED" in d["reasons"]}
+    return [any(w == who and cause in c for w, c in causes) for who, cause in RULINGS]
+
+
+def _all_ruled(decisions: list[dict[str, Any]]) -> bool:
+    return all(_ruled(decisions)) and all(
+        any(reason in d["reasons"] for d in decisions)
+        for reason in ("APPROVAL_EXPIRED", "DENIED", "APPROVED"))

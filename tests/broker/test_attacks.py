@@ -592,9 +592,17 @@ async def test_topics_create_makes_approval_responses_arrival_ordered(kafka_boot
         created = await asyncio.to_thread(
             _rollguard, _env(kafka_bootstrap, run_id), "topics", "create")
         assert created.returncode == 0, created.stderr
-        (response,) = await admin.describe_configs(
-            [ConfigResource(ConfigResourceType.TOPIC, topic)])
-        configs = {entry[0]: entry[1] for entry in response.resources[0][4]}
+        # The broker describes a topic from its metadata image, which takes the controller's
+        # config record a moment after AlterConfigs is answered (KRaft): ask until it shows.
+        deadline = time.monotonic() + 30
+        while True:
+            (response,) = await admin.describe_configs(
+                [ConfigResource(ConfigResourceType.TOPIC, topic)])
+            configs = {entry[0]: entry[1] for entry in response.resources[0][4]}
+            if (configs["message.timestamp.type"] == "LogAppendTime"
+                    or time.monotonic() > deadline):
+                break
+            await asyncio.sleep(0.2)
     finally:
         await admin.close()
-    assert configs["message.timestamp.type"] == "LogAppendTime"
+    assert configs["message.timestamp.type"] == "LogAppendTime", created.stderr[-2000:]

@@ -1,10 +1,11 @@
 """A broker restart mid-scenario: the worker reconnects by itself and decides as replay does.
 
-The shared broker on 9092 is never touched: this test starts its own (``scripts/kafka.sh`` with
-``KAFKA_PORT``, its own data dir ``.cache/kafka/run-PORT``), stops and starts it in the middle
-of a bad deploy — after the first breaching window, before the rollback — and removes it at the
-end. The worker must come back on its own (the engine restarts from its last checkpoint on
-Kafka errors), then decide the rest exactly as replay of the whole timeline does.
+The shared broker on 9092 is never touched: this module starts its own (``scripts/kafka.sh``
+with ``KAFKA_PORT``, its own data dir ``.cache/kafka/run-PORT``) for its two cases, each of
+which stops and starts it in the middle of a bad deploy — after the first breaching window,
+before the rollback — and removes it at the end. The worker must come back on its own (the
+engine restarts from its last checkpoint on Kafka errors), then decide the rest exactly as
+replay of the whole timeline does.
 """
 
 from __future__ import annotations
@@ -94,21 +95,28 @@ class Broker:
         return time.monotonic() - started
 
 
-@pytest.fixture
-def own_broker(kafka_bootstrap: str) -> Iterator[Broker]:
-    """A broker of this test's own (kafka_bootstrap: only where broker tests may run)."""
+@pytest.fixture(scope="module")
+def module_broker(kafka_bootstrap: str) -> Iterator[Broker]:
+    """A broker of this module's own (kafka_bootstrap: only where broker tests may run), shared
+    by its tests (each isolated by its topic prefix and app id) and removed at the end."""
     broker = Broker(_broker_port())
     try:
-        result = broker.kafka("start")
-        if result.returncode != 0:
-            message = f"cannot start a broker on {broker.port}:\n{result.stderr[-2000:]}"
-            if os.environ.get("ROLLGUARD_REQUIRE_BROKER") == "1":
-                pytest.fail(message)
-            pytest.skip(message)
         yield broker
     finally:
         broker.kafka("stop")
         shutil.rmtree(broker.run_dir, ignore_errors=True)
+
+
+@pytest.fixture
+def own_broker(module_broker: Broker) -> Broker:
+    """The module's broker, running (started again if a test before left it stopped)."""
+    result = module_broker.kafka("start")  # idempotent: a running broker is left as it is
+    if result.returncode != 0:
+        message = f"cannot start a broker on {module_broker.port}:\n{result.stderr[-2000:]}"
+        if os.environ.get("ROLLGUARD_REQUIRE_BROKER") == "1":
+            pytest.fail(message)
+        pytest.skip(message)
+    return module_broker
 
 
 @pytest.fixture

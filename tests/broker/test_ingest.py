@@ -3,19 +3,23 @@ outputs carry CloudEvents headers; the executor announces each rollback as a CDE
 
 from __future__ import annotations
 
+import asyncio
 import json
+import time
 from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
 from aiokafka import AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient
 
 from rollguard.streams.ingest.cdevents import decode_cdevent
 from rollguard.streams.serde import dumps
 from tests.broker.conftest import WorkerRun, consume
 from tests.broker.worker_io import (
     assert_equal_to_replay,
+    read_all,
     replay,
     scenario_timeline,
     worker_outputs,
@@ -142,13 +146,31 @@ async def test_executor_announces_each_rollback_as_a_cdevent(
         results = await consume(kafka_bootstrap, worker_run.topic("rollback.results"), 3,
                                 timeout=60)
         assert [orjson.loads(m.value)["status"] for m in results].count("executed") == 2
-        announced = await consume(kafka_bootstrap, worker_run.topic("deploys"), 3, timeout=10)
+        # The executor commits a command once its result and announcement are sent: with all
+        # three committed, every announcement there will be is on the topic.
+        group = worker_run.env["ROLLGUARD_APP_ID"] + "-executor"
+        deadline = time.monotonic() + 60
+        while await _committed(kafka_bootstrap, group, worker_run.topic("rollback.commands")) < 3:
+            assert time.monotonic() < deadline, "the executor committed fewer than 3 commands"
+            await asyncio.sleep(0.2)
+        announced = await read_all(kafka_bootstrap, worker_run.topic("deploys"))
     finally:
         _stop(process)
     assert len(announced) == 2
     events = [decode_cdevent(m.value, {k: v for k, v in m.headers}, m.key) for m in announced]
     got = sorted((e.deployment_id, e.status, e.version) for e in events)  # type: ignore[union-attr]
     assert got == [("dep-ce-1", "rolled_back", "v2.4.0"), ("dep-ce-2", "rolled_back", "v2.4.0")]
+
+
+async def _committed(bootstrap: str, group: str, topic: str) -> int:
+    """The offsets ``group`` has committed on ``topic``, summed over its partitions."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        offsets = await admin.list_consumer_group_offsets(group)
+    finally:
+        await admin.close()
+    return sum(meta.offset for tp, meta in offsets.items() if tp.topic == topic)
 
 
 async def test_export_and_replay_from_kafka_see_the_samples_the_worker_sees(
@@ -204,7 +226,8 @@ async def test_a_cumulative_counter_keeps_its_rate_across_a_kill_9(
     t0 = 1_795_593_600.0
     rules = [{"source": "app.requests", "metric": "request_rate", "kind": "counter"}]
     worker_run.env.update(ROLLGUARD_MAX_CLOCK_SKEW_SECONDS="1e10",
-                          ROLLGUARD_INGEST__OTLP__RULES=json.dumps(rules))
+                          ROLLGUARD_INGEST__OTLP__RULES=json.dumps(rules),
+                          ROLLGUARD_SESSION_TIMEOUT_SECONDS="6")  # the dead lease lapses sooner
 
     async def total(ts: float, value: int) -> None:
         msg = request(({"service.name": "cart"}, [

@@ -264,6 +264,18 @@ async def read_all(bootstrap: str, topic: str, *, committed: bool = True,
     return messages
 
 
+async def settled(*runs: WorkerRun) -> None:
+    """Until whatever the worker would still publish is committed. Extra records, if any,
+    would come from events still buffered or unread: wait until the leader among ``runs`` has
+    read and processed everything, then give a checkpoint interval to commit."""
+    leaders = [w for w in runs if role(w) == "leader"]
+    if leaders:
+        await until(lambda: metric(leaders[0], "rollguard_events_buffered") == 0
+                    and metric(leaders[0], "rollguard_consumer_lag") == 0, 30,
+                    "the leader to be caught up", *runs)
+    await asyncio.sleep(2.0)
+
+
 async def worker_outputs(bootstrap: str, expected: list[bytes], *runs: WorkerRun,
                          timeout: float = 120.0) -> list[bytes]:
     """The committed records of the four output topics (of ``runs``' prefix), once there are
@@ -280,14 +292,7 @@ async def worker_outputs(bootstrap: str, expected: list[bytes], *runs: WorkerRun
                 break
             await asyncio.sleep(0.5)
         got.extend(m.value for m in messages)
-    # Extra records, if any, would come from events still buffered or unread: wait until the
-    # leader has read and processed everything, then give a checkpoint interval to commit.
-    leaders = [w for w in runs if role(w) == "leader"]
-    if leaders:
-        await until(lambda: metric(leaders[0], "rollguard_events_buffered") == 0
-                    and metric(leaders[0], "rollguard_consumer_lag") == 0, 30,
-                    "the leader to be caught up", *runs)
-    await asyncio.sleep(2.0)
+    await settled(*runs)
     got = []
     for topic in OUTPUT_TYPES:
         got.extend(m.value for m in await read_all(bootstrap, run.topic(topic)))
