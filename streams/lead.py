@@ -83,6 +83,8 @@ CHECKPOINT_SHARE = 0.05
 CLOSE_MARGIN_SECONDS = 0.25
 """A checkpoint is not started this close (plus 1.5 times the last one's taking) to the next
 window close (``Lead._close_soon``)."""
+CHEAP_CHECKPOINT_SECONDS = 0.05
+"""A due checkpoint whose last taking was shorter than this carries the outputs itself."""
 MAX_EMITTED = 1000
 """Outputs published outside a checkpoint before the next checkpoint is taken at once (the
 ``emitted`` record lists each of them, in every output transaction)."""
@@ -386,9 +388,11 @@ class Lead:
                     not self._close_soon() or now - self.last_commit >= 2 * spacing)
                 crowded = len(self.emitted) + len(self.pending) > MAX_EMITTED
                 can_take = commit is None and self.sending is None and not self.waiting
-                if self.pending and self.sending is None and not (crowded and can_take):
-                    # Outputs first: a checkpoint due now (a window close changed every
-                    # service) is taken once they are out.
+                # A cheap checkpoint due now carries the outputs itself (a steady trickle of
+                # outputs must not keep putting checkpoints off); an expensive one (a window
+                # close changed every service) is taken once they are out.
+                carried = crowded or (due and self.taking < CHEAP_CHECKPOINT_SECONDS)
+                if self.pending and self.sending is None and not (carried and can_take):
                     self.sending = asyncio.ensure_future(self._publish())
                 elif can_take and (due or self.pending):
                     # Taken now; committed while the loop goes on reading and deciding. Never
