@@ -60,6 +60,12 @@ def _timeline() -> tuple[list[dict[str, Any]], str, int, int]:
     return events, deployment, watch, act
 
 
+def _cut_between_watch_and_rollback() -> tuple[list[dict[str, Any]], str, int]:
+    """The timeline, the bad deploy's id, and a cut after its 'watch', before its rollback."""
+    events, deployment, watch, act = _timeline()
+    return events, deployment, watch + 1 + (act - watch - 1) // 2
+
+
 def _signed(run: WorkerRun, tmp_path: Path) -> Any:
     private, _ = generate_key_pair(tmp_path / "keys", "gate")
     run.env.update(
@@ -88,8 +94,7 @@ async def _restart_after_kill(run: WorkerRun) -> int:
 async def test_kill_9_between_deploy_and_decision(
     worker_run: WorkerRun, producer: AIOKafkaProducer, kafka_bootstrap: str, tmp_path: Path
 ) -> None:
-    events, deployment, watch, act = _timeline()
-    cut = watch + 1 + (act - watch - 1) // 2  # after the 'watch' decision, before the rollback
+    events, deployment, cut = _cut_between_watch_and_rollback()
     key = _signed(worker_run, tmp_path)
     expected = replay(events, signing_key=key)
     assert any(b'"rollback_command"' in r for r in expected)

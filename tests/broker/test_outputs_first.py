@@ -17,7 +17,11 @@ from aiokafka import AIOKafkaProducer
 
 from rollguard.streams.simulate_io import send_events
 from tests.broker.conftest import WorkerRun
-from tests.broker.test_crash import _restart_after_kill, _signed, _timeline
+from tests.broker.test_crash import (
+    _cut_between_watch_and_rollback,
+    _restart_after_kill,
+    _signed,
+)
 from tests.broker.worker_io import (
     OUTPUT_TYPES,
     assert_equal_to_replay,
@@ -37,8 +41,7 @@ pytestmark = [pytest.mark.broker, pytest.mark.timeout(240)]
 async def test_outputs_published_between_checkpoints_are_not_published_again_after_kill_9(
     worker_run: WorkerRun, producer: AIOKafkaProducer, kafka_bootstrap: str, tmp_path: Path
 ) -> None:
-    events, deployment, watch, act = _timeline()
-    cut = watch + 1 + (act - watch - 1) // 2  # after the 'watch' decision, before the rollback
+    events, deployment, cut = _cut_between_watch_and_rollback()
     key = _signed(worker_run, tmp_path)
     worker_run.env["ROLLGUARD_COMMIT_INTERVAL_SECONDS"] = "3600"
     expected = replay(events, signing_key=key)
