@@ -43,12 +43,15 @@ policy = bench.Policy.from_mapping(
     yaml.safe_load((tree / "config" / "policy.yaml").read_text()), version="bench")
 """
 
-# Run by each tree's interpreter: argv = tree, events, services, seed, reps. Prints one JSON
+# Run by each tree's interpreter: argv = tree, events, services, seed, reps, gc threshold (0:
+# Python's default). Prints one JSON
 # object: wall and CPU seconds of each timed pass, and the event count.
 _CHILD = r"""
-import importlib.util, json, sys, tempfile, time, yaml
+import gc, importlib.util, json, sys, tempfile, time, yaml
 from pathlib import Path
-tree, events, services, seed, reps = Path(sys.argv[1]), *map(int, sys.argv[2:])
+tree, events, services, seed, reps, threshold = Path(sys.argv[1]), *map(int, sys.argv[2:])
+if threshold:
+    gc.set_threshold(threshold, *gc.get_threshold()[1:])
 """ + _LOAD + r"""
 out = {"parse_wall": [], "parse_cpu": [], "core_wall": [], "core_cpu": []}
 with tempfile.TemporaryDirectory() as tmp:
@@ -167,11 +170,13 @@ class Run:
         return self.events / self.core_cpu
 
 
-def run_tree(tree: Path, events: int, services: int, seed: int, reps: int) -> Run:
+def run_tree(
+    tree: Path, events: int, services: int, seed: int, reps: int, gc_threshold: int = 0
+) -> Run:
     """One process in ``tree`` with that tree's own interpreter."""
     done = subprocess.run(
         [str(tree / ".venv" / "bin" / "python"), "-c", _CHILD, str(tree), str(events),
-         str(services), str(seed), str(reps)],
+         str(services), str(seed), str(reps), str(gc_threshold)],
         cwd=tree, capture_output=True, text=True, check=True,
     )
     data = json.loads(done.stdout.strip().splitlines()[-1])
@@ -198,6 +203,9 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--instructions", action="store_true",
                         help="count instructions under callgrind instead of timing")
+    parser.add_argument("--gc-threshold", type=int, default=0,
+                        help="the collector's first-generation threshold in both trees' timed "
+                        "processes (0: Python's default, 700)")
     args = parser.parse_args()
     trees = {"A": args.tree_a.resolve(), "B": args.tree_b.resolve()}
     if args.instructions:
@@ -208,7 +216,7 @@ def main() -> int:
         order = ("A", "B") if pair % 2 == 0 else ("B", "A")
         for side in order:
             runs[side].append(run_tree(trees[side], args.events, args.services, args.seed,
-                                       args.reps))
+                                       args.reps, args.gc_threshold))
         a, b = runs["A"][-1], runs["B"][-1]
         print(f"pair {pair + 1} ({order[0]} first): "
               f"A wall {a.wall_ratio:.1%} cpu {a.cpu_ratio:.1%} ({a.core_rate:,.0f} ev/s)  "

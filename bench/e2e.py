@@ -71,7 +71,7 @@ sys.path[:0] = [str(REPO), str(REPO / "bench")]
 
 from replay_throughput import METRICS, fleet_lines  # noqa: E402
 
-from rollguard.streams.lead import GC_THRESHOLD  # noqa: E402
+from rollguard.streams.collector import GC_THRESHOLD  # noqa: E402
 from rollguard.streams.pipeline import Pipeline  # noqa: E402
 from rollguard.streams.serde import decode  # noqa: E402
 from rollguard.streams.settings import Settings, TopicNames, load_policy  # noqa: E402

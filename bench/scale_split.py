@@ -39,6 +39,7 @@ from rollguard.models.events import CoreOutput  # noqa: E402
 from rollguard.models.fleet import FleetBoard  # noqa: E402
 from rollguard.models.policy import Policy  # noqa: E402
 from rollguard.models.state import EngineState  # noqa: E402
+from rollguard.streams.collector import GC_THRESHOLD  # noqa: E402
 from rollguard.streams.serde import InputRecord, decode_line, encode  # noqa: E402
 
 T0 = 1_795_593_600.0
@@ -151,11 +152,11 @@ def main() -> int:
     records = [r for line in dense_fleet(args.events, args.services, args.seed)
                if (r := decode_line(line).record) is not None]
     newest = max(r.ts for r in records)
-    # As the worker does (streams/lead.py GC_THRESHOLD): the collector's passes over the
+    # As the worker does (streams/collector.py): the collector's passes over the
     # decoded input and the states would otherwise weigh on whichever run comes second.
     gc.collect()
     gc.freeze()
-    gc.set_threshold(200_000, *gc.get_threshold()[1:])
+    gc.set_threshold(GC_THRESHOLD, *gc.get_threshold()[1:])
     print(f"{len(records):,} events, {args.services:,} services, "
           f"{(newest - T0) / 60:.0f} min of event time")
 

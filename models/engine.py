@@ -47,6 +47,7 @@ from rollguard.models.fleet import FleetExchange, FleetFact, Solo
 from rollguard.models.ledger import fold_through, prune, publish, receive
 from rollguard.models.memory import LongMemory
 from rollguard.models.policy import Policy, ServicePolicy
+from rollguard.models.rolling import RunningSum
 from rollguard.models.scoring import DetectorKit, default_kit
 from rollguard.models.state import (
     ApprovalCheck,
@@ -461,6 +462,7 @@ def _roll(
     if learn:
         _learn(svc, sp, name, past, value, ts)
     past.append(value)
+    svc.sums.pop(name, None)  # summed again at the next idle close
 
 
 def _learn(
@@ -489,7 +491,7 @@ def _idle_thresholds(
     value rolled in as ``_roll`` and ``_learn`` do (written out: this runs at every idle
     window close of every threshold metric)."""
     breaching = []
-    rolling, memory = svc.rolling, svc.memory
+    rolling, memory, sums = svc.rolling, svc.memory, svc.sums
     back = sp.consecutive_breach_windows - 1
     for rule in rules:
         name = rule.metric
@@ -501,9 +503,13 @@ def _idle_thresholds(
         past = rolling.get(name)
         if past is None:
             past = rolling[name] = deque(maxlen=sp.baseline_windows)
+        run = sums.get(name)
+        if run is None:
+            run = sums[name] = RunningSum(past)
         top, ratio = rule.max, rule.max_ratio_to_baseline
+        # value > ratio * (sum(past) / len(past)), without reading every value of past.
         if (top is not None and value > top) or (
-            ratio is not None and past and value > ratio * (sum(past) / len(past))
+            ratio is not None and past and run.above(past, ratio, value)
         ):
             breaching.append(name)
         if learn:
@@ -519,7 +525,7 @@ def _idle_thresholds(
             if mem is None:
                 mem = memory[name] = LongMemory()
             mem.learn(low, ts)
-        past.append(value)
+        run.push(past, value)
     return breaching
 
 

@@ -43,6 +43,8 @@ from functools import lru_cache
 from statistics import NormalDist
 from typing import Any
 
+import numpy as np
+
 __all__ = ["SequentialTest", "SequentialVerdict", "max_start_quantile"]
 
 STATE_VERSION = 2
@@ -86,26 +88,23 @@ def _tail_of_max(c: float, n: int, starts: int) -> float:
     """P(max over the last ``starts`` partial sums R_k, k = n - starts + 1 .. n, of R_k / sqrt(k)
     >= c) for a random walk of N(0, 1) steps: the sums of the tests starting at each of the
     first ``starts`` windows, read at window ``n``. The density of R on a grid, with the mass
-    beyond each boundary removed (exact up to the grid; the caller corrects its bias)."""
+    beyond each boundary removed (exact up to the grid; the caller corrects its bias). Each
+    step convolves the density with one N(0, 1) step in numpy (~100x the pure-Python loop: it
+    runs 24 times per quantile, at a bake's last window)."""
     first = n - starts + 1
     h, sd = _GRID, math.sqrt(first)
     lo, hi = -7.0 * math.sqrt(n), c * math.sqrt(n)
-    xs = [lo + i * h for i in range(int((hi - lo) / h) + 1)]
-    dens = [h * math.exp(-0.5 * (x / sd) ** 2) / (sd * math.sqrt(2.0 * math.pi)) for x in xs]
+    xs = lo + h * np.arange(int((hi - lo) / h) + 1)
+    dens = h * np.exp(-0.5 * (xs / sd) ** 2) / (sd * math.sqrt(2.0 * math.pi))
     width = int(6.0 / h)
-    kernel = [h * math.exp(-0.5 * (d * h) ** 2) / math.sqrt(2.0 * math.pi) for d in range(-width, width + 1)]  # noqa: E501
+    d = h * np.arange(-width, width + 1)
+    kernel = h * np.exp(-0.5 * d**2) / math.sqrt(2.0 * math.pi)
     for k in range(first, n + 1):
         if k > first:
-            new = [0.0] * len(xs)
-            for i, mass in enumerate(dens):
-                if mass > 1e-300:
-                    for d, weight in enumerate(kernel, start=i - width):
-                        if 0 <= d < len(xs):
-                            new[d] += mass * weight
-            dens = new
-        bound = c * math.sqrt(k)
-        dens = [0.0 if x >= bound else mass for x, mass in zip(xs, dens, strict=True)]
-    return 1.0 - math.fsum(dens)
+            # The grid's mass that a step carries beyond either end is lost, as the boundary's.
+            dens = np.convolve(dens, kernel)[width : width + len(xs)]
+        dens[xs >= c * math.sqrt(k)] = 0.0
+    return 1.0 - math.fsum(dens.tolist())
 
 
 @lru_cache(maxsize=64)

@@ -28,6 +28,7 @@ from rollguard.models.fleet import FleetExchange, FleetFact, Phase
 from rollguard.models.judgement import Judgement
 from rollguard.models.memory import Memory
 from rollguard.models.records import At, deployment_evidence
+from rollguard.models.rolling import RunningSum
 from rollguard.models.scoring import DetectorKit, ServiceModels
 from rollguard.models.thresholds import ThresholdCheck, ThresholdRule
 from rollguard.models.trial import Deployment
@@ -123,6 +124,9 @@ class ServiceState:
     cur_lo: float = field(default=_NOWHERE, compare=False, metadata=TRANSIENT)
     cur_hi: float = field(default=-_NOWHERE, compare=False, metadata=TRANSIENT)
     cur_acc: WindowAccumulator | None = field(default=None, compare=False, metadata=TRANSIENT)
+    sums: dict[str, RunningSum] = field(default_factory=dict, compare=False, metadata=TRANSIENT)
+    """The running sum of each ``rolling`` baseline, for the idle close (a cache: a missing one
+    is summed again; ``models/rolling.py``)."""
 
     def forget_window(self) -> None:
         """The current window closed: the next sample finds its window again."""

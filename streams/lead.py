@@ -27,7 +27,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import gc
 import logging
 import time
 from collections import Counter, deque
@@ -48,6 +47,7 @@ from rollguard.streams.checkpoint import (
     StateRefused,
     output_digest,
 )
+from rollguard.streams.collector import collector_for_state
 from rollguard.streams.fleet_topic import (
     PartitionBarrier,
     barrier_snapshot,
@@ -76,8 +76,6 @@ PROBE_MIN_SECONDS = 0.02
 POLL_MS = 100
 TAKE_CHUNK = 250
 """Messages per partition decoded before the merger releases (see ``Lead._take``)."""
-GC_THRESHOLD = 200_000
-"""The collector's first-generation threshold while leading (Python's default is 700)."""
 CHECKPOINT_SHARE = 0.05
 """Checkpoints take at most this share of the time (their interval grows)."""
 CLOSE_MARGIN_SECONDS = 0.25
@@ -334,6 +332,13 @@ class Lead:
         return self.pipeline.held or bool(self.backlog)
 
     async def loop(self, stopping: asyncio.Event, lost: asyncio.Event) -> None:
+        # Tens of thousands of records wait in the merger between two releases; with the
+        # default threshold (700) the collector's passes over them and over the whole state
+        # took a third of the worker's time (docs/performance.md).
+        with collector_for_state():
+            await self._loop(stopping, lost)
+
+    async def _loop(self, stopping: asyncio.Event, lost: asyncio.Event) -> None:
         consumer = self.consumer
         interval = self.settings.commit_interval_seconds
         spacing = interval  # between two checkpoints without outputs
@@ -345,11 +350,6 @@ class Lead:
         lateness = min([policy.defaults.allowed_lateness_seconds,
                         *(rules.allowed_lateness_seconds for rules in policy.services.values())])
         self.merger.live_within = min(self.merger.live_within, lateness)
-        thresholds = gc.get_threshold()
-        # Tens of thousands of records wait in the merger between two releases; with the
-        # default threshold (700) the collector's passes over them and over the whole state
-        # took a third of the worker's time (docs/performance.md).
-        gc.set_threshold(GC_THRESHOLD, *thresholds[1:])
         try:
             while not stopping.is_set() and not lost.is_set():
                 wait = HELD_POLL_MS if self.waiting else POLL_MS
@@ -412,7 +412,6 @@ class Lead:
             elif self.pending:
                 await self._publish()  # held at the barrier: the next leader drops them
         finally:
-            gc.set_threshold(*thresholds)
             for running in (commit, self.sending):
                 if running is not None and not running.done():
                     running.cancel()

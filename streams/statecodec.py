@@ -494,8 +494,11 @@ class StateCodec:
     def _dataclass(self, tp: type) -> tuple[Fn, Fn]:
         hints = get_type_hints(tp)
         fields = []
-        caches = [(f.name, f.default) for f in dataclasses.fields(tp) if f not in
-                  _stored_fields(tp)]
+        caches: list[tuple[str, Callable[[], Any]]] = [
+            (f.name, f.default_factory if f.default_factory is not dataclasses.MISSING
+             else functools.partial(_identity, f.default))
+            for f in dataclasses.fields(tp) if f not in _stored_fields(tp)
+        ]
         for f in _stored_fields(tp):
             enc, dec = self._compile(hints[f.name])
             if f.default is not dataclasses.MISSING:
@@ -548,8 +551,8 @@ class StateCodec:
                 else:
                     raise StateDecodeError(f"{tp.__name__}: field {name} is missing")
                 setattr_(obj, name, value)
-            for name, value in caches:
-                setattr_(obj, name, value)
+            for name, fresh in caches:
+                setattr_(obj, name, fresh())
             return obj
 
         return enc_dc, dec_dc

@@ -16,6 +16,7 @@ from typing import IO, Any
 from rollguard.models.events import CoreOutput, DeadLetter
 from rollguard.models.policy import Policy
 from rollguard.streams.analysis.timeline import TimelineCollector
+from rollguard.streams.collector import collector_for_state
 from rollguard.streams.pipeline import Pipeline
 from rollguard.streams.replay import ReplayStats, replay_lines
 from rollguard.streams.serde import InputRecord, encode, record_to_dict
@@ -90,10 +91,11 @@ def run_replay(
     else:
         pipeline = Pipeline(policy, approvers=approvers, signing_key=signing_key,
                             max_clock_skew_seconds=skew)
-    for output in replay_items(items, policy, stats=result.stats, pipeline=pipeline,
-                               **options):
-        if sink is not None:
-            sink.write(encode(output) + b"\n")
-        if output.type == "decision":
-            result.decisions.append(record_to_dict(output))
+    with collector_for_state():  # as the worker's lead runs the core (streams/collector.py)
+        for output in replay_items(items, policy, stats=result.stats, pipeline=pipeline,
+                                   **options):
+            if sink is not None:
+                sink.write(encode(output) + b"\n")
+            if output.type == "decision":
+                result.decisions.append(record_to_dict(output))
     return result
