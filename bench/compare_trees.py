@@ -19,6 +19,9 @@ difference (start-up and the first windows cancel out). Slow (~50x): 150,000 eve
 few minutes per tree.
 
     .venv/bin/python bench/compare_trees.py /tmp/before . --instructions --events 150000
+
+``--cycles`` adds callgrind's cache simulation and counts estimated cycles (instructions +
+10 per first-level miss + 100 per last-level miss), which sees memory latency too; slower.
 """
 
 from __future__ import annotations
@@ -104,34 +107,50 @@ with open(path, "rb") as fh:
 """
 
 
-def instructions(tree: Path, mode: str, events: int, path: Path) -> int:
-    """Machine instructions one counted run executes (callgrind's ``Collected``)."""
+def instructions(tree: Path, mode: str, events: int, path: Path, cache: bool = False) -> int:
+    """Machine instructions one counted run executes (callgrind's ``Collected``); with
+    ``cache``, cachegrind's estimated cycles instead: instructions + 10 per first-level miss +
+    100 per last-level miss of the simulated caches (memory latency, which counting
+    instructions does not see: the collector's passes and the state's cold objects)."""
     done = subprocess.run(
         ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null",
+         *(["--cache-sim=yes"] if cache else []),
          str(tree / ".venv" / "bin" / "python"), "-c", _COUNTED, str(tree), mode, str(events),
          str(path)],
         cwd=tree, capture_output=True, text=True, check=True, env={**os.environ,
                                                                    "PYTHONHASHSEED": "0"},
     )
-    return int(re.findall(r"Collected : (\d+)", done.stderr)[-1])
+    names = re.findall(r"Events *: ([\w ]+)", done.stderr)[-1].split()
+    counts = dict(zip(names, map(int, re.findall(r"Collected : ([\d ]+)", done.stderr)[-1]
+                                 .split()), strict=True))
+    if not cache:
+        return counts["Ir"]
+    first = counts["I1mr"] + counts["D1mr"] + counts["D1mw"]
+    last = counts["ILmr"] + counts["DLmr"] + counts["DLmw"]
+    return counts["Ir"] + 10 * first + 100 * last
 
 
-def count_trees(trees: dict[str, Path], events: int, services: int, seed: int) -> None:
-    """Print each tree's parse+core ratio from instruction counts, and B over A."""
+def count_trees(
+    trees: dict[str, Path], events: int, services: int, seed: int, cache: bool = False
+) -> None:
+    """Print each tree's parse+core ratio from instruction counts (or estimated cycles), and
+    B over A."""
     ratios: dict[str, float] = {}
+    unit = "estimated cycles" if cache else "instructions"
     with tempfile.TemporaryDirectory() as tmp:
         for side, tree in trees.items():
             path = Path(tmp) / f"{side}.jsonl"
             subprocess.run([str(tree / ".venv" / "bin" / "python"), "-c", _WRITE, str(tree),
                             str(events), str(services), str(seed), str(path)],
                            cwd=tree, check=True)
-            delta = {mode: instructions(tree, mode, events, path)
-                     - instructions(tree, mode, events // 4, path) for mode in ("parse", "core")}
+            delta = {mode: instructions(tree, mode, events, path, cache)
+                     - instructions(tree, mode, events // 4, path, cache)
+                     for mode in ("parse", "core")}
             ratios[side] = delta["parse"] / delta["core"]
             print(f"{side} {tree}: parse {delta['parse'] / 1e9:.3f} G, parse+core "
-                  f"{delta['core'] / 1e9:.3f} G instructions for {events - events // 4:,} "
+                  f"{delta['core'] / 1e9:.3f} G {unit} for {events - events // 4:,} "
                   f"events; ratio {ratios[side]:.1%}", flush=True)
-    print(f"B/A of the ratios, instructions: {ratios['B'] / ratios['A']:.3f}")
+    print(f"B/A of the ratios, {unit}: {ratios['B'] / ratios['A']:.3f}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -203,13 +222,16 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--instructions", action="store_true",
                         help="count instructions under callgrind instead of timing")
+    parser.add_argument("--cycles", action="store_true",
+                        help="as --instructions, with callgrind's cache simulation: estimated "
+                        "cycles (instructions + 10 per L1 miss + 100 per last-level miss)")
     parser.add_argument("--gc-threshold", type=int, default=0,
                         help="the collector's first-generation threshold in both trees' timed "
                         "processes (0: Python's default, 700)")
     args = parser.parse_args()
     trees = {"A": args.tree_a.resolve(), "B": args.tree_b.resolve()}
-    if args.instructions:
-        count_trees(trees, args.events, args.services, args.seed)
+    if args.instructions or args.cycles:
+        count_trees(trees, args.events, args.services, args.seed, cache=args.cycles)
         return 0
     runs: dict[str, list[Run]] = {"A": [], "B": []}
     for pair in range(args.pairs):

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import bisect
 import math
+from array import array
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol
@@ -212,8 +213,11 @@ class LongMemory:
         self.alpha = alpha
         self.routine_windows = routine_windows
         self._down = direction == "down"
-        self._level = [0.0] * (_HOURS + 1)  # per hour of day, then the whole day
-        self._seen = [0] * (_HOURS + 1)
+        # Per hour of day, then the whole day: arrays of machine numbers, not lists of float
+        # and int objects (learn reads and replaces two of each at every idle window close:
+        # one contiguous block instead of four objects scattered in memory).
+        self._level = array("d", bytes(8 * (_HOURS + 1)))
+        self._seen = array("q", bytes(8 * (_HOURS + 1)))
         self._cur = _TailSample(0, [])
         self._prev: _TailSample | None = None
 
@@ -317,8 +321,8 @@ class LongMemory:
             raise ValueError(f"not a LongMemory state: {state.get('kind')!r}")
         obj = cls(**state["params"])
         s = state["state"]
-        obj._level = [float(v) for v in s["level"]]
-        obj._seen = [int(v) for v in s["seen"]]
+        obj._level = array("d", [float(v) for v in s["level"]])
+        obj._seen = array("q", [int(v) for v in s["seen"]])
         obj._cur = _TailSample(int(s["cur"][0]), [float(v) for v in s["cur"][1]])
         if s["prev"] is not None:
             obj._prev = _TailSample(int(s["prev"][0]), [float(v) for v in s["prev"][1]])
