@@ -6,6 +6,7 @@ Everything here is pure arithmetic on plain Python data: no I/O, no clock, no ra
 from __future__ import annotations
 
 import bisect
+import functools
 import hashlib
 import inspect
 import json
@@ -155,6 +156,13 @@ def decades(p: float) -> float:
     return -math.log10(max(p, 1e-300))
 
 
+@functools.cache
+def _init_parameters(cls: type) -> tuple[str, ...]:
+    """The constructor's parameter names of a detector class (read once per class: every
+    judged window's scores name each detector's snapshot, ``StatefulDetector.snapshot_id``)."""
+    return tuple(p for p in inspect.signature(cls.__init__).parameters if p != "self")
+
+
 class StatefulDetector:
     """Mixin: exact JSON-safe state round trip and a short snapshot id.
 
@@ -166,8 +174,7 @@ class StatefulDetector:
     _kind: ClassVar[str]
 
     def _params(self) -> dict[str, Any]:
-        names = [p for p in inspect.signature(type(self).__init__).parameters if p != "self"]
-        return {name: getattr(self, name) for name in names}
+        return {name: getattr(self, name) for name in _init_parameters(type(self))}
 
     def _dump(self) -> dict[str, Any] | None:
         raise NotImplementedError
