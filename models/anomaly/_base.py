@@ -6,7 +6,6 @@ Everything here is pure arithmetic on plain Python data: no I/O, no clock, no ra
 from __future__ import annotations
 
 import bisect
-import functools
 import hashlib
 import inspect
 import json
@@ -156,11 +155,16 @@ def decades(p: float) -> float:
     return -math.log10(max(p, 1e-300))
 
 
-@functools.cache
+_PARAMETERS: dict[type, tuple[str, ...]] = {}
+
+
 def _init_parameters(cls: type) -> tuple[str, ...]:
     """The constructor's parameter names of a detector class (read once per class: every
     judged window's scores name each detector's snapshot, ``StatefulDetector.snapshot_id``)."""
-    return tuple(p for p in inspect.signature(cls.__init__).parameters if p != "self")
+    names = _PARAMETERS.get(cls)
+    if names is None:
+        names = _PARAMETERS[cls] = tuple(inspect.signature(cls).parameters)
+    return names
 
 
 class StatefulDetector:
