@@ -82,6 +82,7 @@ from rollguard.models.windows import (
     build_baseline,
     fold_metrics,
     ordered_alerts,
+    stat_of,
     window_bounds,
     window_end,
     window_index,
@@ -402,9 +403,8 @@ def _queue_control(state: EngineState, batch: Batch) -> None:
 def _close_window(
     state: EngineState, policy: Policy, svc: ServiceState, k: int, batch: Batch
 ) -> None:
-    sp = policy.services.get(svc.name, policy.defaults)  # policy.for_service, inlined
-    width = svc.width
-    start, end = float(k * width), float((k + 1) * width)  # window_bounds, inlined
+    sp = policy.for_service(svc.name)
+    start, end = window_bounds(k, svc.width)
     acc = svc.open.pop(k, None)
     if acc is not None and acc is svc.cur_acc:  # closed: no sample goes there any more
         svc.forget_window()
@@ -487,19 +487,16 @@ def _idle_thresholds(
     ts: float,
     learn: bool,
 ) -> list[str]:
-    """The breaching metrics of an idle window, each against its rolling baseline, and each
-    value rolled in as ``_roll`` and ``_learn`` do (written out: this runs at every idle
-    window close of every threshold metric)."""
+    """The breaching metrics of an idle window, each against its rolling baseline (through
+    its running sum, ``models/rolling.py``), and each value rolled in as ``_roll`` does."""
     breaching = []
-    rolling, memory, sums = svc.rolling, svc.memory, svc.sums
-    back = sp.consecutive_breach_windows - 1
+    rolling, sums = svc.rolling, svc.sums
     for rule in rules:
         name = rule.metric
         stats = metrics.get(name)
         if stats is None:
             continue
-        stat = rule.stat  # stat_of and exceeds, inlined
-        value = stats.mean if stat == "mean" else stats.p95 if stat == "p95" else stats.max
+        value = stat_of(stats, rule.stat)
         past = rolling.get(name)
         if past is None:
             past = rolling[name] = deque(maxlen=sp.baseline_windows)
@@ -513,18 +510,7 @@ def _idle_thresholds(
         ):
             breaching.append(name)
         if learn:
-            low = value
-            if back == 1:  # the default (two consecutive windows): no loop
-                if past and past[-1] < low:
-                    low = past[-1]
-            else:
-                for i in range(1, min(back, len(past)) + 1):
-                    if past[-i] < low:
-                        low = past[-i]
-            mem = memory.get(name)
-            if mem is None:
-                mem = memory[name] = LongMemory()
-            mem.learn(low, ts)
+            _learn(svc, sp, name, past, value, ts)
         run.push(past, value)
     return breaching
 

@@ -243,9 +243,8 @@ class LongMemory:
     def learn(self, value: float, ts: float) -> None:
         """Learn one healthy window's value; ``ts`` is the window's start (epoch seconds).
 
-        Called at every idle window close of every threshold metric: written out (no helper
-        calls) because it is on the core's hot path; same arithmetic as ``_rescale`` and
-        ``_TailSample.add``.
+        Called at every idle window close of every threshold metric: the rescaling is written
+        out (``_rescale``'s arithmetic) because the levels it reads are the ones it updates.
         """
         if not math.isfinite(value):
             return
@@ -260,13 +259,7 @@ class LongMemory:
         if cur.n >= self.generation:
             self._prev, cur = cur, _TailSample(0, [])
             self._cur = cur
-        cur.n += 1
-        top = cur.top
-        if len(top) < self.top:
-            bisect.insort(top, v)
-        elif v > top[0]:
-            del top[0]
-            bisect.insort(top, v)
+        cur.add(v, self.top)
         span = self.hour_span
         seen[h] = nh = nh + 1
         level[h] = lh + (value - lh) / (nh if nh < span else span)

@@ -214,11 +214,8 @@ def fold_metrics(acc: WindowAccumulator | None) -> dict[str, MetricStats]:
         if name in single:
             break
         entry = samples[key]
-        ordered = entry[1:]  # _stats, inlined: three times per window close
-        ordered.sort()
-        n = len(ordered)  # >= 1: a stream has a sample, so ceil(0.95 n) >= 1
-        single[name] = MetricStats(n, sum(ordered) / n, ordered[math.ceil(0.95 * n) - 1],
-                                   ordered[-1], 1, {key[1]: entry[0]}, NO_SOURCES)
+        n, mean, p95, top = _stats(entry[1:])
+        single[name] = MetricStats(n, mean, p95, top, 1, {key[1]: entry[0]}, NO_SOURCES)
     else:
         return single
     groups: dict[str, list[tuple[StreamKey, list[float]]]] = {}

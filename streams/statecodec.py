@@ -139,6 +139,15 @@ def _identity(v: Any) -> Any:
     return v
 
 
+def _default_of(f: dataclasses.Field[Any]) -> Callable[[], Any] | None:
+    """A field's default as a function giving it (a fresh one from a factory), or None."""
+    if f.default is not dataclasses.MISSING:
+        return functools.partial(_identity, f.default)
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory
+    return None
+
+
 def _sort(items: Iterable[Any]) -> list[Any]:
     """Set members in a stable order when they are comparable (equal states, equal bytes)."""
     out = list(items)
@@ -494,20 +503,11 @@ class StateCodec:
     def _dataclass(self, tp: type) -> tuple[Fn, Fn]:
         hints = get_type_hints(tp)
         fields = []
-        caches: list[tuple[str, Callable[[], Any]]] = [
-            (f.name, f.default_factory if f.default_factory is not dataclasses.MISSING
-             else functools.partial(_identity, f.default))
-            for f in dataclasses.fields(tp) if f not in _stored_fields(tp)
-        ]
-        for f in _stored_fields(tp):
+        stored = _stored_fields(tp)
+        caches = [(f.name, _default_of(f)) for f in dataclasses.fields(tp) if f not in stored]
+        for f in stored:
             enc, dec = self._compile(hints[f.name])
-            if f.default is not dataclasses.MISSING:
-                default: Callable[[], Any] | None = functools.partial(_identity, f.default)
-            elif f.default_factory is not dataclasses.MISSING:
-                default = f.default_factory
-            else:
-                default = None
-            fields.append((f.name, enc, dec, default))
+            fields.append((f.name, enc, dec, _default_of(f)))
         names = {name for name, *_ in fields}
         new = object.__new__
         setattr_ = object.__setattr__
@@ -551,8 +551,8 @@ class StateCodec:
                 else:
                     raise StateDecodeError(f"{tp.__name__}: field {name} is missing")
                 setattr_(obj, name, value)
-            for name, fresh in caches:
-                setattr_(obj, name, fresh())
+            for name, fresh in caches:  # a cache has a default (TRANSIENT fields)
+                setattr_(obj, name, fresh() if fresh is not None else None)
             return obj
 
         return enc_dc, dec_dc
